@@ -1,0 +1,1 @@
+"""Task adapters: the paper's input transformations for GLUE-style datasets."""
