@@ -1,5 +1,58 @@
-"""hf-gpt1: GPT-1 as a Hugging Face plugin. (Being assembled: modeling lands next.)"""
+"""hf-gpt1: GPT-1 (Radford et al., 2018) as a Hugging Face plugin.
+
+Importing the package registers `model_type="gpt1"` with the transformers Auto classes, and marks
+the classes for auto-class export so `save_pretrained` writes `auto_map` and copies the modeling code
+(checkpoints then load with `trust_remote_code=True` where this package is not installed).
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+)
 
 from .configuration_gpt1 import GPT1Config
+from .modeling_gpt1 import (
+    GPT1ClassifierOutput,
+    GPT1DoubleHeadsModel,
+    GPT1DoubleHeadsModelOutput,
+    GPT1ForCausalLM,
+    GPT1ForMultipleChoice,
+    GPT1ForSequenceClassification,
+    GPT1LMHeadModel,
+    GPT1Model,
+    GPT1PreTrainedModel,
+)
 
-__all__ = ["GPT1Config"]
+_AUTO_CLASSES = {
+    "AutoModel": (AutoModel, GPT1Model),
+    "AutoModelForCausalLM": (AutoModelForCausalLM, GPT1ForCausalLM),
+    "AutoModelForSequenceClassification": (AutoModelForSequenceClassification, GPT1ForSequenceClassification),
+    "AutoModelForMultipleChoice": (AutoModelForMultipleChoice, GPT1ForMultipleChoice),
+}
+
+
+def _register() -> None:
+    AutoConfig.register(GPT1Config.model_type, GPT1Config, exist_ok=True)
+    GPT1Config.register_for_auto_class("AutoConfig")
+    for auto_name, (auto_class, model_class) in _AUTO_CLASSES.items():
+        auto_class.register(GPT1Config, model_class, exist_ok=True)
+        model_class.register_for_auto_class(auto_name)
+
+
+_register()
+
+__all__ = [
+    "GPT1Config",
+    "GPT1PreTrainedModel",
+    "GPT1Model",
+    "GPT1ForCausalLM",
+    "GPT1LMHeadModel",
+    "GPT1ForSequenceClassification",
+    "GPT1ForMultipleChoice",
+    "GPT1DoubleHeadsModel",
+    "GPT1ClassifierOutput",
+    "GPT1DoubleHeadsModelOutput",
+]

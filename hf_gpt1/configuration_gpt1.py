@@ -76,10 +76,14 @@ class GPT1Config(PretrainedConfig):
         # Keep the paper's function whichever spelling arrives.
         if self.afn in ("gelu", "gelu_new"):
             self.afn = "gelu_pytorch_tanh"
+        self._check_shapes()  # a plain ValueError here, before the strict validators wrap it
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):
         super().validate_architecture()
+        self._check_shapes()
+
+    def _check_shapes(self):
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"GPT1Config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) so every "

@@ -1,0 +1,801 @@
+"""GPT-1: the decoder of "Improving Language Understanding by Generative Pre-Training".
+
+The network in one file, nanoGPT-style: embeddings -> 12 post-LayerNorm blocks -> heads.
+
+    h   = tokens_embed(x) + positions_embed(pos)          learned absolute positions
+    for each block:
+        h = LN(h + attn(h))                                post-LN (GPT-2 later moved LN in front)
+        h = LN(h + mlp(h))                                 mlp = W2 · gelu_tanh(W1 · h)
+    logits = h · tokens_embedᵀ                             LM head tied to the token table, no final LN
+
+Fine-tuning heads (paper §3.2) read the final state at the extract token, h_l^m, feed it to a linear
+layer and optimise L3 = L2 + λ·L1, where L1 is the language-modelling loss on the same inputs.
+
+HF plumbing (attention interface, masks, KV cache, Auto registration) follows
+`transformers/models/gpt2/modeling_gpt2.py` (v5) and stays out of the blocks' way. This file imports
+only torch/transformers and `.configuration_gpt1` so it ships as remote code next to checkpoints.
+
+Layout note: projections are `nn.Linear` ([out, in] weights) rather than the `Conv1D` ([in, out]) of
+transformers' `openai-gpt`, so PEFT/LoRA and quantisers see ordinary linear layers. Checkpoints in the
+`openai-gpt` layout are converted on the fly by `GPT1PreTrainedModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.utils import ModelOutput, can_return_tuple, logging
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_gpt1 import GPT1Config
+
+logger = logging.get_logger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The network
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q·kᵀ/√d + mask) · v, written out; the reference for every other implementation."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:  # True = may attend
+            attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+        else:
+            attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1).to(value.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2)  # (batch, seq, heads, head_dim)
+    return attn_output, attn_weights
+
+
+class GPT1Attention(nn.Module):
+    """Causal multi-head self-attention with one fused q/k/v projection."""
+
+    def __init__(self, config: GPT1Config, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True  # read by the sdpa/flash integrations
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # rows: q, k, v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_pdrop = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq, _ = hidden_states.shape
+        qkv = self.c_attn(hidden_states).view(batch, seq, 3, self.n_head, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, seq, head_dim)
+
+        if past_key_values is not None:  # append this step's keys/values, get the whole history back
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attn_pdrop if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(batch, seq, -1)
+        return self.resid_dropout(self.c_proj(attn_output)), attn_weights
+
+
+class GPT1MLP(nn.Module):
+    """Position-wise feed-forward network, 4x wide, tanh-GELU (paper §4.1)."""
+
+    def __init__(self, config: GPT1Config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.act = ACT2FN[config.afn]
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))))
+
+
+class GPT1Block(GradientCheckpointingLayer):
+    """One post-LayerNorm transformer block: h = LN(x + attn(x)); out = LN(h + mlp(h))."""
+
+    def __init__(self, config: GPT1Config, layer_idx: int):
+        super().__init__()
+        self.attn = GPT1Attention(config, layer_idx)
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = GPT1MLP(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        attn_output, _ = self.attn(hidden_states, attention_mask, past_key_values, **kwargs)
+        hidden_states = self.ln_1(hidden_states + attn_output)
+        return self.ln_2(hidden_states + self.mlp(hidden_states))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GPT1ClassifierOutput(ModelOutput):
+    """Output of the fine-tuning heads (sequence classification, similarity, multiple choice).
+
+    loss: L3 = task_loss + lm_coef * lm_loss (the paper's fine-tuning objective), when `labels` are given.
+    logits: (batch, num_labels) for classification/regression, (batch, num_choices) for multiple choice.
+    task_loss / lm_loss: the two parts of `loss`, so training code can log them separately
+        (`config.keys_to_ignore_at_inference` keeps them out of Trainer's gathered predictions).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    task_loss: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class GPT1DoubleHeadsModelOutput(ModelOutput):
+    """Same fields as `transformers.OpenAIGPTDoubleHeadsModelOutput`: `loss` is the LM loss, `mc_loss` the choice loss."""
+
+    loss: torch.Tensor | None = None
+    mc_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    mc_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pretrained-model plumbing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class GPT1PreTrainedModel(PreTrainedModel):
+    config: GPT1Config
+    config_class = GPT1Config
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GPT1Block"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False  # input validation reads tensor values (clear errors beat opaque ones)
+    _can_record_outputs = {
+        "hidden_states": GPT1Block,
+        "attentions": OutputRecorder(GPT1Attention, index=1),
+    }
+    # `openai-gpt` checkpoints carry the causal mask as a buffer; we build masks per call instead.
+    _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """N(0, initializer_range) for weights and embeddings, zero biases, unit LayerNorm (paper §4.1)."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.normal_(mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus checkpoints in transformers' `openai-gpt` layout.
+
+        An `openai-gpt` folder or Hub id (e.g. `openai-community/openai-gpt`) is converted on the fly:
+        its config becomes a `GPT1Config` and its Conv1D weights are transposed into our Linear layout.
+        """
+        config = kwargs.get("config")
+        if pretrained_model_name_or_path is not None and (config is None or isinstance(config, (str, os.PathLike))):
+            source = config if config is not None else pretrained_model_name_or_path
+            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            try:
+                config_dict, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
+            except OSError:
+                config_dict = {}  # let the regular path raise its usual, detailed error
+            if config_dict.get("model_type") == "openai-gpt":
+                return cls._from_openai_gpt(pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
+        elif isinstance(config, PretrainedConfig) and config.model_type == "openai-gpt":
+            return cls._from_openai_gpt(pretrained_model_name_or_path, config.to_dict(), *model_args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def _from_openai_gpt(cls, path, openai_config: dict, *model_args, **kwargs):
+        from transformers.utils import cached_file
+
+        kwargs.pop("config", None)
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        config = config_from_openai_gpt(openai_config)
+        for key in list(kwargs):  # config overrides such as num_labels=3, as from_pretrained accepts them
+            if hasattr(config, key) and key not in _HUB_KWARGS:
+                setattr(config, key, kwargs.pop(key))
+        weights_file = None
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            weights_file = cached_file(path, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+            if weights_file is not None:
+                break
+        if weights_file is None:
+            raise OSError(f"{path} has an openai-gpt config but neither model.safetensors nor pytorch_model.bin.")
+        if weights_file.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state_dict = load_file(weights_file)
+        else:  # never unpickle arbitrary objects from a checkpoint
+            state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
+        state_dict = convert_openai_gpt_state_dict(state_dict, cls, config)
+        logger.info(f"Converted openai-gpt checkpoint {path} to the gpt1 layout ({len(state_dict)} tensors).")
+        for key in _HUB_KWARGS:
+            kwargs.pop(key, None)
+        return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+def config_from_openai_gpt(openai_config: dict) -> GPT1Config:
+    """Map a transformers `OpenAIGPTConfig` dict onto `GPT1Config` (same attribute names, by design)."""
+    keep = (
+        "vocab_size n_positions n_embd n_layer n_head afn resid_pdrop embd_pdrop attn_pdrop layer_norm_epsilon "
+        "initializer_range id2label label2id problem_type pad_token_id bos_token_id eos_token_id"
+    ).split()
+    values = {k: openai_config[k] for k in keep if openai_config.get(k) is not None}
+    if "summary_first_dropout" in openai_config:
+        values["clf_pdrop"] = openai_config["summary_first_dropout"]
+    return GPT1Config(**values)
+
+
+def convert_openai_gpt_state_dict(
+    state_dict: dict[str, torch.Tensor], model_class: type[GPT1PreTrainedModel], config: GPT1Config
+) -> dict[str, torch.Tensor]:
+    """Rename/transpose an `openai-gpt` state dict (any of its head classes) into `model_class`'s layout.
+
+    Conv1D stores [in, out]; nn.Linear stores [out, in]. Keys we cannot place are reported by name.
+    """
+    converted, unmapped, lm_head = {}, [], None
+    has_score_bias = "score.bias" in state_dict
+    for key, tensor in state_dict.items():
+        name = key[len("transformer.") :] if key.startswith("transformer.") else key
+        if name.startswith(("tokens_embed.", "positions_embed.")):
+            converted[f"transformer.{name}"] = tensor
+        elif name.startswith("h.") and name.endswith(".attn.bias"):
+            continue  # the reference's causal-mask buffer
+        elif name.startswith("h."):
+            is_conv_weight = name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
+            converted[f"transformer.{name}"] = tensor.t().contiguous() if is_conv_weight else tensor
+        elif name == "lm_head.weight":
+            lm_head = tensor  # tied to tokens_embed; some reference heads save only this side of the tie
+        elif name.startswith("multiple_choice_head.summary."):
+            target = "multiple_choice_head.summary." if model_class.__name__ == "GPT1DoubleHeadsModel" else "score."
+            converted[target + name.rsplit(".", 1)[1]] = tensor
+        elif name == "score.weight":
+            converted["score.weight"] = tensor
+        else:
+            unmapped.append(key)
+    if "transformer.tokens_embed.weight" not in converted and lm_head is not None:
+        converted["transformer.tokens_embed.weight"] = lm_head
+    if "score.weight" in converted and not has_score_bias and "multiple_choice_head" not in " ".join(state_dict):
+        converted["score.bias"] = torch.zeros(converted["score.weight"].shape[0], dtype=converted["score.weight"].dtype)
+    if unmapped:
+        logger.warning(
+            f"openai-gpt checkpoint: {len(unmapped)} tensor(s) have no counterpart in {model_class.__name__} and were "
+            f"dropped: {', '.join(unmapped[:10])}{' ...' if len(unmapped) > 10 else ''}"
+        )
+    expected = f"[{config.vocab_size}, {config.n_embd}]"
+    tokens = converted.get("transformer.tokens_embed.weight")
+    if tokens is None:
+        raise ValueError("openai-gpt checkpoint has no tokens_embed.weight; it is not a GPT-1 checkpoint.")
+    if list(tokens.shape) != [config.vocab_size, config.n_embd]:
+        raise ValueError(f"openai-gpt checkpoint: tokens_embed.weight is {list(tokens.shape)}, config says {expected}.")
+    return converted
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The base model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class GPT1Model(GPT1PreTrainedModel):
+    """The bare decoder. Accepts any leading shape, e.g. (batch, choices, seq), and keeps it in the output."""
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        self.tokens_embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.positions_embed = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList([GPT1Block(config, layer_idx=i) for i in range(config.n_layer)])
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.tokens_embed
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.tokens_embed = new_embeddings
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("GPT1Model: pass exactly one of input_ids or inputs_embeds.")
+        # Fold leading dims (batch, choices, ...) into one batch dim; restored at the end.
+        leading_shape = input_ids.shape[:-1] if input_ids is not None else inputs_embeds.shape[:-2]
+        if input_ids is not None:
+            input_ids = input_ids.reshape(-1, input_ids.shape[-1])
+            self._check_input_ids(input_ids)
+            inputs_embeds = self.tokens_embed(input_ids)
+        else:
+            inputs_embeds = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
+        seq_len = inputs_embeds.shape[1]
+        if attention_mask is not None and attention_mask.dim() < 4:
+            attention_mask = attention_mask.reshape(inputs_embeds.shape[0], -1)
+        if position_ids is not None:
+            position_ids = position_ids.reshape(-1, position_ids.shape[-1])
+
+        if use_cache and past_key_values is None and not self.training:
+            past_key_values = DynamicCache(config=self.config)
+        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+
+        if position_ids is None:
+            position_ids = self._position_ids(attention_mask, past_seen, seq_len, inputs_embeds.device)
+        if past_seen + seq_len > self.config.n_positions or int(position_ids.max()) >= self.config.n_positions:
+            raise ValueError(
+                f"GPT-1 has {self.config.n_positions} learned positions, but this call needs positions up to "
+                f"{max(past_seen + seq_len, int(position_ids.max()) + 1)} (cached {past_seen} + {seq_len} new tokens). "
+                f"Truncate inputs to at most n_positions={self.config.n_positions} tokens (tokenizer: "
+                f"truncation=True, max_length={self.config.n_positions})."
+            )
+        hidden_states = self.drop(inputs_embeds + self.positions_embed(position_ids))
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+        )
+        for block in self.h:
+            hidden_states = block(hidden_states, causal_mask, past_key_values, position_ids=position_ids, **kwargs)
+
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states.reshape(*leading_shape, seq_len, -1),
+            past_key_values=past_key_values if use_cache else None,
+        )
+
+    def _check_input_ids(self, input_ids: torch.Tensor) -> None:
+        # An id past the table would be an opaque "index out of range" deep inside F.embedding.
+        vocab = self.tokens_embed.num_embeddings
+        if input_ids.numel() and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
+            bad = int(input_ids.max()) if int(input_ids.max()) >= vocab else int(input_ids.min())
+            raise ValueError(
+                f"input_ids contain id {bad}, outside the embedding table [0, {vocab}). If the tokenizer has added "
+                f"tokens (e.g. GPT-1's start/delimiter/extract/pad), call hf_gpt1.add_special_tokens(model, tokenizer) "
+                f"so the embeddings are resized and the ids recorded in the config."
+            )
+
+    @staticmethod
+    def _position_ids(attention_mask, past_seen: int, seq_len: int, device) -> torch.Tensor:
+        """Absolute positions counted over real tokens, so a left-padded row starts at position 0 like an
+        unpadded one (matters for incremental decoding of padded batches). Without padding: past_seen + arange."""
+        if attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all()):
+            positions = attention_mask.long().cumsum(-1) - 1
+            return positions.clamp(min=0)[:, -seq_len:]
+        return (torch.arange(seq_len, device=device) + past_seen).unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Heads
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
+    """GPT-1 with its language-modelling head (the pretraining objective L1), tied to the token embedding."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        self.transformer = GPT1Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """`labels` are shifted inside (set labels = input_ids); -100 marks positions that are not scored."""
+        outputs = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+GPT1LMHeadModel = GPT1ForCausalLM  # the name users of OpenAIGPTLMHeadModel reach for
+
+
+class _GPT1FineTuningHeadMixin:
+    """Shared by the fine-tuning heads: find h_l^m at the extract token, and the auxiliary LM loss L1."""
+
+    # Trainer must not pass num_items_in_batch: it would count *task* labels, which says nothing about how
+    # many tokens the auxiliary LM loss averages over. Our losses are means; Trainer rescales for accumulation.
+    accepts_loss_kwargs = False
+
+    def extract_positions(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        seq_shape: torch.Size,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """Index of the extract token in every sequence: the last `extract_token_id` if the config knows it,
+        else the last non-padding token (what `pipeline(...)` callers without `mc_token_ids` get)."""
+        seq_len = seq_shape[-1]
+        index = torch.arange(seq_len, device=device)
+        if attention_mask is not None:
+            last_real = (attention_mask.reshape(seq_shape).long() * index).argmax(-1)
+        elif input_ids is not None and self.config.pad_token_id is not None:
+            last_real = ((input_ids != self.config.pad_token_id).long() * index).argmax(-1)
+        else:
+            last_real = torch.full(seq_shape[:-1], seq_len - 1, device=device, dtype=torch.long)
+        if input_ids is None or self.config.extract_token_id is None:
+            return last_real
+        is_extract = input_ids == self.config.extract_token_id
+        last_extract = (is_extract.long() * index).argmax(-1)
+        return torch.where(is_extract.any(-1), last_extract, last_real)
+
+    @staticmethod
+    def gather_at(hidden_states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """hidden_states (..., seq, E), positions (...) -> (..., E)."""
+        index = positions.unsqueeze(-1).unsqueeze(-1).expand(*positions.shape, 1, hidden_states.shape[-1])
+        return hidden_states.gather(-2, index).squeeze(-2)
+
+    def auxiliary_lm_loss(
+        self,
+        hidden_states: torch.Tensor,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        lm_labels: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """L1 on the task inputs themselves: predict every next token, padding excluded (mean over tokens)."""
+        if lm_labels is None:
+            if input_ids is None:
+                return None
+            lm_labels = input_ids
+            if attention_mask is not None:
+                lm_labels = lm_labels.masked_fill(attention_mask.reshape(input_ids.shape) == 0, -100)
+            elif self.config.pad_token_id is not None:
+                lm_labels = lm_labels.masked_fill(input_ids == self.config.pad_token_id, -100)
+        hidden = hidden_states[..., :-1, :].reshape(-1, hidden_states.shape[-1])
+        targets = lm_labels[..., 1:].reshape(-1)
+        keep = targets != -100  # project only the scored positions onto the vocabulary
+        if not bool(keep.any()):
+            return hidden_states.new_zeros(())
+        logits = self.lm_head(hidden[keep])
+        return F.cross_entropy(logits.float(), targets[keep])
+
+    def combine_losses(self, task_loss, lm_loss):
+        if task_loss is None:
+            return None
+        if lm_loss is None or self.config.lm_coef == 0:
+            return task_loss
+        return task_loss + self.config.lm_coef * lm_loss
+
+    def want_lm_loss(self, labels, lm_labels) -> bool:
+        return self.config.lm_coef != 0 and (labels is not None or lm_labels is not None)
+
+
+class GPT1ForSequenceClassification(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
+    """Paper §3.3 classification, entailment and similarity: a linear layer on h_l^m at the extract token.
+
+    - input_ids (batch, seq): classification / entailment; `num_labels == 1` gives regression (STS-B).
+    - input_ids (batch, 2, seq): the *similarity* mode — both orderings of a sentence pair, whose extract
+      states are summed before the classifier, as the paper does for MRPC/QQP/STS-B.
+    loss = task_loss + lm_coef * lm_loss (L3 = L2 + λ·L1); both parts are returned too.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = GPT1Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # for the auxiliary L1
+        self.clf_dropout = nn.Dropout(config.clf_pdrop)
+        self.score = nn.Linear(config.n_embd, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        mc_token_ids: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        lm_labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> GPT1ClassifierOutput:
+        """mc_token_ids: extract-token index per sequence ((batch,) or (batch, 2)); found from the ids if omitted.
+        labels: class ids (batch,), or float targets for regression. lm_labels: targets of the auxiliary LM loss
+        (default: the input ids with padding masked)."""
+        outputs = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state  # (batch, [2,] seq, E)
+        if mc_token_ids is None:
+            mc_token_ids = self.extract_positions(input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device)
+        pooled = self.gather_at(hidden_states, mc_token_ids)
+        if pooled.dim() == 3:  # similarity: sum the representations of both orderings
+            pooled = pooled.sum(dim=1)
+        logits = self.score(self.clf_dropout(pooled))
+
+        task_loss = self._task_loss(logits, labels) if labels is not None else None
+        lm_loss = (
+            self.auxiliary_lm_loss(hidden_states, input_ids, attention_mask, lm_labels)
+            if self.want_lm_loss(labels, lm_labels)
+            else None
+        )
+        return GPT1ClassifierOutput(
+            loss=self.combine_losses(task_loss, lm_loss),
+            logits=logits,
+            task_loss=task_loss,
+            lm_loss=lm_loss,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def _task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+            self.config.problem_type = problem_type
+        if problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float().reshape(-1))
+        if problem_type == "single_label_classification":
+            if labels.numel() and (int(labels.max()) >= self.num_labels or int(labels.min()) < 0):
+                raise ValueError(
+                    f"labels must be class ids in [0, {self.num_labels}) for this {self.num_labels}-way classifier, "
+                    f"got values in [{int(labels.min())}, {int(labels.max())}]. Set num_labels (or id2label) to match "
+                    f"the task's label set."
+                )
+            return F.cross_entropy(logits.float(), labels.reshape(-1))
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+class GPT1ForMultipleChoice(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
+    """Paper §3.3 multiple choice (Story Cloze, RACE, SWAG): one `start context delim answer extract` sequence per
+    answer, input (batch, choices, seq), each scored by a linear layer on its extract state, softmax over choices."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        self.transformer = GPT1Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.clf_dropout = nn.Dropout(config.clf_pdrop)
+        self.score = nn.Linear(config.n_embd, 1)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        mc_token_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        lm_labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> GPT1ClassifierOutput:
+        """input_ids (batch, choices, seq); mc_token_ids (batch, choices); labels (batch,) = index of the right choice."""
+        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+        if len(shape) != 3:
+            raise ValueError(
+                f"GPT1ForMultipleChoice expects input_ids of shape (batch, num_choices, seq_len), got {tuple(shape)}."
+            )
+        outputs = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state  # (batch, choices, seq, E)
+        if mc_token_ids is None:
+            mc_token_ids = self.extract_positions(input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device)
+        logits = self.score(self.clf_dropout(self.gather_at(hidden_states, mc_token_ids))).squeeze(-1)
+
+        task_loss = None
+        if labels is not None:
+            if labels.numel() and (int(labels.max()) >= shape[1] or int(labels.min()) < 0):
+                raise ValueError(f"labels must be choice indices in [0, {shape[1]}), got {labels.tolist()}.")
+            task_loss = F.cross_entropy(logits.float(), labels.reshape(-1))
+        lm_loss = (
+            self.auxiliary_lm_loss(hidden_states, input_ids, attention_mask, lm_labels)
+            if self.want_lm_loss(labels, lm_labels)
+            else None
+        )
+        return GPT1ClassifierOutput(
+            loss=self.combine_losses(task_loss, lm_loss),
+            logits=logits,
+            task_loss=task_loss,
+            lm_loss=lm_loss,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class GPT1MultipleChoiceHead(nn.Module):
+    """`summary` projection named as in transformers' `OpenAIGPTSequenceSummary`, so its weights load as they are."""
+
+    def __init__(self, config: GPT1Config):
+        super().__init__()
+        self.first_dropout = nn.Dropout(config.clf_pdrop)
+        self.summary = nn.Linear(config.n_embd, 1)
+
+    def forward(self, extract_states: torch.Tensor) -> torch.Tensor:
+        return self.summary(self.first_dropout(extract_states))
+
+
+class GPT1DoubleHeadsModel(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
+    """Drop-in for `transformers.OpenAIGPTDoubleHeadsModel`: same arguments (`mc_token_ids`, `labels` for the LM,
+    `mc_labels` for the choice) and outputs (`loss` = LM loss, `mc_loss`, `logits` = LM logits, `mc_logits`)."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
+
+    def __init__(self, config: GPT1Config):
+        super().__init__(config)
+        self.transformer = GPT1Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.multiple_choice_head = GPT1MultipleChoiceHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        mc_token_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        mc_labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> GPT1DoubleHeadsModelOutput:
+        outputs = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        lm_logits = self.lm_head(hidden_states)
+        if mc_token_ids is None:  # as the reference: the last token of every sequence
+            mc_token_ids = torch.full(hidden_states.shape[:-2], hidden_states.shape[-2] - 1, device=lm_logits.device)
+        mc_logits = self.multiple_choice_head(self.gather_at(hidden_states, mc_token_ids)).squeeze(-1)
+        mc_loss = F.cross_entropy(mc_logits.reshape(-1, mc_logits.shape[-1]), mc_labels.reshape(-1)) if mc_labels is not None else None
+        lm_loss = None
+        if labels is not None:
+            shift_logits = lm_logits[..., :-1, :].reshape(-1, lm_logits.shape[-1])
+            lm_loss = F.cross_entropy(shift_logits, labels[..., 1:].reshape(-1))
+        return GPT1DoubleHeadsModelOutput(
+            loss=lm_loss,
+            mc_loss=mc_loss,
+            logits=lm_logits,
+            mc_logits=mc_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = [
+    "GPT1PreTrainedModel",
+    "GPT1Model",
+    "GPT1ForCausalLM",
+    "GPT1LMHeadModel",
+    "GPT1ForSequenceClassification",
+    "GPT1ForMultipleChoice",
+    "GPT1DoubleHeadsModel",
+    "GPT1ClassifierOutput",
+    "GPT1DoubleHeadsModelOutput",
+    "config_from_openai_gpt",
+    "convert_openai_gpt_state_dict",
+]

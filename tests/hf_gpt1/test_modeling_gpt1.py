@@ -1,0 +1,339 @@
+"""GPT-1 model family: parity with transformers' OpenAIGPT* reference, heads, losses, generation, errors.
+
+Parity tests follow litgpt's `test_against_hf_*`: a random reference model is saved in the `openai-gpt`
+layout, loaded through our `from_pretrained` (which converts it), and compared output by output.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    OpenAIGPTConfig,
+    OpenAIGPTDoubleHeadsModel,
+    OpenAIGPTForSequenceClassification,
+    OpenAIGPTLMHeadModel,
+    OpenAIGPTModel,
+)
+
+from hf_gpt1 import (
+    GPT1Config,
+    GPT1DoubleHeadsModel,
+    GPT1ForCausalLM,
+    GPT1ForMultipleChoice,
+    GPT1ForSequenceClassification,
+    GPT1Model,
+)
+from testing_utils import no_dropout, save_reference, tiny_gpt1_config, tiny_openai_config
+
+ATOL = 1e-5
+
+
+def _right_padded_mask(batch: int, seq: int, lengths: list[int]) -> torch.Tensor:
+    mask = torch.zeros(batch, seq, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+    return mask
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("padding", [False, True])
+@pytest.mark.parametrize("mode", ["eval", "train_no_dropout"])
+def test_lm_parity_with_reference(tmp_path, attn_implementation, padding, mode):
+    config = tiny_openai_config(**no_dropout())
+    reference = save_reference(OpenAIGPTLMHeadModel, config, tmp_path)
+    ours = GPT1ForCausalLM.from_pretrained(tmp_path, attn_implementation=attn_implementation)
+    assert isinstance(ours.config, GPT1Config) and ours.config._attn_implementation == attn_implementation
+    if mode == "train_no_dropout":
+        reference.train(), ours.train()
+    else:
+        ours.eval()
+
+    torch.manual_seed(1)
+    input_ids = torch.randint(0, config.vocab_size, (3, 17))
+    lengths = [17, 11, 5] if padding else [17, 17, 17]
+    mask = _right_padded_mask(3, 17, lengths) if padding else None
+    with torch.set_grad_enabled(mode != "eval"):
+        ref = reference(input_ids, attention_mask=mask, output_hidden_states=True)
+        out = ours(input_ids, attention_mask=mask, output_hidden_states=True)
+    assert len(out.hidden_states) == len(ref.hidden_states) == config.n_layer + 1
+    valid = _right_padded_mask(3, 17, lengths).bool()
+    for ours_h, ref_h in zip(out.hidden_states, ref.hidden_states):
+        torch.testing.assert_close(ours_h[valid], ref_h[valid], atol=ATOL, rtol=0)
+    torch.testing.assert_close(out.logits[valid], ref.logits[valid], atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_full_size_gpt1_parity(tmp_path):
+    """The paper's 117M configuration (default GPT1Config == default OpenAIGPTConfig)."""
+    config = OpenAIGPTConfig(**no_dropout())
+    reference = save_reference(OpenAIGPTLMHeadModel, config, tmp_path)
+    ours = GPT1ForCausalLM.from_pretrained(tmp_path).eval()
+    defaults = GPT1Config()
+    assert (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.vocab_size, ours.config.n_positions) == (
+        defaults.n_layer, defaults.n_embd, defaults.n_head, defaults.vocab_size, defaults.n_positions
+    ) == (12, 768, 12, 40478, 512)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+    input_ids = torch.randint(0, 40478, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids).logits, reference(input_ids).logits, atol=ATOL, rtol=0)
+
+
+def test_base_model_parity_and_leading_dims(tmp_path):
+    config = tiny_openai_config(**no_dropout())
+    reference = save_reference(OpenAIGPTModel, config, tmp_path)
+    ours = GPT1Model.from_pretrained(tmp_path).eval()
+    input_ids = torch.randint(0, config.vocab_size, (2, 3, 9))  # (batch, choices, seq) stays (batch, choices, seq, E)
+    with torch.no_grad():
+        ref = reference(input_ids.view(-1, 9)).last_hidden_state.view(2, 3, 9, -1)
+        out = ours(input_ids).last_hidden_state
+    assert out.shape == (2, 3, 9, config.n_embd)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+
+
+def test_sequence_classification_parity(tmp_path):
+    config = tiny_openai_config(**no_dropout(), num_labels=3, pad_token_id=0)
+    reference = save_reference(OpenAIGPTForSequenceClassification, config, tmp_path)
+    ours = GPT1ForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert ours.config.num_labels == 3 and torch.all(ours.score.bias == 0)
+    input_ids = torch.randint(1, config.vocab_size, (3, 12))
+    input_ids[1, 8:] = 0  # right padding with the pad id, as the reference expects
+    input_ids[2, 4:] = 0
+    mask = (input_ids != 0).long()
+    with torch.no_grad():
+        ref = reference(input_ids, attention_mask=mask).logits
+        # our head finds the last non-padding token itself when no extract id is configured
+        out = ours(input_ids, attention_mask=mask).logits
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+
+
+def test_double_heads_parity_including_losses(tmp_path):
+    config = tiny_openai_config(**no_dropout(), summary_first_dropout=0.0)
+    reference = save_reference(OpenAIGPTDoubleHeadsModel, config, tmp_path)
+    ours = GPT1DoubleHeadsModel.from_pretrained(tmp_path).eval()
+    input_ids = torch.randint(0, config.vocab_size, (2, 4, 10))
+    mc_token_ids = torch.tensor([[9, 7, 9, 3], [5, 9, 9, 9]])
+    lm_labels = input_ids.masked_fill(torch.rand(input_ids.shape) < 0.2, -100)
+    mc_labels = torch.tensor([1, 3])
+    with torch.no_grad():
+        ref = reference(input_ids, mc_token_ids=mc_token_ids, labels=lm_labels, mc_labels=mc_labels)
+        out = ours(input_ids, mc_token_ids=mc_token_ids, labels=lm_labels, mc_labels=mc_labels)
+    for field in ("logits", "mc_logits", "loss", "mc_loss"):
+        torch.testing.assert_close(getattr(out, field), getattr(ref, field), atol=ATOL, rtol=0, msg=field)
+
+    # The same checkpoint as our multiple-choice head: its choice scores equal the reference's mc_logits.
+    mc_model = GPT1ForMultipleChoice.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        mc_out = mc_model(input_ids, mc_token_ids=mc_token_ids, labels=mc_labels)
+    torch.testing.assert_close(mc_out.logits, ref.mc_logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(mc_out.task_loss, ref.mc_loss, atol=ATOL, rtol=0)
+
+
+def _classifier(num_labels=2, **overrides):
+    torch.manual_seed(0)
+    return GPT1ForSequenceClassification(tiny_gpt1_config(**no_dropout(clf_pdrop=0.0), num_labels=num_labels, **overrides)).eval()
+
+
+def test_extract_token_is_found_by_id_then_falls_back_to_last_real_token():
+    model = _classifier(extract_token_id=7, pad_token_id=8)
+    input_ids = torch.tensor([[5, 1, 2, 7, 3, 8], [5, 1, 2, 3, 8, 8]])  # row 0 has the extract token at 3
+    mask = (input_ids != 8).long()
+    with torch.no_grad():
+        hidden = model.transformer(input_ids, attention_mask=mask).last_hidden_state
+        logits = model(input_ids, attention_mask=mask).logits
+        explicit = model(input_ids, attention_mask=mask, mc_token_ids=torch.tensor([3, 3])).logits
+    expected = model.score(torch.stack([hidden[0, 3], hidden[1, 3]]))
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(logits, explicit)
+
+
+def test_similarity_mode_sums_both_orderings():
+    model = _classifier(num_labels=1)
+    a_b = torch.tensor([[5, 10, 11, 6, 12, 13, 7]])
+    b_a = torch.tensor([[5, 12, 13, 6, 10, 11, 7]])
+    pair = torch.stack([a_b, b_a], dim=1)  # (batch=1, 2, seq)
+    positions = torch.tensor([[6, 6]])
+    with torch.no_grad():
+        logits = model(pair, mc_token_ids=positions).logits
+        h_ab = model.transformer(a_b).last_hidden_state[0, 6]
+        h_ba = model.transformer(b_a).last_hidden_state[0, 6]
+    torch.testing.assert_close(logits, model.score(h_ab + h_ba).unsqueeze(0))
+    # regression (num_labels == 1) uses MSE on the score
+    out = model(pair, mc_token_ids=positions, labels=torch.tensor([3.5]))
+    torch.testing.assert_close(out.task_loss, (logits.squeeze() - 3.5) ** 2)
+
+
+@pytest.mark.parametrize("model_class", [GPT1ForSequenceClassification, GPT1ForMultipleChoice])
+def test_fine_tuning_loss_is_task_plus_lambda_lm(model_class):
+    torch.manual_seed(0)
+    shape = (3, 9) if model_class is GPT1ForSequenceClassification else (3, 2, 9)
+    input_ids = torch.randint(0, 99, shape)
+    mask = torch.ones(shape, dtype=torch.long)
+    mask[..., -2:] = 0  # padding is never scored by the LM loss
+    labels = torch.tensor([1, 0, 1])
+    losses = {}
+    for lm_coef in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = model_class(tiny_gpt1_config(**no_dropout(clf_pdrop=0.0), lm_coef=lm_coef)).eval()
+        out = model(input_ids, attention_mask=mask, labels=labels)
+        losses[lm_coef] = out
+    off, on = losses[0.0], losses[0.5]
+    assert off.lm_loss is None and torch.equal(off.loss, off.task_loss)
+    torch.testing.assert_close(on.task_loss, off.task_loss)
+    torch.testing.assert_close(on.loss, on.task_loss + 0.5 * on.lm_loss)
+    # the LM part is a real next-token loss over the unpadded tokens
+    torch.manual_seed(0)
+    model = model_class(tiny_gpt1_config(**no_dropout(clf_pdrop=0.0), lm_coef=0.5)).eval()
+    with torch.no_grad():
+        hidden = model.transformer(input_ids, attention_mask=mask).last_hidden_state
+        logits = model.lm_head(hidden)[..., :-1, :].reshape(-1, 99)
+        targets = input_ids.masked_fill(mask == 0, -100)[..., 1:].reshape(-1)
+        expected = torch.nn.functional.cross_entropy(logits, targets)
+        got = model(input_ids, attention_mask=mask, labels=labels).lm_loss
+    torch.testing.assert_close(got, expected)
+
+
+def test_fine_tuning_heads_tie_lm_head_and_hide_loss_parts_from_trainer_gathering():
+    model = _classifier()
+    assert model.lm_head.weight is model.transformer.tokens_embed.weight
+    assert {"task_loss", "lm_loss"} <= set(model.config.keys_to_ignore_at_inference)
+    assert model.accepts_loss_kwargs is False
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    model = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout()))
+    input_ids = torch.randint(0, 99, (2, 16))
+
+    def grads():
+        model.zero_grad()
+        model(input_ids, labels=input_ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.train()
+    plain = grads()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert model.is_activation_checkpointing
+    checkpointed = grads()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+
+def test_resize_token_embeddings_for_special_tokens():
+    torch.manual_seed(0)
+    model = GPT1ForCausalLM(tiny_gpt1_config())
+    old = model.transformer.tokens_embed.weight.detach().clone()
+    model.resize_token_embeddings(103)
+    assert model.config.vocab_size == 103
+    assert model.lm_head.weight is model.transformer.tokens_embed.weight
+    torch.testing.assert_close(model.transformer.tokens_embed.weight[:99], old)
+    assert model(torch.tensor([[100, 101, 102]])).logits.shape == (1, 3, 103)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Generation with the KV cache
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def lm_pair(tmp_path):
+    config = tiny_openai_config()
+    reference = save_reference(OpenAIGPTLMHeadModel, config, tmp_path)
+    ours = GPT1ForCausalLM.from_pretrained(tmp_path).eval()
+    return reference, ours
+
+
+def test_greedy_generation_matches_reference_and_cache_is_transparent(lm_pair):
+    reference, ours = lm_pair
+    prompt = torch.randint(0, 99, (1, 7))
+    kwargs = dict(max_new_tokens=20, do_sample=False, pad_token_id=0)
+    with_cache = ours.generate(prompt, use_cache=True, **kwargs)
+    without_cache = ours.generate(prompt, use_cache=False, **kwargs)
+    ref = reference.generate(prompt, use_cache=False, **kwargs)
+    assert with_cache.shape == (1, 27)
+    assert torch.equal(with_cache, without_cache)
+    assert torch.equal(with_cache, ref)
+
+
+def test_sampled_generation_same_with_and_without_cache(lm_pair):
+    _, ours = lm_pair
+    prompt = torch.randint(0, 99, (2, 5))
+    outs = []
+    for use_cache in (True, False):
+        torch.manual_seed(123)
+        outs.append(ours.generate(prompt, do_sample=True, top_k=20, max_new_tokens=15, use_cache=use_cache, pad_token_id=0))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_incremental_decoding_of_left_padded_batch_matches_unpadded_rows(lm_pair):
+    _, ours = lm_pair
+    pad = 0
+    rows = [torch.randint(1, 99, (9,)), torch.randint(1, 99, (4,))]
+    batch = torch.full((2, 9), pad)
+    mask = torch.zeros(2, 9, dtype=torch.long)
+    for i, row in enumerate(rows):
+        batch[i, 9 - len(row):] = row
+        mask[i, 9 - len(row):] = 1
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=pad)
+    batched = ours.generate(batch, attention_mask=mask, **kwargs)
+    for i, row in enumerate(rows):
+        alone = ours.generate(row.unsqueeze(0), **kwargs)
+        assert torch.equal(batched[i, 9:], alone[0, len(row):]), f"row {i} diverged after left padding"
+
+
+def test_cache_object_and_positions_in_manual_decoding(lm_pair):
+    _, ours = lm_pair
+    ids = torch.randint(0, 99, (1, 10))
+    with torch.no_grad():
+        full = ours(ids).logits
+        first = ours(ids[:, :6], use_cache=True)
+        assert first.past_key_values.get_seq_length() == 6
+        logits, cache = [first.logits], first.past_key_values
+        for t in range(6, 10):
+            step = ours(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            logits.append(step.logits)
+            cache = step.past_key_values
+    torch.testing.assert_close(torch.cat(logits, dim=1), full, atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input gets a clear error
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_too_long_input_names_the_limit():
+    model = GPT1ForCausalLM(tiny_gpt1_config()).eval()
+    with pytest.raises(ValueError, match=r"64 learned positions.*max_length=64"):
+        model(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_out_of_vocabulary_ids_point_to_add_special_tokens():
+    model = GPT1ForCausalLM(tiny_gpt1_config()).eval()
+    with pytest.raises(ValueError, match=r"id 99, outside the embedding table \[0, 99\).*add_special_tokens"):
+        model(torch.tensor([[1, 99]]))
+
+
+def test_config_rejects_indivisible_heads():
+    with pytest.raises(ValueError, match=r"n_embd \(30\) must be divisible by n_head \(4\)"):
+        GPT1Config(n_embd=30, n_head=4)
+
+
+def test_multiple_choice_needs_three_dims_and_valid_labels():
+    model = GPT1ForMultipleChoice(tiny_gpt1_config())
+    with pytest.raises(ValueError, match=r"\(batch, num_choices, seq_len\)"):
+        model(torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"choice indices in \[0, 2\)"):
+        model(torch.zeros(1, 2, 5, dtype=torch.long), labels=torch.tensor([2]))
+
+
+def test_classifier_labels_outside_label_set():
+    model = _classifier(num_labels=2)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 2\).*got values in \[0, 5\]"):
+        model(torch.zeros(2, 4, dtype=torch.long), labels=torch.tensor([0, 5]))
+
+
+def test_openai_gpt_checkpoint_with_wrong_embedding_shape_is_reported(tmp_path):
+    config = tiny_openai_config()
+    save_reference(OpenAIGPTLMHeadModel, config, tmp_path)
+    with pytest.raises(ValueError, match=r"size mismatch|tokens_embed"):
+        GPT1ForCausalLM.from_pretrained(tmp_path, vocab_size=120)
