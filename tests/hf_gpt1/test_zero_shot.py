@@ -1,0 +1,62 @@
+"""Zero-shot LM scoring (paper §5): log-probabilities are exact and batching/padding does not change them."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+from torch.nn import functional as F
+
+from hf_gpt1 import GPT1ForCausalLM
+from hf_gpt1.tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
+from hf_gpt1.zero_shot import continuation_logprobs, sst2_zero_shot, story_cloze_zero_shot
+from testing_utils import tiny_gpt1_config
+
+
+def _model_and_tokenizer(tokenizer_dir):
+    tokenizer = load_gpt1_tokenizer(tokenizer_dir)
+    torch.manual_seed(0)
+    model = GPT1ForCausalLM(tiny_gpt1_config(vocab_size=len(tokenizer), n_positions=128))
+    add_special_tokens(model, tokenizer)
+    return model.eval(), tokenizer
+
+
+def _sst2_dev(glue_dir, n):
+    with open(glue_dir / "SST-2" / "dev.tsv", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1 : n + 1]
+    return [r[0] for r in rows], [int(r[1]) for r in rows]
+
+
+def test_continuation_logprobs_are_exact_and_batch_invariant(tokenizer_dir, glue_dir):
+    model, tokenizer = _model_and_tokenizer(tokenizer_dir)
+    sentences, _ = _sst2_dev(glue_dir, 5)
+    contexts, continuations = [s + " very" for s in sentences], ["positive"] * 5
+    batched = continuation_logprobs(model, tokenizer, contexts, continuations, batch_size=5)
+    single = continuation_logprobs(model, tokenizer, contexts, continuations, batch_size=1)
+    for (a, n), (b, m) in zip(batched, single):
+        assert n == m == len(tokenizer("positive", add_special_tokens=False)["input_ids"])
+        assert abs(a - b) < 1e-4
+    # by hand for the first pair
+    ctx = tokenizer(contexts[0], add_special_tokens=False)["input_ids"]
+    cont = tokenizer("positive", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logprobs = F.log_softmax(model(ids).logits[0, :-1], -1)
+    expected = sum(float(logprobs[len(ctx) - 1 + i, tok]) for i, tok in enumerate(cont))
+    assert abs(batched[0][0] - expected) < 1e-4
+
+
+def test_sst2_and_story_cloze_scoring_follow_the_logprobs(tokenizer_dir, glue_dir):
+    model, tokenizer = _model_and_tokenizer(tokenizer_dir)
+    sentences, labels = _sst2_dev(glue_dir, 12)
+    result = sst2_zero_shot(model, tokenizer, sentences, labels)
+    pos = continuation_logprobs(model, tokenizer, [s + " very" for s in sentences], ["positive"] * 12)
+    neg = continuation_logprobs(model, tokenizer, [s + " very" for s in sentences], ["negative"] * 12)
+    expected = sum(int(p[0] > n[0]) == y for p, n, y in zip(pos, neg, labels)) / 12
+    assert result["accuracy"] == expected
+
+    stories = ["tom went to the store . he bought milk ."] * 2
+    endings = [["he went home .", "the moon is purple ."], ["the moon is purple .", "he went home ."]]
+    scores = story_cloze_zero_shot(model, tokenizer, stories, endings, [0, 1])
+    # the two examples are mirror images, so a consistent scorer gets both right or both wrong
+    assert scores["accuracy"] in (0.0, 1.0)
