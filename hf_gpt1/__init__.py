@@ -7,10 +7,12 @@ the classes for auto-class export so `save_pretrained` writes `auto_map` and cop
 
 from transformers import (
     AutoConfig,
+    AutoTokenizer,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMultipleChoice,
     AutoModelForSequenceClassification,
+    OpenAIGPTTokenizer,
 )
 
 from .configuration_gpt1 import GPT1Config
@@ -25,6 +27,7 @@ from .modeling_gpt1 import (
     GPT1Model,
     GPT1PreTrainedModel,
 )
+from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
 
 _AUTO_CLASSES = {
     "AutoModel": (AutoModel, GPT1Model),
@@ -37,6 +40,8 @@ _AUTO_CLASSES = {
 def _register() -> None:
     AutoConfig.register(GPT1Config.model_type, GPT1Config, exist_ok=True)
     GPT1Config.register_for_auto_class("AutoConfig")
+    # GPT-1 uses the original `</w>` BPE; its tokenizer is transformers' own OpenAIGPTTokenizer.
+    AutoTokenizer.register(GPT1Config, tokenizer_class=OpenAIGPTTokenizer, exist_ok=True)
     for auto_name, (auto_class, model_class) in _AUTO_CLASSES.items():
         auto_class.register(GPT1Config, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_name)
@@ -45,6 +50,8 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "load_gpt1_tokenizer",
+    "add_special_tokens",
     "GPT1Config",
     "GPT1PreTrainedModel",
     "GPT1Model",
