@@ -242,11 +242,27 @@ class GPT1PreTrainedModel(PreTrainedModel):
                 config_dict, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
             except OSError:
                 config_dict = {}  # let the regular path raise its usual, detailed error
-            if config_dict.get("model_type") == "openai-gpt":
+            model_type = config_dict.get("model_type")
+            if model_type == "openai-gpt":
                 return cls._from_openai_gpt(pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
+            if model_type not in (None, GPT1Config.model_type):
+                # transformers would only warn and then initialise a GPT-1 from scratch around foreign weights.
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} holds a '{model_type}' checkpoint; {cls.__name__} loads 'gpt1' "
+                    f"checkpoints (and converts transformers' 'openai-gpt' ones). Load it with its own class, or "
+                    f"point to a GPT-1 checkpoint."
+                )
         elif isinstance(config, PretrainedConfig) and config.model_type == "openai-gpt":
             return cls._from_openai_gpt(pretrained_model_name_or_path, config.to_dict(), *model_args, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":
+                raise
+            raise OSError(
+                f"Could not read the weights of {pretrained_model_name_or_path}: {err}. The safetensors file is "
+                f"truncated or corrupted (an interrupted download, copy or save); re-download or re-save it."
+            ) from err
 
     @classmethod
     def _from_openai_gpt(cls, path, openai_config: dict, *model_args, **kwargs):

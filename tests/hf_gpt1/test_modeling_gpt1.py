@@ -337,3 +337,25 @@ def test_openai_gpt_checkpoint_with_wrong_embedding_shape_is_reported(tmp_path):
     save_reference(OpenAIGPTLMHeadModel, config, tmp_path)
     with pytest.raises(ValueError, match=r"size mismatch|tokens_embed"):
         GPT1ForCausalLM.from_pretrained(tmp_path, vocab_size=120)
+
+
+def test_checkpoint_of_another_model_type_is_refused(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=50)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"holds a 'bert' checkpoint; GPT1ForCausalLM loads 'gpt1'"):
+        GPT1ForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted_header"])
+def test_damaged_safetensors_name_the_checkpoint(tmp_path, damage):
+    GPT1ForCausalLM(tiny_gpt1_config()).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[10:40] = b"x" * 30
+    weights.write_bytes(bytes(data))
+    with pytest.raises(OSError, match=r"Could not read the weights of .*truncated or corrupted"):
+        GPT1ForCausalLM.from_pretrained(tmp_path)
