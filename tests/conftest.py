@@ -18,6 +18,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from hub_server import hub_server  # noqa: E402,F401  (fixture: local Hub server; imported after the env defaults)
+
 SHARED_DATA = Path(os.environ.get("HF_GPT1_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
