@@ -28,6 +28,7 @@ from .modeling_gpt1 import (
     GPT1PreTrainedModel,
 )
 from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
+from .convert_openai_checkpoint import convert_openai_checkpoint
 
 _AUTO_CLASSES = {
     "AutoModel": (AutoModel, GPT1Model),
@@ -52,6 +53,7 @@ _register()
 __all__ = [
     "load_gpt1_tokenizer",
     "add_special_tokens",
+    "convert_openai_checkpoint",
     "GPT1Config",
     "GPT1PreTrainedModel",
     "GPT1Model",

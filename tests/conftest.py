@@ -10,13 +10,16 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-sys.path.insert(0, str(TESTS_DIR))  # lets tests `import testing_utils`, `import hub_server`
 
 # Never reach for the real Hub from the test suite; tests that need a Hub start a local one.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import hf_gpt1  # noqa: E402,F401  the installed package first, so tests/hf_gpt1/ cannot shadow it as a namespace package
+
+sys.path.insert(0, str(TESTS_DIR))  # lets tests `import testing_utils`, `import hub_server`
 
 from hub_server import hub_server  # noqa: E402,F401  (fixture: local Hub server; imported after the env defaults)
 
