@@ -29,6 +29,7 @@ from .modeling_gpt1 import (
 )
 from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
 from .convert_openai_checkpoint import convert_openai_checkpoint
+from .peft_integration import make_peft_model, register_peft_mappings
 
 _AUTO_CLASSES = {
     "AutoModel": (AutoModel, GPT1Model),
@@ -49,11 +50,14 @@ def _register() -> None:
 
 
 _register()
+register_peft_mappings()  # PEFT finds GPT-1's default LoRA/IA³ target modules (no target_modules needed)
 
 __all__ = [
     "load_gpt1_tokenizer",
     "add_special_tokens",
     "convert_openai_checkpoint",
+    "make_peft_model",
+    "register_peft_mappings",
     "GPT1Config",
     "GPT1PreTrainedModel",
     "GPT1Model",
