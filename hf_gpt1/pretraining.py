@@ -1,0 +1,1288 @@
+"""Building blocks of `scripts/pretrain.py`: GPT-1's unsupervised pretraining stage (paper §3.1, §4.1).
+
+The script is a thin training loop on `accelerate.Accelerator`; everything here is importable and tested
+on its own:
+
+* **Corpus** (`load_corpus_documents`, `tokenize_documents`, `pack_token_stream`, `PackedWindows`,
+  `prepare_corpus`): text files or a `datasets` dataset -> cleaned text -> GPT-1 BPE ids (`datasets.map`,
+  cached on disk) -> one flat token stream (a memory-mapped `.npy`) -> contiguous `block_size` windows,
+  the last `val_fraction` of which are held out. The paper trains on "contiguous sequences of 512 tokens"
+  drawn from long books, so documents are concatenated and windows cross document boundaries.
+* **Model** (`PRESETS`, `resolve_model_config`, `build_model`): the paper's 117M model and small presets
+  that train on a laptop CPU, a JSON file of `GPT1Config` fields, or an existing checkpoint.
+* **Optimisation** (`weight_decay_parameter_groups`, `build_optimizer_and_scheduler`): AdamW, weight decay
+  on "all non bias or gain weights", linear warmup then cosine decay.
+* **Run bookkeeping** (`RunIdentity`, `check_output_dir`, `save_checkpoint_atomically`,
+  `save_final_model_atomically`, `JsonlLog`, `plot_loss_curve`): atomic checkpoints that resume exactly,
+  refusal to mix a run with a foreign output folder.
+
+Text conventions (documented here because they decide what the model sees):
+
+* Files are read as UTF-8. A byte-order mark is stripped and CRLF/CR line ends become LF. A file that is not
+  valid UTF-8 is an error naming the file and the byte offset (training on a silently partial corpus is worse
+  than stopping); `on_decode_error="skip"` (`--skip-undecodable-files`) skips such files with a warning.
+* Project Gutenberg `*** START OF ...` / `*** END OF ...` marker lines are dropped together with anything before
+  the START marker and after the END marker (the PG header and licence, when a file still has them).
+* Paragraphs are separated by blank lines; the hard-wrapped lines inside a paragraph are joined with spaces
+  (line breaks inside a paragraph are typesetting, not content). Every paragraph is followed by the BPE newline
+  token `"\\n</w>"` (id 40477): the GPT-1 tokenizer's normaliser erases line breaks, and the original GPT-1 text
+  pipeline (`text_utils.text_standardize`) turned them into that token. Documents therefore end with it too, so it
+  is also the document separator. A vocabulary without that token gets no separator.
+* Like the original pipeline (`ftfy.fix_text` with its default `uncurl_quotes`, then `text_standardize`), curly
+  quotes become straight quotes and dashes/ellipses/acute accents are mapped to ASCII; without this ~1% of a
+  typical novel's tokens are `<unk>` (the GPT-1 BPE has no curly quotes). `standardize=False` switches it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .configuration_gpt1 import GPT1Config
+
+if TYPE_CHECKING:
+    import datasets
+    from accelerate import Accelerator
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Errors: every user-facing failure says what was wrong, where, and what was expected.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class PretrainingError(Exception):
+    """A problem with the user's input or output folder; the script prints it without a traceback."""
+
+
+class CorpusError(PretrainingError):
+    """The corpus cannot be read, is empty, or is too small for the requested windows."""
+
+
+class OutputDirError(PretrainingError):
+    """The output folder holds something this run must not overwrite or cannot resume."""
+
+
+class NonFiniteLossError(PretrainingError):
+    """Training produced a NaN/inf loss or gradient norm; carries the step for the message."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Presets
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model shape plus the training defaults that go with it.
+
+    `max_steps` or `num_epochs` fixes the run length: the paper trains "for 100 epochs" (over BooksCorpus),
+    which only makes sense once the corpus size is known, so the `gpt1` preset counts epochs while the small
+    presets, meant for quick CPU runs on any corpus, count steps.
+    """
+
+    model: dict[str, Any]
+    learning_rate: float
+    warmup_steps: int
+    batch_size: int
+    max_steps: int | None = None
+    num_epochs: float | None = None
+    description: str = ""
+
+
+PAPER_LEARNING_RATE = 2.5e-4  # "maximum learning rate of 2.5e-4"
+PAPER_WARMUP_STEPS = 2000  # "increased linearly from zero over the first 2000 updates"
+PAPER_BATCH_SIZE = 64  # "minibatches of 64 randomly sampled, contiguous sequences of 512 tokens"
+PAPER_NUM_EPOCHS = 100  # "We train for 100 epochs"
+PAPER_WEIGHT_DECAY = 0.01  # "modified version of L2 regularization ... w = 0.01 on all non bias or gain weights"
+PAPER_MAX_GRAD_NORM = 1.0  # original train.py: max_grad_norm=1
+PAPER_ADAM = dict(betas=(0.9, 0.999), eps=1e-8)  # original train.py: b1=0.9, b2=0.999, e=1e-8
+
+PRESETS: dict[str, Preset] = {
+    "gpt1": Preset(
+        model=dict(n_positions=512, n_embd=768, n_layer=12, n_head=12),
+        learning_rate=PAPER_LEARNING_RATE,
+        warmup_steps=PAPER_WARMUP_STEPS,
+        batch_size=PAPER_BATCH_SIZE,
+        num_epochs=PAPER_NUM_EPOCHS,
+        description="the paper's 117M model: 12 layers, 768 wide, 12 heads, 512 positions; paper optimisation",
+    ),
+    "gpt1-mini": Preset(
+        model=dict(n_positions=128, n_embd=192, n_layer=4, n_head=6),
+        learning_rate=6e-4,
+        warmup_steps=100,
+        batch_size=8,
+        max_steps=1000,
+        description="~9.6M parameters (7.8M of them the 40k-token embedding); 1000 updates of 8x128 tokens take "
+        "roughly 15-30 minutes on 2 CPU cores",
+    ),
+    "gpt1-tiny": Preset(
+        model=dict(n_positions=128, n_embd=64, n_layer=2, n_head=4),
+        learning_rate=1e-3,
+        warmup_steps=30,
+        batch_size=8,
+        max_steps=300,
+        description="~2.7M parameters; 300 updates of 8x128 tokens take a few minutes on 2 CPU cores; smoke tests, debugging",
+    ),
+}
+
+
+def preset_for(model_config: str | None) -> Preset | None:
+    return PRESETS.get(model_config) if model_config else None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Text cleaning
+# ----------------------------------------------------------------------------------------------------------------------
+
+_BOM = "\ufeff"
+_GUTENBERG_MARKER = re.compile(r"^\s*\*\*\*\s*(START|END) OF\b.*$", re.IGNORECASE)
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\f\v]*\n")
+# ftfy.fix_text(uncurl_quotes=True) + text_utils.text_standardize of the original GPT-1 code.
+_STANDARDIZE_TABLE = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",  # single curly quotes
+        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',  # double curly quotes
+        "\u2014": "-", "\u2013": "-", "\u2015": "-",  # em dash, en dash, horizontal bar
+        "\u2026": "...", "\u00b4": "'",  # ellipsis, acute accent
+    }
+)
+# Bump when cleaning/tokenisation changes what a corpus turns into, so cached token streams are rebuilt.
+TEXT_PIPELINE_VERSION = "1"
+
+
+def clean_text(text: str) -> str:
+    """Undo file-format noise: a leading BOM, CRLF/CR line ends, and Gutenberg START/END markers.
+
+    With a START marker everything up to and including it goes (the PG header); with an END marker everything
+    from it on goes (the PG licence). Files without markers are left as they are.
+    """
+    if text.startswith(_BOM):
+        text = text[1:]
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    markers = [(i, m.group(1).upper()) for i, line in enumerate(lines) if (m := _GUTENBERG_MARKER.match(line))]
+    if markers:
+        starts = [i for i, kind in markers if kind == "START"]
+        first = starts[0] + 1 if starts else 0
+        ends = [i for i, kind in markers if kind == "END" and i >= first]
+        last = ends[0] if ends else len(lines)
+        lines = [line for line in lines[first:last] if not _GUTENBERG_MARKER.match(line)]
+    return "\n".join(lines)
+
+
+def standardize_text(text: str) -> str:
+    """Map curly quotes, dashes, ellipses and acute accents to the ASCII forms the GPT-1 BPE knows."""
+    return text.translate(_STANDARDIZE_TABLE)
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """Blank-line separated paragraphs, each with its hard-wrapped lines joined by single spaces."""
+    paragraphs = []
+    for block in _PARAGRAPH_BREAK.split(text):
+        joined = " ".join(line.strip() for line in block.split("\n") if line.strip())
+        if joined:
+            paragraphs.append(joined)
+    return paragraphs
+
+
+def read_text_file(path: str | os.PathLike, on_decode_error: str = "error") -> str | None:
+    """The text of a corpus file, decoded as UTF-8 (BOM allowed). Returns None for a skipped undecodable file.
+
+    on_decode_error: "error" raises `CorpusError` naming the file and the offending byte; "skip" logs a warning
+    and returns None.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        where = f"{path}: byte 0x{data[error.start]:02x} at offset {error.start} (line {line}) is not valid UTF-8"
+        if on_decode_error == "skip":
+            logger.warning(f"Skipping corpus file {where}.")
+            return None
+        raise CorpusError(
+            f"Corpus file {where}. The corpus must be UTF-8 text; convert the file (e.g. `iconv -f latin1 -t utf-8`) "
+            f"or pass --skip-undecodable-files to skip such files with a warning."
+        ) from None
+
+
+def newline_token_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """Id of the GPT-1 BPE newline token `"\\n</w>"` (40477), or None if the vocabulary lacks it."""
+    token_id = tokenizer.get_vocab().get("\n</w>")
+    return int(token_id) if token_id is not None else None
+
+
+def encode_document(
+    text: str, tokenizer: PreTrainedTokenizerBase, separator_id: int | None, standardize: bool = True
+) -> list[int]:
+    """Plain BPE ids of one document: each paragraph's ids followed by `separator_id` (if not None)."""
+    paragraphs = split_paragraphs(clean_text(text))
+    if standardize:
+        paragraphs = [standardize_text(p) for p in paragraphs]
+    if not paragraphs:
+        return []
+    ids: list[int] = []
+    # verbose=False: paragraphs longer than model_max_length are fine here (they are packed, not fed whole)
+    for paragraph_ids in tokenizer(paragraphs, add_special_tokens=False, verbose=False)["input_ids"]:
+        if paragraph_ids:
+            ids.extend(paragraph_ids)
+            if separator_id is not None:
+                ids.append(separator_id)
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Corpus sources
+# ----------------------------------------------------------------------------------------------------------------------
+
+_SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+@dataclass
+class CorpusSource:
+    """What `--corpus` resolved to: text files, or a `datasets.Dataset` with a text column.
+
+    `fingerprint` identifies the content cheaply (paths + sizes + mtimes, or the dataset's own fingerprint) so
+    the tokenised cache and the resume check can tell corpora apart without reading them.
+    """
+
+    description: str
+    fingerprint: str
+    files: list[Path] | None = None
+    root: Path | None = None
+    dataset: Any = None  # datasets.Dataset
+    text_column: str | None = None
+
+
+def find_text_files(folder: Path) -> list[Path]:
+    """Every `*.txt` under `folder` (recursively), sorted by relative path so the order is platform-independent."""
+    return sorted((p for p in folder.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _hash(parts: Iterable[Any]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def _files_fingerprint(files: Sequence[Path], root: Path) -> str:
+    entries = []
+    for path in files:
+        stat = path.stat()
+        entries.append([path.relative_to(root).as_posix() if path != root else path.name, stat.st_size, stat.st_mtime_ns])
+    return _hash(["files", entries])
+
+
+def resolve_corpus(
+    corpus: str,
+    *,
+    text_column: str = "text",
+    dataset_split: str = "train",
+    dataset_config: str | None = None,
+    revision: str | None = None,
+) -> CorpusSource:
+    """Turn `--corpus` into a `CorpusSource`.
+
+    * an existing file: that one text file (any extension);
+    * an existing folder saved with `datasets.save_to_disk` (it has `dataset_info.json` / `state.json` /
+      `dataset_dict.json`): loaded with `datasets.load_from_disk`;
+    * any other existing folder: every `*.txt` below it, recursively;
+    * anything else: a dataset id for `datasets.load_dataset` (Hub id or a local loading script/folder).
+    A `DatasetDict` is narrowed to `dataset_split`; the text comes from `text_column`.
+    """
+    path = Path(corpus).expanduser()
+    if path.is_file():
+        return CorpusSource(
+            description=f"text file {path}", fingerprint=_files_fingerprint([path], path), files=[path], root=path
+        )
+    if path.is_dir():
+        if any((path / marker).is_file() for marker in _SAVED_DATASET_MARKERS):
+            import datasets
+
+            loaded = datasets.load_from_disk(str(path))
+            return _dataset_source(loaded, f"dataset saved at {path}", text_column, dataset_split)
+        files = find_text_files(path)
+        if not files:
+            raise CorpusError(
+                f"Corpus folder {path} contains no *.txt files (searched recursively). Expected a folder of UTF-8 "
+                f"text files, a single text file, a folder written by datasets' save_to_disk, or a dataset id."
+            )
+        return CorpusSource(
+            description=f"{len(files)} text file(s) under {path}",
+            fingerprint=_files_fingerprint(files, path),
+            files=files,
+            root=path,
+        )
+    # Hub ids are "name" or "owner/name"; anything path-like that does not exist is a typo, not a dataset id
+    looks_local = corpus.startswith((".", "/", "~")) or corpus.count("/") > 1 or "\\" in corpus or path.suffix in (
+        ".txt", ".text", ".md"
+    )
+    if looks_local:
+        raise CorpusError(
+            f"Corpus {corpus!r} does not exist. Expected a text file, a folder of *.txt files, a folder written by "
+            f"datasets' save_to_disk, or a dataset id such as 'user/name'."
+        )
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(corpus, dataset_config, split=dataset_split, revision=revision)
+    except Exception as error:  # datasets raises many types (FileNotFoundError, ConnectionError, DatasetNotFoundError)
+        raise CorpusError(
+            f"Could not load dataset {corpus!r} (config={dataset_config!r}, split={dataset_split!r}): "
+            f"{type(error).__name__}: {error}. Check the id, --dataset-config/--dataset-split, network access and "
+            f"HF_DATASETS_OFFLINE, or pass a local text file/folder."
+        ) from error
+    return _dataset_source(loaded, f"dataset {corpus!r} (split {dataset_split!r})", text_column, dataset_split)
+
+
+def _dataset_source(loaded: Any, description: str, text_column: str, dataset_split: str) -> CorpusSource:
+    import datasets
+
+    if isinstance(loaded, datasets.DatasetDict):
+        if dataset_split not in loaded:
+            raise CorpusError(
+                f"The {description} has splits {sorted(loaded)}, not {dataset_split!r}; pick one with --dataset-split."
+            )
+        loaded = loaded[dataset_split]
+        description = f"{description}, split {dataset_split!r}"
+    if not isinstance(loaded, datasets.Dataset):
+        raise CorpusError(f"The {description} is a {type(loaded).__name__}; pretrain.py needs a map-style datasets.Dataset.")
+    if text_column not in loaded.column_names:
+        raise CorpusError(
+            f"The {description} has no column {text_column!r}; its columns are {loaded.column_names}. "
+            f"Name the text column with --text-column."
+        )
+    if len(loaded) == 0:
+        raise CorpusError(f"The {description} is empty (0 rows).")
+    return CorpusSource(
+        description=description,
+        fingerprint=_hash(["dataset", loaded._fingerprint, text_column]),
+        dataset=loaded,
+        text_column=text_column,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tokenisation (datasets.map) and packing (flat memory-mapped token stream)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of the full serialised fast tokenizer (vocab, merges, normaliser, special tokens)."""
+    return _hash(["tokenizer", tokenizer.backend_tokenizer.to_str()])
+
+
+class _FileTokenizer:
+    """`datasets.map` function: a batch of file paths -> one row of ids per readable file (picklable for num_proc)."""
+
+    def __init__(self, tokenizer, separator_id: int | None, standardize: bool, on_decode_error: str):
+        self.tokenizer, self.separator_id = tokenizer, separator_id
+        self.standardize, self.on_decode_error = standardize, on_decode_error
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"input_ids": [], "source": []}
+        for path in batch["path"]:
+            text = read_text_file(path, self.on_decode_error)
+            if text is None:
+                continue
+            out["input_ids"].append(encode_document(text, self.tokenizer, self.separator_id, self.standardize))
+            out["source"].append(path)
+        return out
+
+
+class _TextTokenizer:
+    """`datasets.map` function: a batch of texts (one document per row) -> ids."""
+
+    def __init__(self, tokenizer, separator_id: int | None, standardize: bool):
+        self.tokenizer, self.separator_id, self.standardize = tokenizer, separator_id, standardize
+
+    def __call__(self, texts: list[str | None]) -> dict[str, list]:
+        return {
+            "input_ids": [encode_document(t or "", self.tokenizer, self.separator_id, self.standardize) for t in texts]
+        }
+
+
+def tokenize_documents(
+    source: CorpusSource,
+    tokenizer: PreTrainedTokenizerBase,
+    cache_dir: Path,
+    *,
+    standardize: bool = True,
+    on_decode_error: str = "error",
+    num_proc: int | None = None,
+) -> datasets.Dataset:
+    """One row per document with its BPE ids (`int32` lists), computed by `datasets.map` and cached.
+
+    The cache file is `cache_dir/tokenized-<key>.arrow`, keyed by the corpus fingerprint, the tokenizer, the
+    text options and `TEXT_PIPELINE_VERSION`, so a resumed run (or a second run on the same corpus) reuses it.
+    """
+    import datasets
+
+    separator_id = newline_token_id(tokenizer)
+    key = _hash([source.fingerprint, tokenizer_fingerprint(tokenizer), standardize, on_decode_error, TEXT_PIPELINE_VERSION])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_file = str(cache_dir / f"tokenized-{key}.arrow")
+    ids_feature = datasets.List(datasets.Value("int32"))
+    num_proc = num_proc if num_proc and num_proc > 1 else None
+    if source.files is not None:
+        documents = datasets.Dataset.from_dict({"path": [str(p) for p in source.files]})
+        return documents.map(
+            _FileTokenizer(tokenizer, separator_id, standardize, on_decode_error),
+            batched=True,
+            batch_size=1,
+            remove_columns=["path"],
+            features=datasets.Features({"input_ids": ids_feature, "source": datasets.Value("string")}),
+            cache_file_name=cache_file,
+            new_fingerprint=key,
+            num_proc=num_proc,
+            desc="Tokenizing files",
+        )
+    dataset = source.dataset
+    return dataset.map(
+        _TextTokenizer(tokenizer, separator_id, standardize),
+        batched=True,
+        batch_size=256,
+        input_columns=[source.text_column],
+        remove_columns=dataset.column_names,
+        features=datasets.Features({"input_ids": ids_feature}),
+        cache_file_name=cache_file,
+        new_fingerprint=key,
+        num_proc=num_proc,
+        desc="Tokenizing dataset",
+    )
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 halves the stream's size and covers GPT-1's 40,482 ids; larger vocabularies get int32."""
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+
+
+def pack_token_stream(tokenized: datasets.Dataset, path: Path, vocab_size: int) -> np.ndarray:
+    """Concatenate every document's ids, in order, into one memory-mapped `.npy` at `path`; return it read-only.
+
+    Written to a temporary name and renamed, so a concurrent or interrupted writer never leaves a truncated
+    stream behind (several local processes may race to build it; they produce identical bytes). Memory use is
+    one batch of documents, not the corpus: the `.npy` is filled in place.
+    """
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    import pyarrow.compute as pc
+
+    total = sum(int(pc.sum(pc.list_value_length(column)).as_py() or 0) for column in _id_columns(tokenized))
+    if total == 0:  # nothing to map (an empty file cannot be memory-mapped); the caller reports the empty corpus
+        return np.zeros(0, dtype=token_dtype(vocab_size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    stream = np.lib.format.open_memmap(tmp, mode="w+", dtype=token_dtype(vocab_size), shape=(total,))
+    offset = 0
+    for column in _id_columns(tokenized):
+        for chunk in column.chunks:
+            values = chunk.flatten().to_numpy(zero_copy_only=False)
+            stream[offset : offset + len(values)] = values
+            offset += len(values)
+    if offset != total:
+        raise RuntimeError(f"packing wrote {offset} tokens, expected {total}")
+    stream.flush()
+    del stream
+    os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+def _id_columns(tokenized: datasets.Dataset, batch_size: int = 1024):
+    """The `input_ids` column as Arrow chunks, a batch of documents at a time (never the whole corpus in memory)."""
+    for table in tokenized.with_format("arrow").iter(batch_size=batch_size):
+        yield table.column("input_ids")
+
+
+@dataclass(frozen=True)
+class WindowSplit:
+    """Window index ranges of the packed stream: train = [0, num_train), validation = [num_train, num_windows)."""
+
+    num_tokens: int
+    block_size: int
+    num_windows: int
+    num_train: int
+    num_val: int
+
+    @property
+    def dropped_tokens(self) -> int:
+        """The tail remainder shorter than one window: the only tokens packing discards."""
+        return self.num_tokens - self.num_windows * self.block_size
+
+
+def split_windows(num_tokens: int, block_size: int, val_fraction: float, *, source: str = "corpus") -> WindowSplit:
+    """Cut `num_tokens` into `num_tokens // block_size` contiguous windows; the LAST ones are validation.
+
+    The validation slice is the tail of the stream (deterministic, independent of seed and world size, and it
+    works for a single-file corpus): `max(1, floor(val_fraction * windows))` windows when `val_fraction > 0`.
+    Raises `CorpusError` stating tokens found vs needed when the corpus cannot fill one training window (plus
+    one validation window when validation is on).
+    """
+    if block_size <= 1:
+        raise ValueError(f"block_size must be at least 2 (one input and one target), got {block_size}.")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    needed_windows = 2 if val_fraction > 0 else 1
+    num_windows = num_tokens // block_size
+    if num_windows < needed_windows:
+        what = "one training and one validation window" if val_fraction > 0 else "one training window"
+        raise CorpusError(
+            f"The {source} yields {num_tokens} tokens after tokenisation, but {needed_windows * block_size} are "
+            f"needed for {what} of --block-size {block_size} tokens. Use more text, a smaller --block-size"
+            f"{', or --val-fraction 0' if val_fraction > 0 else ''}."
+        )
+    num_val = max(1, int(num_windows * val_fraction)) if val_fraction > 0 else 0
+    num_val = min(num_val, num_windows - 1)
+    return WindowSplit(num_tokens, block_size, num_windows, num_windows - num_val, num_val)
+
+
+class PackedWindows(torch.utils.data.Dataset):
+    """Windows `[first, first + count)` of a flat token stream, each `block_size` consecutive tokens.
+
+    Items are `{"input_ids": LongTensor[block_size], "labels": same values}`: GPT1ForCausalLM shifts the labels
+    inside, as every HF causal LM does, so window i predicts its tokens 1..block_size-1.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, first: int, count: int):
+        if (first + count) * block_size > len(tokens):
+            raise ValueError(f"windows [{first}, {first + count}) x {block_size} exceed the {len(tokens)}-token stream")
+        self.tokens, self.block_size, self.first, self.count = tokens, block_size, first, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        start = (self.first + index) * self.block_size
+        ids = torch.from_numpy(np.asarray(self.tokens[start : start + self.block_size], dtype=np.int64))
+        return {"input_ids": ids, "labels": ids.clone()}
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """A fresh permutation per epoch from `seed + epoch`, independent of the global RNG and of the world size.
+
+    Independence from the global RNG is what makes resume exact: dropout consumes the global RNG, and a sampler
+    that shared it would shift every mask after a restart. Independence from the world size gives 1 process
+    with batch 2B and 2 processes with batch B the same global batches (accelerate's `BatchSamplerShard` deals
+    consecutive batches of one order round-robin to the ranks).
+    The epoch is set through the `epoch` attribute by the training loop. There is deliberately no `set_epoch`
+    method: accelerate calls `set_epoch` with its own per-dataloader iteration counter, which restarts at 0 for
+    the loader `skip_first_batches` creates on resume.
+    """
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.num_samples, generator=generator).tolist()
+
+
+@dataclass
+class PreparedCorpus:
+    """The packed corpus: the token stream, its split, and the train/validation window datasets."""
+
+    source: CorpusSource
+    tokens: np.ndarray
+    split: WindowSplit
+    train: PackedWindows
+    val: PackedWindows | None
+    num_documents: int
+    skipped_files: list[str] = field(default_factory=list)
+
+
+def prepare_corpus(
+    source: CorpusSource,
+    tokenizer: PreTrainedTokenizerBase,
+    cache_dir: Path,
+    *,
+    block_size: int,
+    val_fraction: float,
+    standardize: bool = True,
+    on_decode_error: str = "error",
+    num_proc: int | None = None,
+) -> PreparedCorpus:
+    """Tokenise (cached), pack into one stream (cached), cut into train/validation windows."""
+    tokenized = tokenize_documents(
+        source, tokenizer, cache_dir, standardize=standardize, on_decode_error=on_decode_error, num_proc=num_proc
+    )
+    skipped: list[str] = []
+    if source.files is not None:
+        kept = set(tokenized["source"])
+        skipped = [str(p) for p in source.files if str(p) not in kept]
+        if skipped:
+            logger.warning(f"Skipped {len(skipped)} undecodable corpus file(s): {', '.join(skipped)}")
+        if not kept:
+            raise CorpusError(f"No readable text in the corpus ({source.description}): every file was skipped.")
+    stream_key = _hash([tokenized._fingerprint, "stream", len(tokenizer)])
+    tokens = pack_token_stream(tokenized, cache_dir / f"tokens-{stream_key}.npy", len(tokenizer))
+    if len(tokens) == 0:
+        raise CorpusError(
+            f"The corpus ({source.description}) contains no text: 0 tokens after cleaning and tokenisation."
+        )
+    split = split_windows(len(tokens), block_size, val_fraction, source=f"corpus ({source.description})")
+    train = PackedWindows(tokens, block_size, 0, split.num_train)
+    val = PackedWindows(tokens, block_size, split.num_train, split.num_val) if split.num_val else None
+    return PreparedCorpus(source, tokens, split, train, val, len(tokenized), skipped)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------------
+
+_CONFIG_JSON_IGNORED = {"architectures", "transformers_version", "auto_map", "model_type", "dtype", "torch_dtype"}
+
+
+def resolve_model_config(spec: str, **overrides: Any) -> GPT1Config:
+    """A `GPT1Config` from a preset name or a JSON file of `GPT1Config` fields (a saved config.json works too,
+    including an `openai-gpt` one). `overrides` (e.g. dropout) win over the file; None values are ignored."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if spec in PRESETS:
+        return GPT1Config(**{**PRESETS[spec].model, **overrides})
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise PretrainingError(
+            f"--model-config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor an existing JSON file."
+        )
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PretrainingError(f"--model-config {path} is not valid JSON: {error}") from None
+    if not isinstance(fields, dict):
+        raise PretrainingError(f"--model-config {path} must hold a JSON object of GPT1Config fields.")
+    model_type = fields.get("model_type", GPT1Config.model_type)
+    if model_type == "openai-gpt":
+        from .modeling_gpt1 import config_from_openai_gpt
+
+        config = config_from_openai_gpt(fields)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return config
+    if model_type != GPT1Config.model_type:
+        raise PretrainingError(
+            f"--model-config {path} describes model_type={model_type!r}; pretrain.py trains GPT-1 "
+            f"(model_type 'gpt1' or 'openai-gpt')."
+        )
+    known = set(GPT1Config.__dataclass_fields__) if hasattr(GPT1Config, "__dataclass_fields__") else None
+    values = {k: v for k, v in fields.items() if k not in _CONFIG_JSON_IGNORED}
+    if known is not None:
+        unknown = sorted(set(values) - known - set(GPT1Config.attribute_map) - _PRETRAINED_CONFIG_KEYS)
+        if unknown:
+            raise PretrainingError(
+                f"--model-config {path}: unknown GPT1Config field(s) {unknown}. Known fields include "
+                f"{sorted(k for k in known if not k.startswith('_'))[:25]}."
+            )
+    try:
+        return GPT1Config(**{**values, **overrides})
+    except (TypeError, ValueError) as error:
+        raise PretrainingError(f"--model-config {path}: {error}") from None
+
+
+_PRETRAINED_CONFIG_KEYS = {
+    "id2label", "label2id", "problem_type", "num_labels", "return_dict", "output_hidden_states",
+    "output_attentions", "chunk_size_feed_forward", "is_encoder_decoder", "tokenizer_class", "task_specific_params",
+    "finetuning_task", "tie_word_embeddings", "name_or_path", "_name_or_path",
+}
+
+
+def dropout_overrides(dropout: float | None) -> dict[str, float]:
+    """`--dropout p` sets the three dropouts of pretraining (residual, embedding, attention) at once."""
+    return {} if dropout is None else dict(resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+
+
+def build_model(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    model_config: str | None = None,
+    init_from: str | None = None,
+    dropout: float | None = None,
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+) -> PreTrainedModel:
+    """A `GPT1ForCausalLM` whose vocabulary already holds the GPT-1 special tokens.
+
+    Fresh models are built with `vocab_size = len(tokenizer)` (BPE + `_start_`/`_delimiter_`/`_classify_`/`<pad>`),
+    so fine-tuning later needs no resize; `add_special_tokens` then records the ids in the config (and grows an
+    older checkpoint's 40,478-row table, e.g. `openai-gpt`, drawing the new rows from N(0, 0.02) as the paper does).
+    """
+    from .modeling_gpt1 import GPT1ForCausalLM
+    from .tokenization_gpt1 import add_special_tokens
+
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if init_from is not None:
+        overrides = dropout_overrides(dropout)
+        try:
+            model = GPT1ForCausalLM.from_pretrained(init_from, revision=revision, **overrides, **kwargs)
+        except OSError as error:
+            raise PretrainingError(f"--init-from {init_from!r}: could not load a checkpoint: {error}") from error
+        except ValueError as error:
+            raise PretrainingError(f"--init-from {init_from!r}: {error}") from error
+    else:
+        config = resolve_model_config(model_config or "gpt1", **dropout_overrides(dropout))
+        if "vocab_size" not in _explicit_fields(model_config):
+            config.vocab_size = len(tokenizer)
+        model = GPT1ForCausalLM._from_config(config, **kwargs)
+    add_special_tokens(model, tokenizer)
+    return model
+
+
+def _explicit_fields(model_config: str | None) -> set[str]:
+    if model_config is None or model_config in PRESETS:
+        return set(PRESETS.get(model_config or "gpt1", PRESETS["gpt1"]).model)
+    try:
+        return set(json.loads(Path(model_config).expanduser().read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return set()
+
+
+def check_init_from_model_type(init_from: str, revision: str | None = None) -> None:
+    """Refuse a non-GPT-1 checkpoint with a clear message before loading (from_pretrained's error is cryptic)."""
+    from transformers import PretrainedConfig
+
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(init_from, revision=revision)
+    except OSError as error:
+        raise PretrainingError(
+            f"--init-from {init_from!r}: no config.json found ({error}). Expected a folder written by "
+            f"save_pretrained or a Hub id of a gpt1/openai-gpt checkpoint."
+        ) from None
+    model_type = config_dict.get("model_type")
+    if model_type not in (GPT1Config.model_type, "openai-gpt"):
+        raise PretrainingError(
+            f"--init-from {init_from!r} holds a {model_type!r} checkpoint; pretrain.py continues GPT-1 checkpoints "
+            f"(model_type 'gpt1' or 'openai-gpt')."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Optimisation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def decay_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that get weight decay: every weight except biases and LayerNorm gains.
+
+    Same rule as `transformers.Trainer.get_decay_parameter_names`, via the same helper; in GPT-1 this is the
+    paper's "all non bias or gain weights": the q/k/v/projection/MLP matrices and both embeddings.
+    """
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    names = set(get_parameter_names(model, [nn.LayerNorm], [r"bias", r"layernorm", r"(?:^|\.)ln_"]))
+    return names & {name for name, _ in model.named_parameters()}  # tied aliases (lm_head.weight) appear once
+
+
+def weight_decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: decayed weights, and biases + LayerNorm parameters with weight_decay 0.
+
+    Tied parameters (the LM head is the token embedding) appear once, as `named_parameters` yields them once.
+    """
+    decay = decay_parameter_names(model)
+    with_decay, without_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (with_decay if name in decay else without_decay).append(param)
+    return [
+        {"params": with_decay, "weight_decay": weight_decay},
+        {"params": without_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer_and_scheduler(
+    model: nn.Module,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    warmup_steps: int,
+    max_steps: int,
+    betas: tuple[float, float] = PAPER_ADAM["betas"],
+    eps: float = PAPER_ADAM["eps"],
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW on the weight-decay groups, and the paper's schedule: linear warmup from 0 over `warmup_steps`
+    optimizer updates, then cosine annealing to 0 at `max_steps` (`transformers.get_cosine_schedule_with_warmup`).
+    The scheduler is meant to be stepped once per optimizer update."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(
+        weight_decay_parameter_groups(model, weight_decay), lr=learning_rate, betas=betas, eps=eps
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps)
+    return optimizer, scheduler
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Output folder, run identity, checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+
+RUN_FILE = "pretrain_run.json"  # the identity of the run that owns the output folder
+STATE_FILE = "pretrain_state.json"  # inside every checkpoint: step, data position, identity
+LOG_FILE = "log.jsonl"
+LOSS_CURVE_FILE = "loss_curve.png"
+CHECKPOINT_PREFIX = "checkpoint-"
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+_FORMAT_VERSION = 1
+
+# Fields of the identity that must match for `--resume` to continue the same trajectory. Everything else
+# (learning rate, length, logging cadence) may change on resume, with a warning.
+IDENTITY_FIELDS = (
+    "model_type",
+    "model_config",
+    "init_from",
+    "corpus",
+    "tokenizer",
+    "text_pipeline",
+    "block_size",
+    "val_fraction",
+    "seed",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "num_processes",
+)
+
+
+@dataclass
+class RunIdentity:
+    """What makes two runs "the same run": a checkpoint may only be resumed by a run with equal identity."""
+
+    model_type: str
+    model_config: dict[str, Any]
+    init_from: str | None
+    corpus: str
+    tokenizer: str
+    text_pipeline: str
+    block_size: int
+    val_fraction: float
+    seed: int
+    batch_size: int
+    gradient_accumulation_steps: int
+    num_processes: int
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # informative; may change on resume
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _FORMAT_VERSION, **asdict(self)}
+
+    def differences(self, other: dict[str, Any]) -> list[str]:
+        """Human-readable list of identity fields in which `other` (a stored identity) differs from this one."""
+        mine = json.loads(json.dumps(self.to_dict(), default=str))
+        diffs = []
+        for key in IDENTITY_FIELDS:
+            if mine.get(key) != other.get(key):
+                if key == "model_config" and isinstance(other.get(key), dict):
+                    changed = sorted(
+                        k for k in set(mine[key]) | set(other[key]) if mine[key].get(k) != other[key].get(k)
+                    )
+                    diffs.append(
+                        "model_config: " + ", ".join(f"{k} {other[key].get(k)!r} -> {mine[key].get(k)!r}" for k in changed)
+                    )
+                else:
+                    diffs.append(f"{key}: {other.get(key)!r} -> {mine.get(key)!r}")
+        return diffs
+
+
+def model_config_identity(config: GPT1Config) -> dict[str, Any]:
+    """The architecture-and-regularisation part of a config (ids, dtypes and bookkeeping excluded)."""
+    keys = (
+        "vocab_size n_positions n_embd n_layer n_head afn resid_pdrop embd_pdrop attn_pdrop layer_norm_epsilon "
+        "initializer_range tie_word_embeddings"
+    ).split()
+    return {k: getattr(config, k) for k in keys}
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (`checkpoint-N`, never `*.tmp`) sorted by step."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for child in output_dir.iterdir():
+        match = _CHECKPOINT_RE.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class OutputDirPlan:
+    """What `check_output_dir` decided: start fresh, or resume from `resume_checkpoint`."""
+
+    resume_checkpoint: Path | None
+    clean: bool  # main process should delete the previous run's artifacts (--overwrite)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_output_dir(
+    output_dir: Path, identity: RunIdentity, *, resume: str | None, overwrite: bool
+) -> OutputDirPlan:
+    """Decide how to use `output_dir`, refusing to mix this run with a different one. Reads only; never writes.
+
+    * empty / missing folder: fresh run (`--resume auto` then starts fresh too, so preemptible jobs can always
+      pass it);
+    * a previous run of this script (`pretrain_run.json`): `--resume [auto|DIR]` continues it if the identity
+      matches (else an error listing the differences); `--overwrite` discards it; neither is an error;
+    * anything else that looks like a model or checkpoint (`config.json`, `checkpoint-*` not ours): a foreign
+      checkpoint -> error unless `--overwrite`.
+    """
+    if resume is not None and overwrite:
+        raise OutputDirError("--resume and --overwrite contradict each other: continue the run, or discard it.")
+    run_info = read_json(output_dir / RUN_FILE) if output_dir.is_dir() else None
+    checkpoints = list_checkpoints(output_dir)
+
+    if resume not in (None, "auto"):  # an explicit checkpoint folder
+        checkpoint = Path(resume).expanduser()
+        state = read_json(checkpoint / STATE_FILE)
+        if not checkpoint.is_dir() or state is None:
+            raise OutputDirError(
+                f"--resume {checkpoint}: not a pretrain.py checkpoint (expected a checkpoint-N folder holding "
+                f"{STATE_FILE}; found {'no such folder' if not checkpoint.is_dir() else 'no ' + STATE_FILE})."
+            )
+        _check_identity(identity, state.get("identity", {}), f"checkpoint {checkpoint}")
+        if run_info is not None:  # continuing into a folder that already belongs to a run: it must be this one
+            _check_identity(identity, run_info, f"the run in {output_dir}")
+        elif _foreign_content(output_dir):
+            raise OutputDirError(
+                f"Output folder {output_dir} holds {_foreign_content(output_dir)}; resume into an empty folder or the "
+                f"checkpoint's own run folder."
+            )
+        return OutputDirPlan(resume_checkpoint=checkpoint, clean=False)
+
+    if run_info is not None:
+        if overwrite:
+            return OutputDirPlan(None, clean=True, notes=[f"--overwrite: discarding the previous run in {output_dir}"])
+        if resume is None:
+            latest = f"latest checkpoint {checkpoints[-1][1].name}" if checkpoints else "no checkpoint yet"
+            raise OutputDirError(
+                f"Output folder {output_dir} already holds a pretraining run ({latest}). Pass --resume auto to "
+                f"continue it, --overwrite to discard it, or choose another --output-dir."
+            )
+        _check_identity(identity, run_info, f"the run in {output_dir}")
+        if not checkpoints:
+            return OutputDirPlan(None, clean=True, notes=[f"--resume auto: {output_dir} has no checkpoint yet; starting fresh"])
+        step, latest_path = checkpoints[-1]
+        state = read_json(latest_path / STATE_FILE)
+        if state is None:
+            raise OutputDirError(f"{latest_path} has no readable {STATE_FILE}; it was not written by pretrain.py.")
+        _check_identity(identity, state.get("identity", {}), f"checkpoint {latest_path}")
+        return OutputDirPlan(latest_path, clean=False)
+
+    foreign = _foreign_content(output_dir)
+    if foreign:
+        if overwrite:
+            return OutputDirPlan(None, clean=True, notes=[f"--overwrite: replacing {foreign} in {output_dir}"])
+        raise OutputDirError(
+            f"Output folder {output_dir} holds {foreign}, which this run did not write"
+            f"{' and cannot resume' if resume else ''}. Choose another --output-dir, or pass --overwrite to replace it."
+        )
+    return OutputDirPlan(None, clean=False, notes=["--resume auto: nothing to resume; starting fresh"] if resume else [])
+
+
+def _check_identity(identity: RunIdentity, stored: dict[str, Any], where: str) -> None:
+    if stored.get("model_type") not in (None, identity.model_type):
+        raise OutputDirError(
+            f"Cannot resume {where}: it is a model_type={stored.get('model_type')!r} run, this is {identity.model_type!r}."
+        )
+    diffs = identity.differences(stored)
+    if diffs:
+        raise OutputDirError(
+            f"Cannot resume {where}: it was started with different settings, so it would not continue the same "
+            f"run. Differences (stored -> now): {'; '.join(diffs)}. Use the original settings, or start a new run "
+            f"with --overwrite or another --output-dir."
+        )
+
+
+def _foreign_content(output_dir: Path) -> str | None:
+    """Describe a model/checkpoint in `output_dir` that is not ours, or None."""
+    if not output_dir.is_dir():
+        return None
+    config = read_json(output_dir / "config.json")
+    if (output_dir / "config.json").exists():
+        model_type = config.get("model_type") if config else None
+        return f"a model checkpoint (config.json, model_type={model_type!r})"
+    for child in sorted(output_dir.iterdir()):
+        if child.name.startswith(CHECKPOINT_PREFIX) and child.is_dir() and not child.name.endswith(".tmp"):
+            return f"a checkpoint folder {child.name} without {RUN_FILE}"
+        if child.suffix in (".safetensors", ".bin", ".pt", ".pth") and child.is_file():
+            return f"weights file {child.name}"
+    return None
+
+
+def clean_output_dir(output_dir: Path) -> None:
+    """Delete what a previous run wrote (checkpoints, logs, final model files); keep the data cache and the rest."""
+    if not output_dir.is_dir():
+        return
+    for child in output_dir.iterdir():
+        if child.name.startswith(CHECKPOINT_PREFIX) and child.is_dir():
+            shutil.rmtree(child)
+        elif child.name in (RUN_FILE, LOG_FILE, LOSS_CURVE_FILE, "tensorboard") or child.name.startswith(
+            (".final-", "final-")
+        ):
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif child.is_file() and (
+            child.suffix in (".safetensors", ".bin", ".pt", ".pth")
+            or re.fullmatch(r"(configuration|modeling|tokenization)_\w+\.py", child.name)  # remote code of save_pretrained
+            or child.name in ("config.json", "generation_config.json", "model.safetensors.index.json")
+            or child.name in _TOKENIZER_FILES
+        ):
+            child.unlink()
+
+
+_TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                    "added_tokens.json"}
+
+
+def remove_stale_temporaries(output_dir: Path) -> None:
+    """Delete `checkpoint-N.tmp` / `.final-*` folders left by a run killed mid-save (they are never resumed)."""
+    if not output_dir.is_dir():
+        return
+    for child in output_dir.iterdir():
+        if child.is_dir() and (
+            (child.name.startswith(CHECKPOINT_PREFIX) and child.name.endswith(".tmp")) or child.name.startswith(".final-")
+        ):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def save_checkpoint_atomically(
+    accelerator: Accelerator, output_dir: Path, step: int, state: dict[str, Any], keep_last: int | None
+) -> Path:
+    """`accelerator.save_state` into `checkpoint-N.tmp`, then `os.replace` to `checkpoint-N`. Call on ALL processes.
+
+    A complete-looking `checkpoint-N` therefore always is complete: a kill during the save leaves only the
+    `.tmp` folder, which resume ignores and the next start deletes. `state` (step, data position, identity) is
+    written last, inside the temporary folder. Keeps the newest `keep_last` checkpoints (None = all).
+    """
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = output_dir / f"{CHECKPOINT_PREFIX}{step}.tmp"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every rank has written its RNG state / shards
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, default=str), encoding="utf-8")
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving a step (e.g. the final step after a resume): swap, then drop the old one
+            old = output_dir / f"{CHECKPOINT_PREFIX}{step}.old"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(output_dir)
+        if keep_last is not None and keep_last > 0:
+            for _, path in list_checkpoints(output_dir)[:-keep_last]:
+                if path != final:
+                    shutil.rmtree(path, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory entry so a rename survives a power cut, where the platform allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_final_model_atomically(
+    accelerator: Accelerator, model: nn.Module, tokenizer: PreTrainedTokenizerBase, output_dir: Path
+) -> None:
+    """`save_pretrained` (+ tokenizer) into a temporary folder, then move the files into `output_dir`.
+
+    Loadability is all-or-nothing: the old `config.json` is removed first and the new one is moved in LAST, so
+    `from_pretrained(output_dir)` either finds the complete new model or no model at all. Call on ALL processes
+    (`accelerator.get_state_dict` gathers sharded weights under FSDP/DeepSpeed).
+    """
+    state_dict = accelerator.get_state_dict(model)
+    tmp = output_dir / f".final-{os.getpid()}"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(tmp, state_dict=state_dict, save_function=accelerator.save)
+        tokenizer.save_pretrained(tmp)
+        (output_dir / "config.json").unlink(missing_ok=True)
+        names = sorted(p.name for p in tmp.iterdir())
+        for name in [n for n in names if n != "config.json"] + ["config.json"]:
+            target = output_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(tmp / name, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        _fsync_dir(output_dir)
+    accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Logs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class JsonlLog:
+    """Append-only JSON-lines metrics log (one object per line: train records and eval records)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop records from beyond the checkpoint (the steps that will be re-done)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut by a kill; everything before it is valid
+                continue
+    return records
+
+
+def plot_loss_curve(log_path: Path, png_path: Path, title: str = "GPT-1 pretraining") -> Path | None:
+    """Train loss per logged step and validation loss per evaluation, as a PNG (matplotlib, Agg backend)."""
+    if not log_path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_jsonl(log_path)
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    if not train and not val:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", linewidth=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss", linewidth=1.5, markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png_path.with_name(png_path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return png_path
+
+
+def tracker_config(values: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters in the scalar types trackers accept (TensorBoard's hparams rejects None and lists)."""
+    clean = {}
+    for key, value in values.items():
+        clean[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return clean
+
+
+class Throughput:
+    """Tokens per second over the last logging interval (not since start: the first steps include warm-up costs)."""
+
+    def __init__(self):
+        self.last_time, self.last_tokens = time.perf_counter(), 0
+
+    def update(self, tokens: int) -> float:
+        now = time.perf_counter()
+        rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_tokens = now, tokens
+        return rate
+
+
+def resolve_run_length(
+    max_steps: int | None, num_epochs: float | None, preset: Preset | None, train_windows: int, global_batch: int
+) -> int:
+    """Optimizer steps to run: --max-steps, else --num-epochs over the training windows, else the preset's
+    default (steps, or epochs for the paper preset), else the paper's 100 epochs."""
+    steps_per_epoch = max(1, train_windows // global_batch)
+    if max_steps is not None:
+        return max_steps
+    if num_epochs is None and preset is not None and preset.max_steps is not None:
+        return preset.max_steps
+    epochs = num_epochs if num_epochs is not None else (preset.num_epochs if preset and preset.num_epochs else PAPER_NUM_EPOCHS)
+    return max(1, math.ceil(epochs * steps_per_epoch))
+
+
+__all__ = [
+    "PretrainingError",
+    "CorpusError",
+    "OutputDirError",
+    "NonFiniteLossError",
+    "Preset",
+    "PRESETS",
+    "clean_text",
+    "standardize_text",
+    "split_paragraphs",
+    "read_text_file",
+    "encode_document",
+    "resolve_corpus",
+    "tokenize_documents",
+    "pack_token_stream",
+    "split_windows",
+    "PackedWindows",
+    "EpochShuffleSampler",
+    "prepare_corpus",
+    "resolve_model_config",
+    "build_model",
+    "decay_parameter_names",
+    "weight_decay_parameter_groups",
+    "build_optimizer_and_scheduler",
+    "RunIdentity",
+    "check_output_dir",
+    "save_checkpoint_atomically",
+    "save_final_model_atomically",
+    "JsonlLog",
+    "plot_loss_curve",
+]

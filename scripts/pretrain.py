@@ -1,0 +1,590 @@
+#!/usr/bin/env python
+"""Pretrain GPT-1 as in Radford et al. (2018) §3.1/§4.1: a causal LM on contiguous windows of unlabeled text.
+
+    python scripts/pretrain.py --corpus PATH_OR_DATASET --model-config PRESET_OR_JSON --output-dir DIR [options]
+    accelerate launch [--config_file configs/accelerate/...yaml] scripts/pretrain.py ...   # multi-process/-node
+
+--corpus         a text file, a folder of *.txt files (recursive), a folder from `datasets.save_to_disk`, or a
+                 dataset id for `datasets.load_dataset` (with --text-column / --dataset-split / --dataset-config).
+--model-config   a preset (gpt1 = the paper's 117M model; gpt1-mini; gpt1-tiny) or a JSON file of GPT1Config fields.
+--init-from      instead of --model-config: continue from a checkpoint (folder or Hub id; gpt1 or openai-gpt).
+
+Text handling (see hf_gpt1/pretraining.py): UTF-8 only (a non-UTF-8 file is an error naming it, unless
+--skip-undecodable-files), BOM/CRLF/Gutenberg markers removed, paragraphs joined and followed by the BPE newline
+token, documents concatenated and cut into contiguous --block-size windows; the last --val-fraction of the windows
+is the validation set.
+
+The output folder receives: checkpoint-N/ (accelerate state: model, optimizer, scheduler, RNG + pretrain_state.json
+with the data position; written atomically, the last --save-total-limit kept), log.jsonl (train and validation
+metrics), tensorboard/ (if installed), loss_curve.png, and at the end the model + tokenizer via save_pretrained,
+so `AutoModelForCausalLM.from_pretrained(OUTPUT_DIR)` loads it (after `import hf_gpt1`, or with
+trust_remote_code=True).
+
+Exit codes: 0 done; 1 NaN/inf loss (the last good checkpoint is kept); 2 bad input; 128+signal after SIGINT/SIGTERM
+(a checkpoint is saved first; continue with --resume auto).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hf_gpt1 import pretraining as pt
+
+logger = logging.getLogger("pretrain")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only where the help text does not already explain it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default is None or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    presets = "; ".join(f"{name}: {p.description}" for name, p in pt.PRESETS.items())
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=_HelpFormatter,
+        epilog="Defaults marked 'preset' come from the --model-config preset (paper values for gpt1 and for JSON "
+        "configs / --init-from). See configs/accelerate/README.md for multi-process and multi-node launches.",
+    )
+    data = parser.add_argument_group("corpus")
+    data.add_argument("--corpus", required=True, help="Text file, folder of *.txt files, save_to_disk folder, or dataset id.")
+    data.add_argument("--text-column", default="text", help="Text column of a datasets corpus (one document per row).")
+    data.add_argument("--dataset-split", default="train", help="Split of a datasets corpus.")
+    data.add_argument("--dataset-config", default=None, help="Config name of a Hub dataset (load_dataset's `name`).")
+    data.add_argument("--dataset-revision", default=None, help="Revision of a Hub dataset.")
+    data.add_argument(
+        "--skip-undecodable-files",
+        action="store_true",
+        help="Skip non-UTF-8 corpus files with a warning (default: stop with an error naming the file).",
+    )
+    data.add_argument(
+        "--no-standardize-text",
+        dest="standardize_text",
+        action="store_false",
+        help="Keep curly quotes/dashes as they are (by default they are mapped to ASCII like the original GPT-1 "
+        "pipeline; the GPT-1 BPE has no curly quotes and would emit <unk>).",
+    )
+    data.add_argument("--block-size", type=int, default=None, help="Window length in tokens (default: n_positions; paper 512).")
+    data.add_argument("--val-fraction", type=float, default=0.01, help="Fraction of windows (the tail of the stream) held out.")
+    data.add_argument("--preprocessing-num-workers", type=int, default=None, help="Processes for datasets.map tokenisation.")
+    data.add_argument("--data-cache-dir", default=None, help="Tokenised/packed corpus cache (default: OUTPUT_DIR/data-cache).")
+
+    model = parser.add_argument_group("model")
+    source = model.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model-config", default=None, help=f"Preset name or JSON file of GPT1Config fields (default gpt1). Presets: {presets}."
+    )
+    source.add_argument("--init-from", default=None, help="Checkpoint folder or Hub id to continue from (gpt1 or openai-gpt).")
+    model.add_argument("--init-revision", default=None, help="Hub revision for --init-from.")
+    model.add_argument(
+        "--tokenizer",
+        default=None,
+        help="GPT-1 tokenizer (folder or Hub id; default: the --init-from folder if it has one, else "
+        "openai-community/openai-gpt).",
+    )
+    model.add_argument("--dropout", type=float, default=None, help="Override residual/embedding/attention dropout (paper 0.1).")
+    model.add_argument("--attn-implementation", choices=["eager", "sdpa"], default=None, help="Attention kernel.")
+    model.add_argument(
+        "--activation-checkpointing",
+        "--gradient-checkpointing",
+        dest="activation_checkpointing",
+        action="store_true",
+        help="Recompute each block's activations in backward: less memory, ~30%% more compute.",
+    )
+
+    train = parser.add_argument_group("optimisation")
+    train.add_argument("--batch-size", type=int, default=None, help="Windows per device per micro-batch (preset; paper 64 total).")
+    train.add_argument("--gradient-accumulation-steps", type=int, default=1, help="Micro-batches per optimizer update.")
+    train.add_argument("--learning-rate", type=float, default=None, help="Peak learning rate (preset; paper 2.5e-4).")
+    train.add_argument("--warmup-steps", type=int, default=None, help="Linear warmup updates (preset; paper 2000).")
+    train.add_argument("--weight-decay", type=float, default=pt.PAPER_WEIGHT_DECAY, help="AdamW decay on non-bias, non-gain weights.")
+    train.add_argument("--max-grad-norm", type=float, default=pt.PAPER_MAX_GRAD_NORM, help="Gradient clipping norm (<= 0: off).")
+    train.add_argument("--max-steps", type=int, default=None, help="Optimizer updates to run (preset; gpt1: --num-epochs).")
+    train.add_argument("--num-epochs", type=float, default=None, help="Run length in epochs over the training windows (paper 100).")
+    train.add_argument("--seed", type=int, default=42, help="Seed for initialisation, data order and dropout.")
+    train.add_argument(
+        "--mixed-precision",
+        choices=["no", "fp16", "bf16"],
+        default=None,
+        help="accelerate mixed precision (default: the accelerate config / launch flag, else no).",
+    )
+    train.add_argument("--cpu", action="store_true", help="Train on CPU even if an accelerator is available.")
+
+    run = parser.add_argument_group("logging and checkpoints")
+    run.add_argument("--output-dir", required=True, help="Folder for checkpoints, logs and the final model.")
+    run.add_argument("--log-every", type=int, default=10, help="Log train loss / lr / tokens per second every N updates.")
+    run.add_argument("--eval-every", type=int, default=None, help="Validate every N updates (default max_steps/10; 0: only at the end).")
+    run.add_argument(
+        "--eval-windows",
+        type=int,
+        default=None,
+        help="Evaluate on the first N validation windows only (default: all); independent of batch size and processes.",
+    )
+    run.add_argument("--save-every", type=int, default=None, help="Checkpoint every N updates (default max_steps/10).")
+    run.add_argument("--save-total-limit", type=int, default=3, help="Keep only the newest N checkpoints (0: keep all).")
+    run.add_argument(
+        "--report-to",
+        default="auto",
+        help="accelerate tracker(s) for log_with: tensorboard, wandb, all, none; auto = tensorboard if installed.",
+    )
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="Continue the run in --output-dir from its latest checkpoint ('auto', the default when the flag is "
+        "given bare) or from the given checkpoint-N folder.",
+    )
+    run.add_argument("--overwrite", action="store_true", help="Discard a previous run / foreign checkpoint in --output-dir.")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "block_size", "log_every", "eval_windows"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
+    for name in ("learning_rate", "warmup_steps", "weight_decay", "num_epochs"):
+        value = getattr(args, name)
+        if value is not None and (value < 0 or (name == "num_epochs" and value == 0)):
+            parser.error(f"--{name.replace('_', '-')} must be {'positive' if name == 'num_epochs' else 'non-negative'}, got {value}.")
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}.")
+    if not 0.0 <= args.val_fraction < 1.0:
+        parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Signals
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after every update (then: checkpoint, exit 128+signal).
+
+    A second signal restores the default handler behaviour (immediate exit) for impatient users.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\npretrain.py: received {signal.Signals(signum).name}; saving a checkpoint after this update...",
+              file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model, dataloader, accelerator) -> float:
+    """Mean next-token cross-entropy over the validation windows (every window has block_size-1 targets, so the
+    mean of per-window means is the per-token mean). `gather_for_metrics` drops the samples accelerate repeats to
+    even out the last batch across processes."""
+    model.eval()
+    losses = []
+    for batch in dataloader:
+        ids = batch["input_ids"]
+        logits = model(input_ids=ids, use_cache=False).logits
+        per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), ids[:, 1:], reduction="none")
+        losses.append(accelerator.gather_for_metrics(per_token.mean(dim=1)))
+    model.train()
+    return torch.cat(losses).mean().item()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except pt.NonFiniteLossError as error:
+        print(f"pretrain.py: error: {error}", file=sys.stderr)
+        return 1
+    except pt.PretrainingError as error:
+        print(f"pretrain.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+def train(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    from hf_gpt1.tokenization_gpt1 import DEFAULT_TOKENIZER, load_gpt1_tokenizer
+
+    stop = StopRequest()  # first thing: a signal during data preparation must not kill us mid-write
+    output_dir = Path(args.output_dir).expanduser().resolve()
+    report_to = _resolve_report_to(args.report_to)
+    accelerator = Accelerator(
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False  # updates span epoch ends
+        ),
+        mixed_precision=args.mixed_precision,
+        cpu=args.cpu,
+        log_with=report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir)),
+        step_scheduler_with_optimizer=False,  # we step it once per update; accelerate would step it num_processes times
+    )
+    _setup_logging(accelerator)
+    _check_world_size(accelerator)
+    preset = pt.preset_for(args.model_config or (None if args.init_from else "gpt1"))
+
+    # --- tokenizer, corpus identity, model: everything the run identity needs, before touching the output folder
+    tokenizer_source = args.tokenizer or _tokenizer_next_to(args.init_from) or DEFAULT_TOKENIZER
+    tokenizer = load_gpt1_tokenizer(tokenizer_source)
+    corpus = pt.resolve_corpus(
+        args.corpus,
+        text_column=args.text_column,
+        dataset_split=args.dataset_split,
+        dataset_config=args.dataset_config,
+        revision=args.dataset_revision,
+    )
+    if args.init_from:
+        pt.check_init_from_model_type(args.init_from, args.init_revision)
+    set_seed(args.seed)  # identical initial weights on every process and in every rerun
+    model = pt.build_model(
+        tokenizer,
+        model_config=args.model_config,
+        init_from=args.init_from,
+        dropout=args.dropout,
+        attn_implementation=args.attn_implementation,
+        revision=args.init_revision,
+    )
+    config = model.config
+    block_size = args.block_size or config.n_positions
+    if block_size > config.n_positions:
+        raise pt.PretrainingError(
+            f"--block-size {block_size} exceeds the model's {config.n_positions} learned positions (n_positions)."
+        )
+    batch_size = args.batch_size or (preset.batch_size if preset else pt.PAPER_BATCH_SIZE)
+    ga = args.gradient_accumulation_steps
+    identity = pt.RunIdentity(
+        model_type=config.model_type,
+        model_config=pt.model_config_identity(config),
+        init_from=str(Path(args.init_from).resolve()) if args.init_from and Path(args.init_from).exists() else args.init_from,
+        corpus=corpus.fingerprint,
+        tokenizer=pt.tokenizer_fingerprint(tokenizer),
+        text_pipeline=f"{pt.TEXT_PIPELINE_VERSION}/standardize={args.standardize_text}",
+        block_size=block_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        batch_size=batch_size,
+        gradient_accumulation_steps=ga,
+        num_processes=accelerator.num_processes,
+    )
+    plan = pt.check_output_dir(output_dir, identity, resume=args.resume, overwrite=args.overwrite)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for note in plan.notes:
+            logger.info(note)
+        if plan.clean:
+            pt.clean_output_dir(output_dir)
+        pt.remove_stale_temporaries(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    # --- data: tokenise + pack once per node (the others then read the cache)
+    cache_dir = Path(args.data_cache_dir).expanduser().resolve() if args.data_cache_dir else output_dir / "data-cache"
+    with accelerator.local_main_process_first():
+        data = pt.prepare_corpus(
+            corpus,
+            tokenizer,
+            cache_dir,
+            block_size=block_size,
+            val_fraction=args.val_fraction,
+            standardize=args.standardize_text,
+            on_decode_error="skip" if args.skip_undecodable_files else "error",
+            num_proc=args.preprocessing_num_workers,
+        )
+    split = data.split
+    global_batch = batch_size * accelerator.num_processes * ga
+    if split.num_train < batch_size * accelerator.num_processes:
+        raise pt.CorpusError(
+            f"The corpus ({corpus.description}) gives {split.num_train} training windows of {block_size} tokens, fewer "
+            f"than one micro-batch across processes ({batch_size} x {accelerator.num_processes}). Use more text, a "
+            f"smaller --batch-size or --block-size."
+        )
+    max_steps = pt.resolve_run_length(args.max_steps, args.num_epochs, preset, split.num_train, global_batch)
+    learning_rate = args.learning_rate if args.learning_rate is not None else (
+        preset.learning_rate if preset else pt.PAPER_LEARNING_RATE
+    )
+    warmup_steps = args.warmup_steps if args.warmup_steps is not None else (preset.warmup_steps if preset else pt.PAPER_WARMUP_STEPS)
+    if warmup_steps >= max_steps:
+        logger.warning(f"--warmup-steps {warmup_steps} >= max steps {max_steps}: the learning rate never reaches its peak.")
+    eval_every = args.eval_every if args.eval_every is not None else max(1, max_steps // 10)
+    save_every = args.save_every if args.save_every is not None else max(1, max_steps // 10)
+    identity.hyperparameters = dict(
+        learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm, max_steps=max_steps, mixed_precision=accelerator.mixed_precision,
+        global_batch_windows=global_batch, tokens_per_update=global_batch * block_size,
+    )
+    if accelerator.is_main_process:
+        _write_or_compare_run_file(output_dir, identity, resuming=plan.resume_checkpoint is not None)
+
+    # --- loaders, optimiser, schedule; accelerate does device placement, DDP/FSDP wrapping and autocast
+    sampler = pt.EpochShuffleSampler(len(data.train), args.seed)
+    train_loader = torch.utils.data.DataLoader(
+        data.train, batch_size=batch_size, sampler=sampler, drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),  # keeps DataLoader's base-seed draw off the global RNG
+    )
+    val_windows = data.val
+    if val_windows is not None and args.eval_windows is not None:
+        val_windows = pt.PackedWindows(data.tokens, block_size, val_windows.first, min(args.eval_windows, len(val_windows)))
+    val_loader = torch.utils.data.DataLoader(val_windows, batch_size=batch_size) if val_windows is not None else None
+    if args.activation_checkpointing:
+        model.activation_checkpointing_enable()
+    optimizer, scheduler = pt.build_optimizer_and_scheduler(
+        model, learning_rate=learning_rate, weight_decay=args.weight_decay, warmup_steps=warmup_steps, max_steps=max_steps
+    )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if val_loader is not None:
+        val_loader = accelerator.prepare(val_loader)
+    set_seed(args.seed, device_specific=True)  # dropout: a different stream per process, reproducible per rank
+
+    log = pt.JsonlLog(output_dir / pt.LOG_FILE, enabled=accelerator.is_main_process)
+    completed_steps, last_val = 0, None
+    if plan.resume_checkpoint is not None:
+        accelerator.load_state(str(plan.resume_checkpoint))  # weights, optimizer, scheduler, every RNG
+        state = pt.read_json(plan.resume_checkpoint / pt.STATE_FILE) or {}
+        completed_steps, last_val = int(state["step"]), state.get("val_loss")
+        log.truncate_after(completed_steps)
+        logger.info(f"Resumed from {plan.resume_checkpoint} at update {completed_steps}.")
+    last_checkpoint: Path | None = plan.resume_checkpoint
+
+    micro_per_epoch = len(train_loader)
+    logger.info(
+        f"Corpus: {corpus.description}: {data.num_documents} document(s), {split.num_tokens:,} tokens -> "
+        f"{split.num_train} train + {split.num_val} validation windows of {block_size} "
+        f"({split.dropped_tokens} tail tokens dropped). Model: {sum(p.numel() for p in model.parameters()):,} parameters. "
+        f"Updates: {max_steps} x {global_batch} windows ({global_batch * block_size:,} tokens), "
+        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, {accelerator.device.type}), "
+        f"mixed precision {accelerator.mixed_precision}."
+    )
+    if report_to:
+        accelerator.init_trackers("tensorboard" if report_to == "tensorboard" else "pretrain", config=pt.tracker_config(
+            {**vars(args), **identity.hyperparameters, "block_size": block_size, "batch_size": batch_size}
+        ))
+
+    def save_checkpoint(epoch: int) -> Path:
+        state = {
+            "step": completed_steps,
+            "epoch": epoch,
+            "micro_batches_per_process": completed_steps * ga,
+            "tokens_seen": completed_steps * global_batch * block_size,
+            "val_loss": last_val,
+            "identity": identity.to_dict(),
+        }
+        path = pt.save_checkpoint_atomically(accelerator, output_dir, completed_steps, state, args.save_total_limit or None)
+        logger.info(f"Saved checkpoint {path}")
+        return path
+
+    def run_eval() -> None:
+        nonlocal last_val
+        if val_loader is None:
+            return
+        last_val = evaluate(model, val_loader, accelerator)
+        record = {"step": completed_steps, "val_loss": last_val, "val_perplexity": math.exp(min(last_val, 50.0))}
+        log.write(record)
+        accelerator.log({"eval/loss": last_val, "eval/perplexity": record["val_perplexity"]}, step=completed_steps)
+        logger.info(f"update {completed_steps}: validation loss {last_val:.4f}, perplexity {record['val_perplexity']:.2f}")
+
+    if completed_steps == 0 and eval_every:
+        run_eval()  # the starting point of the curve (and of the "perplexity went down" claim)
+
+    # --- the loop: an endless stream of micro-batches; the data position is completed_steps * ga micro-batches
+    def micro_batches():
+        epoch, skip = divmod(completed_steps * ga, micro_per_epoch)
+        while True:
+            sampler.epoch = epoch
+            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+            for batch in loader:
+                yield epoch, batch
+            epoch, skip = epoch + 1, 0
+
+    model.train()
+    progress = tqdm(total=max_steps, initial=completed_steps, desc="pretrain", disable=not accelerator.is_local_main_process)
+    throughput, window_losses, epoch = pt.Throughput(), [], 0
+    throughput.last_tokens = completed_steps * global_batch * block_size
+    running = torch.zeros((), device=accelerator.device)
+    saved_at = completed_steps if plan.resume_checkpoint is not None else None
+    stream = micro_batches()
+    stopping = False  # agreed by all processes (a signal may reach only some of them)
+    while completed_steps < max_steps and not stopping:
+        epoch, batch = next(stream)
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            running += loss.detach().float()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                # one collective per update: the mean loss over micro-batches and processes, and any stop request
+                stats = torch.stack([running / ga, torch.tensor(float(stop.signum is not None), device=running.device)])
+                stats = accelerator.reduce(stats, reduction="sum")
+                step_loss = stats[0].item() / accelerator.num_processes
+                running.zero_()
+                stopping = stats[1].item() > 0
+                grad_norm = None
+                if math.isfinite(step_loss) and args.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    grad_norm = grad_norm.item() if torch.is_tensor(grad_norm) else grad_norm
+                if not math.isfinite(step_loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+                    what = f"loss {step_loss}" if not math.isfinite(step_loss) else f"gradient norm {grad_norm}"
+                    raise pt.NonFiniteLossError(
+                        f"non-finite {what} at update {completed_steps + 1}; stopped without applying it. Last good "
+                        f"checkpoint: {last_checkpoint or 'none (no checkpoint saved yet)'}. Lower --learning-rate, "
+                        f"raise --warmup-steps, check --max-grad-norm, or try --mixed-precision no.",
+                        step=completed_steps + 1,
+                    )
+                learning_rate_used = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+
+        completed_steps += 1
+        window_losses.append(step_loss)
+        progress.update(1)
+        last = completed_steps >= max_steps
+        if completed_steps % args.log_every == 0 or last:
+            tokens = completed_steps * global_batch * block_size
+            rate = throughput.update(tokens)
+            record = {
+                "step": completed_steps, "epoch": epoch, "train_loss": sum(window_losses) / len(window_losses),
+                "learning_rate": learning_rate_used, "grad_norm": grad_norm, "tokens_seen": tokens,
+                "tokens_per_second": rate,
+            }
+            window_losses = []
+            log.write(record)
+            accelerator.log({"train/loss": record["train_loss"], "train/learning_rate": record["learning_rate"],
+                             "train/tokens_per_second": rate}, step=completed_steps)
+            progress.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{record['learning_rate']:.2e}", tok_s=f"{rate:,.0f}")
+        if (eval_every and completed_steps % eval_every == 0) or last:
+            run_eval()
+        if (save_every and completed_steps % save_every == 0) or last or stopping:
+            last_checkpoint, saved_at = save_checkpoint(epoch), completed_steps
+    progress.close()
+
+    if (stopping or stop.signum is not None) and completed_steps < max_steps:
+        if saved_at != completed_steps:
+            last_checkpoint = save_checkpoint(epoch)
+        signum = stop.signum or signal.SIGTERM  # a rank that was not signalled itself stops with its peers
+        name = signal.Signals(signum).name
+        if accelerator.is_main_process:
+            pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)
+            print(f"pretrain.py: stopped by {name} at update {completed_steps}/{max_steps}; saved checkpoint "
+                  f"{last_checkpoint}. Continue with the same command plus --resume auto.", file=sys.stderr, flush=True)
+        accelerator.end_training()
+        return 128 + signum
+
+    if saved_at != completed_steps:  # resumed an already finished run: nothing trained, state unchanged
+        last_checkpoint = save_checkpoint(epoch)
+    pt.save_final_model_atomically(accelerator, model, tokenizer, output_dir)
+    if accelerator.is_main_process:
+        png = pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)
+        summary = f", validation loss {last_val:.4f} (perplexity {math.exp(min(last_val, 50.0)):.2f})" if last_val is not None else ""
+        print(f"pretrain.py: trained {completed_steps} updates{summary}. Model + tokenizer saved to {output_dir} "
+              f"(AutoModelForCausalLM.from_pretrained), loss curve {png}.", flush=True)
+    accelerator.end_training()
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _resolve_report_to(value: str) -> str | list[str] | None:
+    if value in ("none", "", None):
+        return None
+    if value == "auto":
+        try:
+            import torch.utils.tensorboard  # noqa: F401  (needs the tensorboard package)
+        except ImportError:
+            return None
+        return "tensorboard"
+    return value if "," not in value else [v.strip() for v in value.split(",")]
+
+
+def _check_world_size(accelerator) -> None:
+    """Refuse to run as N independent single-process jobs writing into one folder.
+
+    That happens when a launcher starts several processes but accelerate sets up no process group, e.g. an FSDP or
+    multi-GPU config on a machine without GPUs: each process would believe it is the only one.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and accelerator.num_processes != launched:
+        raise pt.PretrainingError(
+            f"The launcher started {launched} processes (WORLD_SIZE), but accelerate initialised "
+            f"{accelerator.num_processes} ({accelerator.distributed_type.value} on {accelerator.device}); they would "
+            f"train independently and overwrite each other. On a machine without GPUs use "
+            f"configs/accelerate/cpu_2proc.yaml (or pass --cpu), not an FSDP/GPU config."
+        )
+
+
+def _tokenizer_next_to(init_from: str | None) -> str | None:
+    """Use the tokenizer saved with an --init-from folder (ours are saved next to the model)."""
+    if init_from and Path(init_from).is_dir():
+        folder = Path(init_from)
+        if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
+            return str(folder)
+    return None
+
+
+def _write_or_compare_run_file(output_dir: Path, identity: pt.RunIdentity, resuming: bool) -> None:
+    """Record the run's identity (fresh run), or warn about hyperparameters changed on resume."""
+    path = output_dir / pt.RUN_FILE
+    stored = pt.read_json(path) if resuming else None
+    if stored is None:
+        path.write_text(json.dumps(identity.to_dict(), indent=2, default=str), encoding="utf-8")
+        return
+    before, now = stored.get("hyperparameters", {}), identity.hyperparameters
+    changed = {k: (before.get(k), now.get(k)) for k in now if before.get(k) != now.get(k)}
+    if changed:
+        logger.warning(
+            "Resuming with changed hyperparameters (the trajectory will differ from an uninterrupted run): "
+            + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        )
+        stored["hyperparameters"] = now
+        path.write_text(json.dumps(stored, indent=2, default=str), encoding="utf-8")
+
+
+def _setup_logging(accelerator) -> None:
+    import datasets
+    import transformers
+
+    level = logging.INFO if accelerator.is_local_main_process else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    logging.getLogger("hf_gpt1").setLevel(level)
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity_warning()
+    if not accelerator.is_local_main_process:
+        datasets.disable_progress_bars()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
