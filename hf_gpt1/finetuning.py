@@ -1,0 +1,1223 @@
+"""Fine-tuning GPT-1 on a task with `transformers.Trainer`, the recipe of the paper (§3.2, §4.1).
+
+`scripts/finetune.py` is a thin CLI over `main()`; the pieces are reusable on their own:
+
+* `PAPER_FINETUNING_DEFAULTS` / `build_parser()` - every hyperparameter of §4.1 as a default, all overridable;
+* `head_auto_class()` / `load_model_for_task()` - the head follows the task family (classification, entailment and
+  similarity -> `AutoModelForSequenceClassification`; multiple choice -> `AutoModelForMultipleChoice`), labels and
+  regression come from the task's `TaskSpec`, the new `_start_/_delimiter_/_classify_/<pad>` embeddings are random
+  (`add_special_tokens`), and `config.lm_coef` (λ) / `config.clf_pdrop` come from the arguments;
+* `GPT1Trainer` - `Trainer` that logs the two parts of L3 = L2 + λ·L1 separately, never gathers LM logits, writes
+  checkpoints atomically and fills our model card when pushing;
+* `SaveOnSignalCallback` - SIGTERM/SIGINT -> checkpoint at the end of the current step, then a clean stop;
+* `fill_model_card()`, `write_predictions()` (GLUE submission TSVs), `plot_training_curves()`.
+
+What Trainer, Accelerate and `evaluate` already do (device placement, DDP, mixed precision, grad clipping, the linear
+warmup/decay schedule, AdamW with decay grouping, best-checkpoint tracking, progress bars, Hub pushes) is left to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PretrainedConfig,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
+
+from .configuration_gpt1 import GPT1Config
+from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The paper's recipe
+# ----------------------------------------------------------------------------------------------------------------------
+
+#: §4.1 "Fine-tuning details": "Unless specified, we reuse the hyperparameter settings from unsupervised pre-training.
+#: We add dropout to the classifier with a rate of 0.1. For most tasks, we use a learning rate of 6.25e-5 and a
+#: batchsize of 32. Our model finetunes quickly and 3 epochs of training was sufficient for most cases. We use a linear
+#: learning rate decay schedule with warmup over 0.2% of training. λ was set to 0.5." Weight decay 0.01 on all
+#: non-bias, non-gain weights and gradient clipping at 1 are what the released code (`train.py`) fine-tunes with;
+#: 512 is the model's context.
+PAPER_FINETUNING_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 6.25e-5,
+    "batch_size": 32,
+    "epochs": 3.0,
+    "warmup_ratio": 0.002,
+    "lr_scheduler_type": "linear",
+    "weight_decay": 0.01,
+    "clf_dropout": 0.1,
+    "lm_coef": 0.5,
+    "max_grad_norm": 1.0,
+    "max_length": 512,
+}
+
+#: Metric that picks the best checkpoint: the one the paper reports per task (Table 2-4): F1 for MRPC/QQP, Pearson
+#: for STS-B, Matthews for CoLA, accuracy elsewhere. Keys are task names; tasks not listed use their first metric.
+BEST_METRIC_BY_TASK: dict[str, str] = {
+    "mrpc": "f1",
+    "qqp": "f1",
+    "stsb": "pearson",
+    "cola": "matthews_correlation",
+}
+
+#: GLUE leaderboard file names (a submission zip holds these TSVs).
+GLUE_SUBMISSION_NAMES: dict[str, str] = {
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "qqp": "QQP",
+    "stsb": "STS-B",
+    "qnli": "QNLI",
+    "rte": "RTE",
+    "wnli": "WNLI",
+    "mnli/test_matched": "MNLI-m",
+    "mnli/test_mismatched": "MNLI-mm",
+    "ax": "AX",
+}
+#: GLUE tasks whose official TSVs (hence the leaderboard) use label *strings*; the others use integer ids 0/1.
+GLUE_STRING_LABEL_TASKS = frozenset({"mnli", "qnli", "rte", "ax"})
+
+STAGING_DIR_NAME = "_checkpoint-staging"  # "_" prefix: Trainer's Hub uploads ignore "_*"
+CURVES_FILE_NAME = "training_curves.png"
+EVAL_RESULTS_FILE_NAME = "eval_results.json"
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+PAPER_CITATION = """@techreport{radford2018improving,
+  title       = {Improving Language Understanding by Generative Pre-Training},
+  author      = {Radford, Alec and Narasimhan, Karthik and Salimans, Tim and Sutskever, Ilya},
+  institution = {OpenAI},
+  year        = {2018},
+  url         = {https://cdn.openai.com/research-covers/language-unsupervised/language_understanding_paper.pdf}
+}"""
+_SUPPORTED_MODEL_TYPES = ("gpt1", "openai-gpt")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI of `scripts/finetune.py`. Defaults are the paper's (§4.1); every one can be overridden."""
+    d = PAPER_FINETUNING_DEFAULTS
+    parser = argparse.ArgumentParser(
+        prog="finetune.py",
+        description=(
+            "Fine-tune GPT-1 on a task with transformers.Trainer, as in Radford et al. (2018) §3.2/§4.1: "
+            "L3 = L2 + λ·L1 (task loss + λ × auxiliary LM loss), linear warmup over 0.2%% of the steps then linear "
+            "decay, AdamW with weight decay on all but biases and LayerNorm gains. Also runs under "
+            "`accelerate launch`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    io = parser.add_argument_group("task, model and data")
+    io.add_argument("--task", required=True, help="Task name (see task_adapters.list_tasks()), e.g. sst2, cola, "
+                    "mrpc, qnli, mnli, rte, stsb, story_cloze, race.")
+    io.add_argument("--model", required=True, help="Model to fine-tune: a Hub id or folder of a gpt1 checkpoint "
+                    "(e.g. from scripts/pretrain.py) or of transformers' openai-gpt (e.g. openai-community/openai-gpt, "
+                    "converted on load).")
+    io.add_argument("--tokenizer", default=None, help="Tokenizer (Hub id, saved folder, or the original BPE files); "
+                    "default: the same as --model.")
+    io.add_argument("--output-dir", required=True, help="Where checkpoints, the final model, eval_results.json, the "
+                    "model card (README.md) and training_curves.png go.")
+    io.add_argument("--data-dir", default=None, help="Folder with the task's original files (e.g. the GLUE download or "
+                    "the Story Cloze CSVs); default: download the task from the Hub with `datasets`.")
+    io.add_argument("--split-validation", nargs="?", const="recipe", default=None, metavar="SIZE",
+                    help="Carve train and eval sets out of the validation split, for tasks whose train file is not "
+                    "available (QNLI dev only; Story Cloze, which the paper fine-tunes on its validation set). Without "
+                    "SIZE: the task's own recipe (Story Cloze: 1,497 train / 374 eval as in the original code), "
+                    "otherwise 20%% eval. SIZE: an eval-set size (int) or fraction (float).")
+    io.add_argument("--split-seed", type=int, default=3535999445, help="Seed of the --split-validation split "
+                    "(the original code's random_state); independent of --seed so runs share the same split.")
+    io.add_argument("--max-train-samples", type=int, default=None, help="Use only the first N training examples.")
+    io.add_argument("--max-eval-samples", type=int, default=None, help="Use only the first N examples of each eval "
+                    "split.")
+    io.add_argument("--max-predict-samples", type=int, default=None, help="Predict only the first N examples of "
+                    "each --predict split (for quick checks; a submission needs them all).")
+    io.add_argument("--max-length", type=int, default=None, help=f"Max tokens per sequence, special tokens included "
+                    f"(paper: {d['max_length']}); default: {d['max_length']} capped at the model's n_positions.")
+
+    opt = parser.add_argument_group("optimisation (paper defaults)")
+    opt.add_argument("--learning-rate", type=float, default=d["learning_rate"], help="Peak learning rate.")
+    opt.add_argument("--batch-size", type=int, default=d["batch_size"], help="Examples per device per forward pass "
+                     "(the paper's 32 is the total: batch-size × gradient-accumulation-steps × processes).")
+    opt.add_argument("--eval-batch-size", type=int, default=None, help="Eval examples per device; default: "
+                     "--batch-size.")
+    opt.add_argument("--gradient-accumulation-steps", type=int, default=1, help="Micro-batches per optimizer step.")
+    opt.add_argument("--epochs", type=float, default=d["epochs"], help="Training epochs.")
+    opt.add_argument("--max-steps", type=int, default=-1, help="Stop after this many optimizer steps (overrides "
+                     "--epochs when > 0).")
+    opt.add_argument("--warmup-ratio", type=float, default=d["warmup_ratio"], help="Fraction of the steps with "
+                     "linear warmup (0.002 = 0.2%%).")
+    opt.add_argument("--lr-scheduler-type", default=d["lr_scheduler_type"], help="transformers scheduler name; the "
+                     "paper decays linearly to 0.")
+    opt.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="Decoupled (AdamW) weight decay on "
+                     "all weights except biases and LayerNorm gains.")
+    opt.add_argument("--max-grad-norm", type=float, default=d["max_grad_norm"], help="Gradient clipping norm "
+                     "(0 disables).")
+    opt.add_argument("--clf-dropout", type=float, default=d["clf_dropout"], help="Dropout on the extract-token state "
+                     "before the classifier (config.clf_pdrop).")
+    opt.add_argument("--lm-coef", type=float, default=d["lm_coef"], help="λ, weight of the auxiliary LM loss: "
+                     "L3 = L2 + λ·L1 (config.lm_coef). 0 = no auxiliary objective (lm_loss is then neither computed "
+                     "nor logged).")
+    opt.add_argument("--optim", default=None, help="transformers optimizer name; default: Trainer's AdamW "
+                     "(betas 0.9/0.999, eps 1e-8, as the paper's Adam).")
+    opt.add_argument("--seed", type=int, default=42, help="Seed for the new head/embedding weights, dropout and data "
+                     "order.")
+    opt.add_argument("--use-cpu", action="store_true", help="Train on the CPU even if a GPU is available. Set "
+                     "automatically when several processes are launched on a machine without GPUs (`accelerate launch "
+                     "--multi_gpu --num_processes N` or `torchrun`), so they form one gloo process group.")
+    opt.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (Accelerate autocast).")
+    opt.add_argument("--fp16", action="store_true", help="float16 mixed precision (CUDA).")
+
+    run = parser.add_argument_group("evaluation, checkpoints, logging")
+    run.add_argument("--eval-strategy", choices=("epoch", "steps", "no"), default="epoch", help="When to evaluate on "
+                     "the validation split(s); 'steps' with --eval-steps.")
+    run.add_argument("--eval-steps", type=int, default=None, help="Evaluate every N steps (implies "
+                     "--eval-strategy steps).")
+    run.add_argument("--save-steps", type=int, default=None, help="Checkpoint every N steps (implies step-wise "
+                     "saving; evaluation then also runs every N steps unless --eval-steps says otherwise, so the best "
+                     "checkpoint can be tracked). Default: a checkpoint per evaluation.")
+    run.add_argument("--save-total-limit", type=int, default=None, help="Keep at most N checkpoints (the best one is "
+                     "always kept).")
+    run.add_argument("--no-load-best-model", dest="load_best_model", action="store_false", help="Keep the last "
+                     "weights instead of reloading the best checkpoint (by the task's metric) at the end.")
+    run.add_argument("--metric-for-best-model", default=None, help="Metric choosing the best checkpoint; default per "
+                     "task (accuracy; F1 for MRPC/QQP; Pearson for STS-B; Matthews for CoLA; MNLI: matched accuracy).")
+    run.add_argument("--logging-steps", type=float, default=0.02, help="Log every N steps (int), or N × total steps "
+                     "when < 1 (default: 50 points per run).")
+    run.add_argument("--report-to", default="none", help="Trainer integrations (tensorboard, wandb, ... or none).")
+    run.add_argument("--resume-from-checkpoint", nargs="?", const="auto", default=None, metavar="PATH|auto",
+                     help="Resume from a checkpoint folder, or 'auto' (= the flag alone) for the latest complete "
+                     "checkpoint in --output-dir (a fresh start if there is none).")
+    run.add_argument("--overwrite-output-dir", action="store_true", help="Train from scratch even if --output-dir "
+                     "already holds checkpoints (they are overwritten as new ones are saved).")
+    run.add_argument("--predict", action="store_true", help="Predict the --predict-split and write GLUE submission "
+                     "TSVs (index<TAB>prediction, e.g. SST-2.tsv) into --output-dir.")
+    run.add_argument("--predict-split", default="test", help="Split(s) to predict: a split name or prefix ('test' "
+                     "covers MNLI's test_matched and test_mismatched).")
+    run.add_argument("--no-plot", dest="plot", action="store_false", help="Do not write training_curves.png.")
+    run.add_argument("--disable-tqdm", action="store_true", help="No progress bars.")
+
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument("--push-to-hub", action="store_true", help="Push the final model, tokenizer, model card and "
+                     "results to the Hub at the end (Trainer.push_to_hub).")
+    hub.add_argument("--hub-model-id", default=None, help="Target repo 'user/name'; default: the output dir's name.")
+    hub.add_argument("--hub-token", default=None, help="Hub token; default: HF_TOKEN / the cached login.")
+    hub.add_argument("--hub-private-repo", action="store_true", help="Create the repo private.")
+    hub.add_argument("--hub-strategy", default="end", choices=("end", "every_save", "checkpoint", "all_checkpoints"),
+                     help="Trainer's hub_strategy: what is pushed during training.")
+    hub.add_argument("--base-model-id", default=None, help="Hub id recorded as base_model in the model card; "
+                     "default: --model when it is a Hub id.")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and sanity-check the CLI (clear errors before anything is loaded)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problems = []
+    for name in ("batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("eval_batch_size", "eval_steps", "save_steps", "max_train_samples", "max_eval_samples",
+                 "max_predict_samples", "max_length",
+                 "save_total_limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            problems.append(f"--{name.replace('_', '-')} must be >= 1")
+    if args.learning_rate <= 0:
+        problems.append("--learning-rate must be > 0")
+    if args.epochs <= 0 and args.max_steps <= 0:
+        problems.append("--epochs must be > 0 (or give --max-steps)")
+    if not 0.0 <= args.warmup_ratio < 1.0:
+        problems.append("--warmup-ratio must be in [0, 1)")
+    if not 0.0 <= args.clf_dropout < 1.0:
+        problems.append("--clf-dropout must be in [0, 1)")
+    if args.lm_coef < 0:
+        problems.append("--lm-coef must be >= 0")
+    if args.weight_decay < 0:
+        problems.append("--weight-decay must be >= 0")
+    if args.bf16 and args.fp16:
+        problems.append("--bf16 and --fp16 are exclusive")
+    if args.hub_model_id and not args.push_to_hub:
+        problems.append("--hub-model-id needs --push-to-hub")
+    if problems:
+        parser.error("; ".join(problems))
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model and data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _task_api():
+    """`task_adapters` is imported lazily so `import hf_gpt1.finetuning` stays cheap for `--help`."""
+    import task_adapters
+
+    return task_adapters
+
+
+def get_task_spec(task: str):
+    """The task's `TaskSpec`; an unknown name raises `UnknownTaskError` listing the known tasks."""
+    return _task_api().get_task_spec(task)
+
+
+def head_auto_class(family) -> type:
+    """The Auto class for a task family (paper Figure 1): one sequence (or the two similarity orderings) ->
+    `AutoModelForSequenceClassification`; one sequence per answer -> `AutoModelForMultipleChoice`."""
+    family = getattr(family, "value", family)
+    return AutoModelForMultipleChoice if family == "multiple_choice" else AutoModelForSequenceClassification
+
+
+def pipeline_tag_for(family) -> str:
+    family = getattr(family, "value", family)
+    return "multiple-choice" if family == "multiple_choice" else "text-classification"
+
+
+def metric_for_best_model(spec, eval_names: Sequence[str] | None = None) -> str:
+    """The metric that selects the best checkpoint, with Trainer's key prefix for dict eval sets (MNLI's matched)."""
+    name = BEST_METRIC_BY_TASK.get(spec.name, spec.metric_names[0])
+    if eval_names and len(eval_names) > 1:
+        return f"{eval_names[0]}_{name}"
+    return name
+
+
+def head_config_overrides(spec, lm_coef: float, clf_dropout: float) -> dict[str, Any]:
+    """Config values the task fixes: λ, classifier dropout, and (for sequence classification) the label set.
+
+    Regression (STS-B) gets `num_labels=1`, `problem_type="regression"` (so the pipeline returns the raw score) and a
+    single label called "score"; classification gets the task's label names, so pipelines answer with names.
+    """
+    overrides: dict[str, Any] = {"lm_coef": float(lm_coef), "clf_pdrop": float(clf_dropout)}
+    family = getattr(spec.family, "value", spec.family)
+    if family == "multiple_choice":
+        return overrides
+    if spec.is_regression:
+        overrides.update(num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0})
+    else:
+        overrides.update(
+            num_labels=spec.num_labels,
+            problem_type="single_label_classification",
+            id2label=dict(spec.id2label),
+            label2id=dict(spec.label2id),
+        )
+    return overrides
+
+
+def _check_model_type(model_name_or_path: str, hub_kwargs: Mapping[str, Any]) -> str:
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(model_name_or_path, **hub_kwargs)
+    except OSError as error:
+        raise OSError(f"Cannot load a model config from {model_name_or_path!r}: {error}") from error
+    model_type = config_dict.get("model_type")
+    if model_type not in _SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"{model_name_or_path!r} is a {model_type!r} model; finetune.py fine-tunes GPT-1 checkpoints "
+            f"(model_type {' or '.join(map(repr, _SUPPORTED_MODEL_TYPES))}), e.g. openai-community/openai-gpt or the "
+            f"output of scripts/pretrain.py."
+        )
+    return model_type
+
+
+def load_model_for_task(
+    model_name_or_path: str,
+    spec,
+    tokenizer,
+    *,
+    lm_coef: float = PAPER_FINETUNING_DEFAULTS["lm_coef"],
+    clf_dropout: float = PAPER_FINETUNING_DEFAULTS["clf_dropout"],
+    seed: int | None = None,
+    ignore_mismatched_sizes: bool = False,
+    **hub_kwargs: Any,
+) -> PreTrainedModel:
+    """Load the task head on a GPT-1 checkpoint and make it ready for `tokenizer`'s special tokens.
+
+    The head class comes from the Auto class of the task family. A gpt1 checkpoint loads through the Auto class
+    itself; an `openai-gpt` one goes through the same class's `from_pretrained`, which converts its layout (the Auto
+    class would pick transformers' `OpenAIGPT*` for that config). The new task head is initialised by the model,
+    and the embeddings of `_start_/_delimiter_/_classify_/<pad>` are appended with N(0, 0.02) rows, as in the paper.
+    """
+    model_type = _check_model_type(model_name_or_path, hub_kwargs)
+    if seed is not None:
+        set_seed(seed)  # the new head's weights are drawn from the global RNG
+    auto_class = head_auto_class(spec.family)
+    overrides = head_config_overrides(spec, lm_coef, clf_dropout)
+    if model_type == "gpt1":
+        model = auto_class.from_pretrained(
+            model_name_or_path, ignore_mismatched_sizes=ignore_mismatched_sizes, **overrides, **hub_kwargs
+        )
+    else:
+        head_class = auto_class._model_mapping[GPT1Config]  # our class for this Auto class (registered on import)
+        model = head_class.from_pretrained(model_name_or_path, **overrides, **hub_kwargs)
+    if model.config.model_type != "gpt1":  # e.g. a custom registration shadowing ours
+        raise ValueError(f"Loaded a {type(model).__name__} ({model.config.model_type}); expected a GPT-1 head.")
+    model.config.finetuning_task = spec.name  # recorded in config.json (not an __init__ argument in v5)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    add_special_tokens(model, tokenizer, generator=generator)
+    return model
+
+
+def _parse_split_size(text: str) -> int | float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise ValueError(f"--split-validation SIZE must be a number, got {text!r}") from error
+    if value >= 1:
+        if value != int(value):
+            raise ValueError(f"--split-validation SIZE >= 1 must be an integer count, got {text!r}")
+        return int(value)
+    if value <= 0:
+        raise ValueError(f"--split-validation SIZE must be > 0, got {text!r}")
+    return value
+
+
+def load_raw_splits(args: argparse.Namespace, spec):
+    """The task's `DatasetDict`, with train/validation carved out of validation when `--split-validation` asks."""
+    ta = _task_api()
+    use_recipe = args.split_validation == "recipe" and spec.val_split is not None
+    data = ta.load_task(spec.name, data_dir=args.data_dir, split_val=use_recipe)
+    if args.split_validation is not None and not use_recipe:
+        if "validation" not in data:
+            raise ValueError(f"--split-validation needs a 'validation' split; task {spec.name!r} has {list(data)}.")
+        if "train" in data:
+            raise ValueError(
+                f"task {spec.name!r} already has a train split ({len(data['train'])} rows); --split-validation is for "
+                f"tasks whose train file is missing (drop the flag)."
+            )
+        size = 0.2 if args.split_validation == "recipe" else _parse_split_size(args.split_validation)
+        parts = data["validation"].train_test_split(test_size=size, seed=args.split_seed)
+        data["train"], data["validation"] = parts["train"], parts["test"]
+    if "train" not in data:
+        raise ValueError(
+            f"task {spec.name!r}: no train split in {args.data_dir or 'the Hub dataset'} (found {list(data)}). If only "
+            f"the validation file is available, pass --split-validation to carve train/eval out of it."
+        )
+    return data
+
+
+def eval_split_names(data) -> list[str]:
+    """Validation splits: `validation`, or MNLI's `validation_matched` + `validation_mismatched`."""
+    names = [name for name in data if name == "validation" or name.startswith("validation_")]
+    if not names:
+        raise ValueError(f"no validation split to evaluate on (found {list(data)}).")
+    return sorted(names, key=lambda n: (n != "validation", n))
+
+
+def short_eval_name(split: str) -> str:
+    """`validation_matched` -> `matched`: Trainer prefixes dict eval sets' metrics with the key (eval_matched_...)."""
+    return split[len("validation_") :] if split.startswith("validation_") else split
+
+
+def prepare_datasets(args: argparse.Namespace, spec, adapter, tokenizer, max_length: int):
+    """Encoded (train, eval, predict) sets and the row counts of the train/validation splits before any
+    `--max-*-samples` cut. eval is a Dataset, or a dict {short name: Dataset} for MNLI."""
+    data = load_raw_splits(args, spec)
+    data_rows = {name: len(ds) for name, ds in data.items() if name == "train" or name.startswith("validation")}
+    train = data["train"]
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    eval_sets = {}
+    for split in eval_split_names(data):
+        ds = data[split]
+        if args.max_eval_samples is not None:
+            ds = ds.select(range(min(args.max_eval_samples, len(ds))))
+        eval_sets[short_eval_name(split)] = ds
+    predict_sets = {}
+    if args.predict:
+        wanted = [s for s in data if s == args.predict_split or s.startswith(args.predict_split + "_")]
+        if not wanted:
+            raise ValueError(f"--predict: no split named {args.predict_split!r}(_*) in {list(data)} for {spec.name}.")
+        predict_sets = {s: data[s] for s in wanted}
+        if args.max_predict_samples is not None:
+            predict_sets = {s: ds.select(range(min(args.max_predict_samples, len(ds)))) for s, ds in predict_sets.items()}
+
+    train_enc = adapter.encode(train, tokenizer, max_length)
+    eval_enc = {name: adapter.encode(ds, tokenizer, max_length) for name, ds in eval_sets.items()}
+    predict_enc = {
+        name: adapter.encode(ds, tokenizer, max_length, keep_columns=["idx"] if "idx" in ds.column_names else [])
+        for name, ds in predict_sets.items()
+    }
+    eval_dataset = eval_enc["validation"] if list(eval_enc) == ["validation"] else eval_enc
+    return train_enc, eval_dataset, predict_enc, data_rows
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+LOSS_PARTS = ("task_loss", "lm_loss")
+
+
+class GPT1Trainer(Trainer):
+    """`Trainer` for the GPT-1 fine-tuning heads.
+
+    * Optimises `outputs.loss` (= task_loss + λ·lm_loss) as usual, and logs `task_loss` and `lm_loss` next to `loss`,
+      averaged over the same logging window in the same way (per optimizer step, micro-batches weighted by
+      1/accumulation, mean over processes). Evaluation reports `eval_task_loss` / `eval_lm_loss` likewise.
+      `lm_loss` is absent when λ = 0: the head then does not compute L1 at all.
+    * Gathers only the task logits for metrics: the heads never return LM logits, and `prediction_step` refuses
+      any output that looks like them (a (batch, seq, vocab) tensor gathered over an eval set would exhaust memory).
+    * Saves each checkpoint into `_checkpoint-staging/` and renames it into place when complete, so a kill mid-save
+      never leaves a `checkpoint-N` that `--resume-from-checkpoint auto` would pick up half-written.
+    * `push_to_hub` writes `self.model_card_text` (our filled card) as README.md instead of Trainer's generic card.
+
+    The model's `accepts_loss_kwargs = False` makes Trainer divide the mean loss of each micro-batch by the number of
+    accumulation steps, so accumulation k × batch b gives the gradient of batch k·b.
+    """
+
+    def __init__(self, *args: Any, model_card_text: str | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.model_card_text = model_card_text
+        self._train_parts: dict[str, torch.Tensor] = {}
+        self._train_part_steps = 0.0  # optimizer steps covered by _train_parts (sum of 1/accumulation per micro-batch)
+        self._eval_parts: dict[str, torch.Tensor] = {}
+        self._eval_count = 0
+        self._staging_root: str | None = None
+        self._deferred_push = False
+
+    # -- losses ----------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        parts = {name: outputs[name] for name in LOSS_PARTS if isinstance(outputs, Mapping) and outputs.get(name) is not None}
+        if parts:
+            if model.training:
+                weight = 1.0 / max(getattr(self, "current_gradient_accumulation_steps", 1), 1)
+                for name, value in parts.items():
+                    value = value.detach().float().mean() * weight
+                    self._train_parts[name] = self._train_parts.get(name, 0) + value
+                self._train_part_steps += weight
+            else:
+                batch = _batch_size(inputs)
+                for name, value in parts.items():
+                    self._eval_parts[name] = self._eval_parts.get(name, 0) + value.detach().float().mean() * batch
+                self._eval_count += batch
+        return (loss, outputs) if return_outputs else loss
+
+    def _gather_sum(self, values: Sequence[torch.Tensor | float]) -> list[float]:
+        """Sum each value over processes (one collective for all of them)."""
+        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.args.device).reshape(()) for v in values])
+        if self.accelerator.num_processes > 1:
+            stacked = self.accelerator.gather(stacked.unsqueeze(0)).sum(0)
+        return stacked.tolist()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # The training-window log is the one with "loss"; Trainer calls it on every process (its own loss gather is a
+        # collective too), so gathering here is safe.
+        if "loss" in logs and self._train_parts:
+            names = sorted(self._train_parts)
+            totals = self._gather_sum([self._train_parts[n] for n in names] + [self._train_part_steps])
+            steps = max(totals[-1], 1e-12)
+            for name, total in zip(names, totals[:-1]):
+                logs[name] = round(total / steps, 6)
+            self._train_parts, self._train_part_steps = {}, 0.0
+        super().log(logs, start_time)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        self._eval_parts, self._eval_count = {}, 0
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only=prediction_loss_only, ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        if self._eval_parts and output.metrics is not None:
+            names = sorted(self._eval_parts)
+            totals = self._gather_sum([self._eval_parts[n] for n in names] + [float(self._eval_count)])
+            for name, total in zip(names, totals[:-1]):
+                output.metrics[f"{metric_key_prefix}_{name}"] = total / max(totals[-1], 1.0)
+        self._eval_parts, self._eval_count = {}, 0
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if logits is not None:
+            check_task_logits(logits)
+        return loss, logits, labels
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is being written, Trainer's `_save_checkpoint` sees the staging folder as its run dir.
+        return self._staging_root if self._staging_root is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint, written to `<run dir>/_checkpoint-staging/checkpoint-N` and renamed into place."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        final, staging_root = os.path.join(run_dir, name), os.path.join(run_dir, STAGING_DIR_NAME)
+        staged = os.path.join(staging_root, name)
+        if self.args.should_save:
+            shutil.rmtree(staged, ignore_errors=True)
+            os.makedirs(staging_root, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root, self._deferred_push = staging_root, False
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every process wrote its part (e.g. its RNG state) into `staged`
+        if self.state.best_model_checkpoint and os.path.normpath(self.state.best_model_checkpoint) == os.path.normpath(staged):
+            self.state.best_model_checkpoint = final
+        if self.args.should_save:
+            self.state.save_to_json(os.path.join(staged, "trainer_state.json"))  # with the final paths
+            _replace_dir(staged, final, trash_root=staging_root)
+            with contextlib.suppress(OSError):
+                os.rmdir(staging_root)  # only if empty
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
+        if self._deferred_push:
+            self._deferred_push = False
+            self._push_from_checkpoint(final)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        if self._staging_root is not None:  # pushed after the rename, from the final folder
+            self._deferred_push = True
+            return
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # Checkpoints omit the LM head, tied to the token embedding (it shares that tensor, so loading the embedding
+        # restores both); Trainer's best-model reload would report it as "missing".
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or ())
+        if tied and any(key in tied for key in load_result.missing_keys):
+            load_result = load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied])
+            self.model.tie_weights()
+        super()._issue_warnings_after_load(load_result)
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        if self.model_card_text is None:
+            return super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            Path(self.args.output_dir, "README.md").write_text(self.model_card_text, encoding="utf-8")
+
+
+def _batch_size(inputs: Mapping[str, Any]) -> int:
+    for key in ("labels", "input_ids"):
+        value = inputs.get(key)
+        if isinstance(value, torch.Tensor):
+            return int(value.shape[0])
+    return 1
+
+
+def check_task_logits(logits: Any) -> None:
+    """Fail if evaluation would gather anything but task logits ((batch, num_labels), (batch, choices), (batch,))."""
+    if isinstance(logits, (tuple, list)):
+        shapes = [tuple(getattr(t, "shape", ())) for t in logits]
+        raise RuntimeError(
+            f"GPT1Trainer: the model returned several prediction tensors {shapes}; only task logits may be gathered "
+            f"for metrics. Add the extra outputs to config.keys_to_ignore_at_inference."
+        )
+    if logits.dim() > 2:
+        raise RuntimeError(
+            f"GPT1Trainer: refusing to gather a {tuple(logits.shape)} prediction tensor (LM logits?); the fine-tuning "
+            f"heads return only task logits (batch, num_labels)."
+        )
+
+
+def _replace_dir(source: str, target: str, trash_root: str) -> None:
+    """Move `source` to `target` atomically; an existing `target` (a re-save of the same step) is moved aside first."""
+    if os.path.exists(target):
+        trash = os.path.join(trash_root, f"replaced-{os.path.basename(target)}")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(target, trash)
+        os.replace(source, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(source, target)
+
+
+class SaveOnSignalCallback(TrainerCallback):
+    """SIGTERM/SIGINT -> save a checkpoint at the end of the current optimizer step, then stop training cleanly.
+
+    The handler only sets a flag (signal handlers must not do I/O in the middle of a step); the callback turns it into
+    `control.should_save` + `control.should_training_stop`, and Trainer then writes a regular, resumable checkpoint.
+    Under several processes the flag is OR-ed across them every step, so all ranks save and stop together even if only
+    one got the signal. A stop on the last step of an epoch waits for that epoch's scheduled evaluation and save, so
+    the resumed run sees exactly the evaluations of an uninterrupted one. A second signal restores the previous handler
+    and re-raises (Ctrl-C twice = stop now).
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)):
+        self.signals = tuple(signals)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._stop_at_epoch_end = False
+        self._stopped_mid_epoch = False
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("SaveOnSignalCallback: not in the main thread, signal handlers not installed.")
+            return
+        for signum in self.signals:
+            if signum not in self._previous:
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            self.uninstall()
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+        logger.warning(f"Received {signal.Signals(signum).name}: saving a checkpoint at the end of this step, then "
+                       f"stopping (send it again to stop immediately).")
+
+    def _any_process_signalled(self, args: TrainingArguments) -> bool:
+        flag = torch.tensor([1 if self.received is not None else 0], device=args.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if int(flag.item()) and self.received is None:
+            self.received = signal.SIGTERM  # another process was signalled
+        return bool(flag.item())
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.install()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self._any_process_signalled(args):
+            return
+        at_epoch_end = state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-9
+        if at_epoch_end and not control.should_training_stop:
+            self._stop_at_epoch_end = True  # let the epoch's own evaluation/save run first (see on_epoch_end)
+            return
+        control.should_save = True
+        control.should_training_stop = True
+        self._stopped_mid_epoch = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._stopped_mid_epoch:  # no epoch-end evaluation/save for a partial epoch
+            control.should_evaluate = False
+            control.should_save = False
+        elif self._stop_at_epoch_end:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.uninstall()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs: results, model card, predictions, curves
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _is_hub_id(name: str | None) -> bool:
+    if not name or os.path.exists(name) or os.path.isabs(name) or name.startswith((".", "~")):
+        return False
+    parts = name.split("/")
+    return 1 <= len(parts) <= 2 and all(parts)
+
+
+def _task_title(spec) -> str:
+    glue = GLUE_SUBMISSION_NAMES.get(spec.name)
+    return f"GLUE {glue}" if glue and spec.hub_path == "nyu-mll/glue" else spec.name.replace("_", " ").title()
+
+
+def fill_model_card(
+    *,
+    spec,
+    metrics: Mapping[str, float],
+    settings: Mapping[str, Any],
+    model_name: str,
+    base_model: str | None = None,
+    template_path: str | os.PathLike | None = None,
+    usage_path: str | None = None,
+) -> str:
+    """The model card (README.md) of a fine-tuned checkpoint, from `model_card.md` (a Jinja template).
+
+    The YAML front matter is built with `huggingface_hub.ModelCardData` (library_name, pipeline_tag, tags, datasets,
+    license, base_model and a `model-index` with every eval metric), so it is valid Hub metadata by construction.
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    family = getattr(spec.family, "value", spec.family)
+    pipeline_tag = pipeline_tag_for(spec.family)
+    dataset_id = spec.hub_path or spec.name
+    eval_results = []
+    for key, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not key.startswith("eval_"):
+            continue
+        metric = key[len("eval_") :]
+        if metric.endswith(("loss", "runtime", "per_second", "epoch")) or metric in ("steps_per_second",):
+            continue
+        split = "validation"
+        for short in settings.get("eval_splits", []):
+            if short != "validation" and metric.startswith(short + "_"):
+                split, metric = f"validation_{short}", metric[len(short) + 1 :]
+        eval_results.append(
+            EvalResult(
+                task_type=pipeline_tag,
+                dataset_type=dataset_id,
+                dataset_name=_task_title(spec),
+                dataset_config=spec.hub_config,
+                dataset_split=settings.get("eval_split_description", {}).get(split, split),
+                metric_type=metric,
+                metric_value=round(float(value), 4),
+            )
+        )
+    card_data = ModelCardData(
+        library_name="transformers",
+        license="mit",
+        base_model=base_model,
+        pipeline_tag=pipeline_tag,
+        tags=["gpt1", "openai-gpt", "hf-gpt1", pipeline_tag, spec.name, "generated_from_trainer"],
+        datasets=[spec.hub_path] if spec.hub_path else None,
+        metrics=sorted({r.metric_type for r in eval_results}) or None,
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+    results_rows = "\n".join(
+        f"| {r.dataset_split} | {r.metric_type} | {r.metric_value:.4f} |" for r in eval_results
+    ) or "| - | - | - |"
+    hyper_rows = "\n".join(f"| {k} | {v} |" for k, v in settings.items() if k not in ("eval_split_description",))
+    template = Path(template_path) if template_path else MODEL_CARD_TEMPLATE
+    kwargs = dict(
+        model_name=model_name,
+        task=spec.name,
+        task_title=_task_title(spec),
+        task_family=family,
+        task_description=spec.description or "",
+        label_names=", ".join(spec.label_names or ()) if not spec.is_regression else "(regression score)",
+        dataset_id=dataset_id,
+        base_model=base_model or settings.get("model", "?"),
+        results_table=results_rows,
+        hyperparameters_table=hyper_rows,
+        pipeline_tag=pipeline_tag,
+        usage_path=usage_path or model_name,
+        lm_coef=settings.get("lm_coef"),
+        citation=PAPER_CITATION,
+        is_multiple_choice=family == "multiple_choice",
+        is_pair=family in ("entailment", "similarity"),
+        is_regression=bool(spec.is_regression),
+    )
+    if template.is_file():
+        card = ModelCard.from_template(card_data, template_path=str(template), **kwargs)
+    else:  # installed without the repository's template: a minimal card, same metadata
+        card = ModelCard.from_template(card_data, template_str=_FALLBACK_CARD, **kwargs)
+    return str(card)
+
+
+_FALLBACK_CARD = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+GPT-1 (Radford et al., 2018) fine-tuned on {{ task_title }} ({{ task_family }}) with hf-gpt1.
+
+| split | metric | value |
+|---|---|---|
+{{ results_table }}
+
+| setting | value |
+|---|---|
+{{ hyperparameters_table }}
+
+```bibtex
+{{ citation }}
+```
+"""
+
+
+def write_predictions(
+    predictions: Any,
+    dataset,
+    spec,
+    output_dir: str | os.PathLike,
+    split: str = "test",
+) -> Path:
+    """Write predictions as a GLUE submission TSV (`index<TAB>prediction`), returning the file path.
+
+    GLUE tasks get the leaderboard's file name (`SST-2.tsv`, `MNLI-m.tsv`, ...) and label format: label names for
+    the tasks whose official TSVs use strings (MNLI, QNLI, RTE, AX), integer ids for the others (CoLA, SST-2, MRPC,
+    QQP, WNLI), and scores clipped to [0, 5] for STS-B. Other tasks get `<task>_<split>.tsv` with label names. The
+    index is the dataset's `idx` column when it has one, else the row number.
+    """
+    import numpy as np
+
+    logits = np.asarray(predictions[0] if isinstance(predictions, (tuple, list)) else predictions)
+    if spec.is_regression:
+        values = logits.reshape(len(logits)).astype(float)
+        if spec.label_range is not None:
+            values = np.clip(values, *spec.label_range)
+        column = [f"{v:.3f}" for v in values]
+    else:
+        ids = logits.argmax(axis=-1)
+        glue_name = _glue_name(spec, split)
+        if glue_name is not None and spec.name not in GLUE_STRING_LABEL_TASKS:
+            column = [str(int(i)) for i in ids]
+        else:
+            names = list(spec.label_names) if spec.label_names else None
+            column = [names[int(i)] if names else str(int(i)) for i in ids]
+    index = list(dataset["idx"]) if "idx" in dataset.column_names else list(range(len(column)))
+    if len(index) != len(column):
+        raise ValueError(f"{len(column)} predictions for {len(index)} rows of {spec.name}/{split}.")
+    glue_name = _glue_name(spec, split)
+    path = Path(output_dir) / (f"{glue_name}.tsv" if glue_name else f"{spec.name}_{split}.tsv")
+    lines = ["index\tprediction"] + [f"{i}\t{p}" for i, p in zip(index, column)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _glue_name(spec, split: str) -> str | None:
+    if spec.hub_path != "nyu-mll/glue":
+        return None
+    return GLUE_SUBMISSION_NAMES.get(f"{spec.name}/{split}") or GLUE_SUBMISSION_NAMES.get(spec.name)
+
+
+def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> Path | None:
+    """Loss curves (loss, task_loss, lm_loss, eval losses) and eval metrics over steps, from `trainer.state.log_history`.
+
+    Returns the path, or None when there is nothing to plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [e for e in log_history if "loss" in e and "step" in e]
+    evals = [e for e in log_history if any(k.startswith("eval_") for k in e) and "step" in e]
+    if not train and not evals:
+        return None
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {"loss": "C0", "task_loss": "C1", "lm_loss": "C2"}
+    for key, colour in colours.items():
+        points = [(e["step"], e[key]) for e in train if key in e]
+        if points:
+            ax_loss.plot(*zip(*points), "-", color=colour, alpha=0.8, label=f"train {key}")
+    eval_loss_keys = sorted({k for e in evals for k in e if k.startswith("eval_") and k.endswith("loss")})
+    for key in eval_loss_keys:
+        points = [(e["step"], e[key]) for e in evals if key in e]
+        part = next((p for p in ("task_loss", "lm_loss", "loss") if key.endswith(p)), None)
+        ax_loss.plot(*zip(*points), "o--", color=colours.get(part), label=key)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(fontsize=8)
+    ax_loss.set_title("losses (L3 = task + λ·LM)")
+    metric_keys = sorted(
+        {
+            k
+            for e in evals
+            for k, v in e.items()
+            if k.startswith("eval_") and not k.endswith(("loss", "runtime", "per_second", "epoch")) and isinstance(v, (int, float))
+        }
+    )
+    for key in metric_keys:
+        points = [(e["step"], e[key]) for e in evals if key in e]
+        ax_metric.plot(*zip(*points), "o-", label=key)
+    ax_metric.set_xlabel("step")
+    ax_metric.set_title("eval metrics")
+    if metric_keys:
+        ax_metric.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_max_length(requested: int | None, config: PretrainedConfig) -> int:
+    n_positions = getattr(config, "n_positions", PAPER_FINETUNING_DEFAULTS["max_length"])
+    if requested is None:
+        return min(PAPER_FINETUNING_DEFAULTS["max_length"], n_positions)
+    if requested > n_positions:
+        raise ValueError(f"--max-length {requested} exceeds the model's {n_positions} learned positions (n_positions).")
+    return requested
+
+
+def resolve_checkpoint(resume: str | None, output_dir: str) -> str | None:
+    """`--resume-from-checkpoint`: a folder, or 'auto' -> the latest complete checkpoint in output_dir (or None)."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            logger.info(f"--resume-from-checkpoint auto: no checkpoint in {output_dir}, starting from scratch.")
+        else:
+            logger.info(f"Resuming from {last}.")
+        return last
+    if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
+        raise FileNotFoundError(f"--resume-from-checkpoint {resume}: not a Trainer checkpoint (no trainer_state.json).")
+    return resume
+
+
+def cpu_process_group_needed() -> bool:
+    """True when a launcher started several processes (WORLD_SIZE > 1) on a machine without GPUs.
+
+    Accelerate only sets up a CPU process group (gloo, MULTI_CPU) when told to use the CPU; otherwise each process
+    would silently train alone on the whole data and write to the same output folder.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    xpu = getattr(torch, "xpu", None)
+    return not (torch.cuda.is_available() or (xpu is not None and xpu.is_available()))
+
+
+def build_training_arguments(args: argparse.Namespace, spec, eval_names: Sequence[str]) -> TrainingArguments:
+    """TrainingArguments for the paper's recipe and the CLI's evaluation/checkpoint options."""
+    eval_strategy = "steps" if args.eval_steps else args.eval_strategy
+    eval_steps = args.eval_steps
+    if args.save_steps is not None:
+        save_strategy, save_steps = "steps", args.save_steps
+        if eval_strategy != "no" and eval_steps is None:
+            eval_strategy, eval_steps = "steps", args.save_steps
+    elif eval_strategy == "steps":
+        save_strategy, save_steps = "steps", eval_steps
+    else:
+        save_strategy, save_steps = "epoch", None  # one checkpoint per evaluation (or per epoch without eval)
+    load_best = args.load_best_model and eval_strategy != "no"
+    metric = args.metric_for_best_model or metric_for_best_model(spec, eval_names)
+    logging_steps = args.logging_steps if args.logging_steps < 1 else int(args.logging_steps)
+    kwargs: dict[str, Any] = dict(
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=args.warmup_ratio,  # v5: a float < 1 is a ratio of the total steps
+        eval_strategy=eval_strategy,
+        save_strategy=save_strategy,
+        save_total_limit=args.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        load_best_model_at_end=load_best,
+        metric_for_best_model=metric if load_best else None,
+        label_names=["labels"],  # not lm_labels: its (batch, seq) targets must not be gathered as "labels"
+        seed=args.seed,
+        use_cpu=args.use_cpu or cpu_process_group_needed(),
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps host->GPU copies
+        bf16=args.bf16,
+        fp16=args.fp16,
+        report_to=args.report_to,
+        disable_tqdm=args.disable_tqdm,
+        push_to_hub=args.push_to_hub,
+        hub_model_id=args.hub_model_id,
+        hub_token=args.hub_token,
+        hub_private_repo=args.hub_private_repo or None,
+        hub_strategy=args.hub_strategy,
+    )
+    if eval_steps is not None:
+        kwargs["eval_steps"] = eval_steps
+    if save_steps is not None:
+        kwargs["save_steps"] = save_steps
+    if args.optim:
+        kwargs["optim"] = args.optim
+    return TrainingArguments(**kwargs)
+
+
+def run_settings(args: argparse.Namespace, training_args: TrainingArguments, *, max_length: int, train_size: int,
+                 eval_sizes: Mapping[str, int], data_rows: Mapping[str, int], model) -> dict[str, Any]:
+    """What a reader needs to reproduce the run, for eval_results.json and the model card."""
+    world = training_args.world_size
+    return {
+        "task": args.task,
+        "model": args.model,
+        "tokenizer": args.tokenizer or args.model,
+        "data_dir": args.data_dir,
+        "split_validation": args.split_validation,
+        "data_rows": dict(data_rows),
+        "train_examples": train_size,
+        "eval_examples": dict(eval_sizes),
+        "eval_splits": list(eval_sizes),
+        "max_length": max_length,
+        "learning_rate": args.learning_rate,
+        "lr_scheduler_type": args.lr_scheduler_type,
+        "warmup_ratio": args.warmup_ratio,
+        "batch_size_per_device": args.batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "num_processes": world,
+        "effective_batch_size": args.batch_size * args.gradient_accumulation_steps * world,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "weight_decay": args.weight_decay,
+        "max_grad_norm": args.max_grad_norm,
+        "clf_dropout": args.clf_dropout,
+        "lm_coef": args.lm_coef,
+        "optimizer": str(getattr(training_args.optim, "value", training_args.optim)),
+        "seed": args.seed,
+        "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+        "metric_for_best_model": training_args.metric_for_best_model,
+        "num_parameters": int(model.num_parameters()),
+    }
+
+
+def _check_output_dir(args: argparse.Namespace, is_main: bool) -> None:
+    out = Path(args.output_dir)
+    if out.is_dir() and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+        existing = sorted(p.name for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir())
+        if existing:
+            raise FileExistsError(
+                f"{out} already holds {existing}. Pass --resume-from-checkpoint (auto) to continue that run, or "
+                f"--overwrite-output-dir to start over."
+            )
+    if is_main:
+        shutil.rmtree(out / STAGING_DIR_NAME, ignore_errors=True)  # a save interrupted by a kill: never complete
+
+
+class UsageError(Exception):
+    """Bad input found while setting up a run (unknown task, wrong model type, missing files, ...)."""
+
+
+_SETUP_ERRORS = (ValueError, FileNotFoundError, FileExistsError, LookupError, OSError)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fine-tune as `args` say; returns the process exit status (0, or 128 + signal number when interrupted).
+
+    Errors in the set-up phase (before training starts) come out as `UsageError` with the original as cause.
+    """
+    try:
+        trainer, parts = _setup(args)
+    except _SETUP_ERRORS as error:
+        raise UsageError(str(error)) from error
+    return _train_and_report(args, trainer, **parts)
+
+
+def _setup(args: argparse.Namespace):
+    ta = _task_api()
+    spec = ta.get_task_spec(args.task)
+    adapter = ta.get_adapter(spec)
+    is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    _check_output_dir(args, is_main)
+
+    tokenizer = load_gpt1_tokenizer(args.tokenizer or args.model)
+    model = load_model_for_task(args.model, spec, tokenizer, lm_coef=args.lm_coef, clf_dropout=args.clf_dropout,
+                                seed=args.seed)
+    max_length = resolve_max_length(args.max_length, model.config)
+    train_ds, eval_ds, predict_sets, data_rows = prepare_datasets(args, spec, adapter, tokenizer, max_length)
+    eval_names = list(eval_ds) if isinstance(eval_ds, dict) else ["validation"]
+    training_args = build_training_arguments(args, spec, eval_names)
+    eval_sizes = {k: len(v) for k, v in eval_ds.items()} if isinstance(eval_ds, dict) else {"validation": len(eval_ds)}
+    settings = run_settings(args, training_args, max_length=max_length, train_size=len(train_ds),
+                            eval_sizes=eval_sizes, data_rows=data_rows, model=model)
+    logger.info("Fine-tuning settings:\n" + json.dumps(settings, indent=2, default=str))
+
+    signal_callback = SaveOnSignalCallback()
+    trainer = GPT1Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        data_collator=ta.GPT1DataCollator(tokenizer),
+        compute_metrics=adapter.compute_metrics,
+        callbacks=[signal_callback],
+    )
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    return trainer, dict(spec=spec, settings=settings, checkpoint=checkpoint, predict_sets=predict_sets,
+                         signal_callback=signal_callback)
+
+
+def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, settings: dict[str, Any],
+                      checkpoint: str | None, predict_sets: Mapping[str, Any], signal_callback: SaveOnSignalCallback) -> int:
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    if signal_callback.received is not None:
+        last = get_last_checkpoint(args.output_dir)
+        name = signal.Signals(signal_callback.received).name
+        logger.warning(f"Stopped by {name} at step {trainer.state.global_step}; checkpoint: {last}. Resume with "
+                       f"--resume-from-checkpoint auto.")
+        return 128 + int(signal_callback.received)
+
+    metrics = trainer.evaluate()  # the best checkpoint's weights when load_best_model_at_end
+    settings["global_step"] = trainer.state.global_step
+    best = trainer.state.best_model_checkpoint
+    settings["best_checkpoint"] = os.path.basename(best) if best else None
+    trainer.save_model(args.output_dir)  # model + tokenizer (+ config with label names, lm_coef, clf_pdrop)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    prediction_files = []
+    for split, dataset in predict_sets.items():
+        output = trainer.predict(dataset, metric_key_prefix=f"predict_{split}")
+        if trainer.is_world_process_zero():
+            prediction_files.append(str(write_predictions(output.predictions, dataset, spec, args.output_dir, split)))
+
+    model_id = args.hub_model_id or Path(args.output_dir).name
+    base_model = args.base_model_id or (args.model if _is_hub_id(args.model) else None)
+    card = fill_model_card(spec=spec, metrics=metrics, settings=settings, model_name=model_id, base_model=base_model,
+                           usage_path=args.hub_model_id or args.output_dir)
+    trainer.model_card_text = card
+    if trainer.is_world_process_zero():
+        results = {**{k: v for k, v in metrics.items()}, "task": spec.name, "settings": settings}
+        if prediction_files:
+            results["prediction_files"] = prediction_files
+        Path(args.output_dir, EVAL_RESULTS_FILE_NAME).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
+        if args.plot:
+            plot_training_curves(trainer.state.log_history, Path(args.output_dir, CURVES_FILE_NAME),
+                                 title=f"GPT-1 fine-tuning: {spec.name} (λ = {args.lm_coef})")
+        logger.info("Eval results:\n" + json.dumps({k: v for k, v in metrics.items()}, indent=2))
+    if args.push_to_hub:
+        trainer.push_to_hub(commit_message=f"GPT-1 fine-tuned on {spec.name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (`scripts/finetune.py`): parse, run, and turn expected input errors into messages."""
+    args = parse_args(argv)
+    is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if is_main else logging.WARNING,
+        stream=sys.stdout,
+    )
+    from transformers.utils import logging as hf_logging
+
+    previous_verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # transformers' INFO chatter off; our own logger and the progress bars stay
+    hf_logging.enable_progress_bar()
+    try:
+        return run(args)
+    except UsageError as error:
+        if os.environ.get("HF_GPT1_DEBUG"):
+            raise
+        print(f"finetune.py: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        hf_logging.set_verbosity(previous_verbosity)  # main() may be called in-process (tests, notebooks)
