@@ -74,6 +74,7 @@ IGNORE_PATTERNS: tuple[str, ...] = (
     "data-cache/*",  # scripts/pretrain.py's tokenised corpus cache (can be gigabytes)
     "last-checkpoint/*",
     "runs/*",  # TensorBoard logs (Trainer's default logging_dir)
+    "tensorboard/*",  # scripts/pretrain.py's accelerate tracker folder (events + hparams.yml)
     "logs/*",
     "*.log",
     "*events.out.tfevents*",

@@ -15,6 +15,9 @@ on its own:
 * **Run bookkeeping** (`RunIdentity`, `check_output_dir`, `save_checkpoint_atomically`,
   `save_final_model_atomically`, `JsonlLog`, `plot_loss_curve`): atomic checkpoints that resume exactly,
   refusal to mix a run with a foreign output folder.
+* **LoRA continued pretraining** (`lora_settings`, `apply_lora`, `save_final_adapter_atomically`,
+  `save_merged_model_atomically`): a `peft` LoRA adapter on an existing checkpoint (`--init-from`), trained on
+  plain text, saved as an adapter (and optionally merged into a full `gpt1` model in `OUTPUT_DIR/merged`).
 
 Text conventions (documented here because they decide what the model sees):
 
@@ -272,6 +275,7 @@ class CorpusSource:
     root: Path | None = None
     dataset: Any = None  # datasets.Dataset
     text_column: str | None = None
+    hub_dataset: str | None = None  # the dataset id, when `--corpus` was one (for the model card's `datasets`)
 
 
 def find_text_files(folder: Path) -> list[Path]:
@@ -354,7 +358,9 @@ def resolve_corpus(
             f"{type(error).__name__}: {error}. Check the id, --dataset-config/--dataset-split, network access and "
             f"HF_DATASETS_OFFLINE, or pass a local text file/folder."
         ) from error
-    return _dataset_source(loaded, f"dataset {corpus!r} (split {dataset_split!r})", text_column, dataset_split)
+    source = _dataset_source(loaded, f"dataset {corpus!r} (split {dataset_split!r})", text_column, dataset_split)
+    source.hub_dataset = corpus
+    return source
 
 
 def _dataset_source(loaded: Any, description: str, text_column: str, dataset_split: str) -> CorpusSource:
@@ -781,6 +787,78 @@ def check_init_from_model_type(init_from: str, revision: str | None = None) -> N
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# LoRA continued pretraining
+# ----------------------------------------------------------------------------------------------------------------------
+
+PEFT_METHODS = ("none", "lora")
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+MERGED_DIR = "merged"  # OUTPUT_DIR/merged: a LoRA run's adapter merged into a full gpt1 model (--merge-adapter)
+
+
+def lora_settings(
+    *, r: int = 8, alpha: float = 16, dropout: float = 0.05, target_modules: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The LoRA adapter of a run, as recorded in its identity (a checkpoint only resumes into the same adapter).
+
+    `target_modules` None means GPT-1's registered defaults (every linear layer of every block,
+    `peft_integration.LORA_TARGET_MODULES`); they are written out so the record does not depend on that default.
+    """
+    from .peft_integration import LORA_TARGET_MODULES
+
+    if r <= 0:
+        raise PretrainingError(f"--lora-r must be a positive integer, got {r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise PretrainingError(f"--lora-dropout must be in [0, 1), got {dropout}.")
+    modules = sorted(set(target_modules or LORA_TARGET_MODULES))  # order and repeats do not make another adapter
+    return {"method": "lora", "r": r, "alpha": alpha, "dropout": dropout, "target_modules": modules,
+            "embeddings": "none"}
+
+
+def apply_lora(model: PreTrainedModel, settings: dict[str, Any], *, activation_checkpointing: bool = False):
+    """Wrap a `GPT1ForCausalLM` in a LoRA `peft.PeftModel` for continued pretraining; the base weights are frozen.
+
+    The token embedding (and with it the tied LM head) stays frozen too (`embeddings="none"`), unlike LoRA
+    fine-tuning, which trains the rows of GPT-1's task tokens: plain-text pretraining never feeds `_start_` /
+    `_delimiter_` / `_classify_` / `<pad>`, so through the tied head those rows would only learn never to be
+    predicted, and the adapter would carry them for nothing. Activation checkpointing is switched on before
+    wrapping (non-reentrant), as `peft_integration.make_peft_model` requires with frozen embeddings.
+    """
+    from .peft_integration import make_peft_model
+
+    try:
+        return make_peft_model(
+            model,
+            "lora",
+            task="causal_lm",
+            r=settings["r"],
+            alpha=settings["alpha"],
+            dropout=settings["dropout"],
+            target_modules=list(settings["target_modules"]),
+            embeddings=settings["embeddings"],
+            activation_checkpointing=activation_checkpointing,
+        )
+    except ValueError as error:  # PEFT: "Target modules {...} not found in the base model..."
+        linear = sorted({".".join(name.split(".")[-2:]) for name, module in model.named_modules()
+                         if isinstance(module, nn.Linear)})
+        raise PretrainingError(
+            f"--lora-target-modules {' '.join(settings['target_modules'])}: {error} The linear layers of "
+            f"{type(model).__name__} end in: {', '.join(linear)} (modules are matched by name suffix)."
+        ) from None
+
+
+def describe_trainable_parameters(model: nn.Module) -> str:
+    """One line from `peft_integration.trainable_parameter_report`: trainable / total and the split by kind."""
+    from .peft_integration import trainable_parameter_report
+
+    report = trainable_parameter_report(model)
+    kinds = ", ".join(f"{kind} {count:,}" for kind, count in sorted(report["by_kind"].items())) or "none"
+    return (
+        f"trainable parameters: {report['trainable']:,} of {report['total']:,} "
+        f"({report['trainable_percent']:.2f}%; by kind: {kinds})"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Optimisation
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -862,6 +940,7 @@ IDENTITY_FIELDS = (
     "batch_size",
     "gradient_accumulation_steps",
     "num_processes",
+    "peft",
 )
 
 
@@ -881,6 +960,7 @@ class RunIdentity:
     batch_size: int
     gradient_accumulation_steps: int
     num_processes: int
+    peft: dict[str, Any] | None = None  # `lora_settings(...)` of a LoRA run; None = full training (old run files too)
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # informative; may change on resume
 
     def to_dict(self) -> dict[str, Any]:
@@ -1037,12 +1117,15 @@ def _foreign_content(output_dir: Path) -> str | None:
 
 
 def clean_output_dir(output_dir: Path) -> None:
-    """Delete what a previous run wrote (checkpoints, logs, final model files); keep the data cache and the rest."""
+    """Delete what a previous run wrote (checkpoints, logs, final model or adapter files, the merged model, a model
+    card written by PEFT or rendered for a push); keep the data cache and the rest."""
     if not output_dir.is_dir():
         return
     for child in output_dir.iterdir():
-        if child.name.startswith(CHECKPOINT_PREFIX) and child.is_dir():
+        if (child.name.startswith(CHECKPOINT_PREFIX) or child.name == MERGED_DIR) and child.is_dir():
             shutil.rmtree(child)
+        elif child.name == "README.md" and _is_generated_card(child):
+            child.unlink()
         elif child.name in (RUN_FILE, LOG_FILE, LOSS_CURVE_FILE, "tensorboard") or child.name.startswith(
             (".final-", "final-")
         ):
@@ -1050,7 +1133,7 @@ def clean_output_dir(output_dir: Path) -> None:
         elif child.is_file() and (
             child.suffix in (".safetensors", ".bin", ".pt", ".pth")
             or re.fullmatch(r"(configuration|modeling|tokenization)_\w+\.py", child.name)  # remote code of save_pretrained
-            or child.name in ("config.json", "generation_config.json", "model.safetensors.index.json")
+            or child.name in ("config.json", "generation_config.json", "model.safetensors.index.json", ADAPTER_CONFIG_FILE)
             or child.name in _TOKENIZER_FILES
         ):
             child.unlink()
@@ -1060,8 +1143,22 @@ _TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "added_tokens.json"}
 
 
+def _is_generated_card(path: Path) -> bool:
+    """A README.md this script's outputs bring: PEFT's adapter card (`library_name: peft`) or a card rendered by
+    `hf_gpt1.hub` for a push (tag `hf-gpt1`). A hand-written README is not one of them."""
+    try:
+        from huggingface_hub import metadata_load
+
+        metadata = metadata_load(path) or {}
+    except Exception:  # unreadable or invalid YAML: not ours to delete
+        return False
+    tags = metadata.get("tags") or []
+    return metadata.get("library_name") == "peft" or (isinstance(tags, list) and "hf-gpt1" in tags)
+
+
 def remove_stale_temporaries(output_dir: Path) -> None:
-    """Delete `checkpoint-N.tmp` / `.final-*` folders left by a run killed mid-save (they are never resumed)."""
+    """Delete `checkpoint-N.tmp` / `.final-*` folders left by a run killed mid-save (they are never resumed).
+    The merged model's temporaries (`.final-PID-merged[.old]`) are `.final-*` folders too."""
     if not output_dir.is_dir():
         return
     for child in output_dir.iterdir():
@@ -1126,8 +1223,9 @@ def save_final_model_atomically(
     """`save_pretrained` (+ tokenizer) into a temporary folder, then move the files into `output_dir`.
 
     Loadability is all-or-nothing: the old `config.json` is removed first and the new one is moved in LAST, so
-    `from_pretrained(output_dir)` either finds the complete new model or no model at all. Call on ALL processes
-    (`accelerator.get_state_dict` gathers sharded weights under FSDP/DeepSpeed).
+    `from_pretrained(output_dir)` either finds the complete new model or no model at all. A model card rendered for
+    a previous push of the run is removed (it describes the model being replaced; the next push renders a new one).
+    Call on ALL processes (`accelerator.get_state_dict` gathers sharded weights under FSDP/DeepSpeed).
     """
     state_dict = accelerator.get_state_dict(model)
     tmp = output_dir / f".final-{os.getpid()}"
@@ -1137,16 +1235,97 @@ def save_final_model_atomically(
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.save_pretrained(tmp, state_dict=state_dict, save_function=accelerator.save)
         tokenizer.save_pretrained(tmp)
-        (output_dir / "config.json").unlink(missing_ok=True)
-        names = sorted(p.name for p in tmp.iterdir())
-        for name in [n for n in names if n != "config.json"] + ["config.json"]:
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(tmp / name, target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(output_dir)
+        if _is_generated_card(output_dir / "README.md"):
+            (output_dir / "README.md").unlink()
+        _move_files_into(tmp, output_dir, last="config.json")
     accelerator.wait_for_everyone()
+
+
+def _move_files_into(tmp: Path, target: Path, *, last: str) -> None:
+    """Move every entry of `tmp` into `target`, then delete `tmp`. The file loaders look for (`last`) is removed
+    from `target` first and moved in last, so `target` never pairs it with a mix of old and new files."""
+    (target / last).unlink(missing_ok=True)
+    names = sorted(p.name for p in tmp.iterdir())
+    for name in [n for n in names if n != last] + ([last] if last in names else []):
+        destination = target / name
+        if destination.is_dir():
+            shutil.rmtree(destination)
+        os.replace(tmp / name, destination)
+    shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(target)
+
+
+def save_final_adapter_atomically(
+    accelerator: Accelerator,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    output_dir: Path,
+    *,
+    base_model_name_or_path: str,
+) -> dict[str, Any] | None:
+    """The LoRA counterpart of `save_final_model_atomically`: `peft_integration.save_adapter` (adapter_config.json
+    naming `base_model_name_or_path`, adapter_model.safetensors with only the LoRA weights, PEFT's README.md, the
+    tokenizer) into a temporary folder, then moved into `output_dir` with `adapter_config.json` last.
+
+    Call on ALL processes (single process or DDP: the adapter is read from the main process's unwrapped model).
+    Returns `save_adapter`'s sizes on the main process, None elsewhere.
+    """
+    from .peft_integration import save_adapter
+
+    info = None
+    tmp = output_dir / f".final-{os.getpid()}"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        info = save_adapter(
+            accelerator.unwrap_model(model), tmp, base_model_name_or_path=base_model_name_or_path, tokenizer=tokenizer
+        )
+        _move_files_into(tmp, output_dir, last=ADAPTER_CONFIG_FILE)
+        info["path"] = str(output_dir)
+    accelerator.wait_for_everyone()
+    return info
+
+
+def save_merged_model_atomically(
+    accelerator: Accelerator,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    folder: Path,
+    *,
+    extra_files: Sequence[Path] = (),
+) -> Path:
+    """Fold the LoRA adapter into the base weights (`peft_integration.merge_adapter`: a plain `GPT1ForCausalLM` whose
+    LM head stays tied) and save it with the tokenizer as `folder` (OUTPUT_DIR/merged), loadable with
+    `AutoModelForCausalLM` and publishable like any pretrained model.
+
+    Written into a temporary sibling and swapped in by renames, so `folder` is at any moment either the previous
+    complete model or the new one. `extra_files` (the run's pretrain_run.json and log.jsonl) are copied in, so the
+    folder says which run produced it (the Hub model card reads them). Merging changes the model in place: call
+    this on ALL processes, after `save_final_adapter_atomically` and after the last use of the model.
+    """
+    from .peft_integration import merge_adapter
+
+    tmp = folder.parent / f".final-{os.getpid()}-{folder.name}"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        merged = merge_adapter(accelerator.unwrap_model(model))
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for path in extra_files:
+            if Path(path).is_file():
+                shutil.copy2(path, tmp / Path(path).name)
+        _fsync_dir(tmp)
+        if folder.exists():
+            old = folder.parent / f"{tmp.name}.old"
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+        _fsync_dir(folder.parent)
+    accelerator.wait_for_everyone()
+    return folder
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1283,6 +1462,11 @@ __all__ = [
     "check_output_dir",
     "save_checkpoint_atomically",
     "save_final_model_atomically",
+    "lora_settings",
+    "apply_lora",
+    "describe_trainable_parameters",
+    "save_final_adapter_atomically",
+    "save_merged_model_atomically",
     "JsonlLog",
     "plot_loss_curve",
 ]

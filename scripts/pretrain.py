@@ -8,6 +8,10 @@
                  dataset id for `datasets.load_dataset` (with --text-column / --dataset-split / --dataset-config).
 --model-config   a preset (gpt1 = the paper's 117M model; gpt1-mini; gpt1-tiny) or a JSON file of GPT1Config fields.
 --init-from      instead of --model-config: continue from a checkpoint (folder or Hub id; gpt1 or openai-gpt).
+--peft lora      with --init-from: continue pretraining with a LoRA adapter (--lora-r/-alpha/-dropout/-target-modules)
+                 instead of updating every weight; the base weights stay frozen.
+--push-to-hub    publish the final model on the Hugging Face Hub (REPO_ID; --hub-private-repo, --hub-token). Access is
+                 checked at startup, so a missing, invalid or read-only token fails before any training.
 
 Text handling (see hf_gpt1/pretraining.py): UTF-8 only (a non-UTF-8 file is an error naming it, unless
 --skip-undecodable-files), BOM/CRLF/Gutenberg markers removed, paragraphs joined and followed by the BPE newline
@@ -20,8 +24,24 @@ metrics), tensorboard/ (if installed), loss_curve.png, and at the end the model 
 so `AutoModelForCausalLM.from_pretrained(OUTPUT_DIR)` loads it (after `import hf_gpt1`, or with
 trust_remote_code=True).
 
-Exit codes: 0 done; 1 NaN/inf loss (the last good checkpoint is kept); 2 bad input; 128+signal after SIGINT/SIGTERM
-(a checkpoint is saved first; continue with --resume auto).
+With --peft lora the checkpoints hold the PeftModel (base + adapter, optimizer of the adapter only) and resume the
+same way; at the end OUTPUT_DIR receives the adapter instead of the model: adapter_config.json (naming the
+--init-from checkpoint as base_model_name_or_path), adapter_model.safetensors and the tokenizer, loaded with
+`PeftModel.from_pretrained(GPT1ForCausalLM.from_pretrained(BASE), OUTPUT_DIR)` or
+`AutoPeftModelForCausalLM.from_pretrained(OUTPUT_DIR)`. --merge-adapter also writes OUTPUT_DIR/merged/: the adapter
+folded into the base weights, a plain gpt1 model + tokenizer for `AutoModelForCausalLM.from_pretrained`.
+The embeddings (and the tied LM head) stay frozen: plain text never contains GPT-1's task tokens, so unlike LoRA
+fine-tuning there are no special-token rows to train. The base should be a gpt1 checkpoint (e.g. an earlier
+pretrain.py output); AutoPeft would rebuild an openai-gpt base as transformers' OpenAIGPT class, so continue such a
+checkpoint with --merge-adapter, or save it as gpt1 first.
+
+With --push-to-hub the saved model folder (OUTPUT_DIR, or OUTPUT_DIR/merged for LoRA, which needs --merge-adapter)
+is uploaded as one commit with a rendered model card (hf_gpt1.hub.push_folder); checkpoints, the data cache,
+optimizer states and TensorBoard logs are not uploaded.
+
+Exit codes: 0 done; 1 NaN/inf loss (the last good checkpoint is kept), or the final Hub push failed (the saved model
+stays in OUTPUT_DIR; push it later with scripts/push_to_hub.py); 2 bad input, including a Hub token that cannot
+push to --push-to-hub; 128+signal after SIGINT/SIGTERM (a checkpoint is saved first; continue with --resume auto).
 """
 
 from __future__ import annotations
@@ -105,6 +125,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--dropout", type=float, default=None, help="Override residual/embedding/attention dropout (paper 0.1).")
     model.add_argument("--attn-implementation", choices=["eager", "sdpa"], default=None, help="Attention kernel.")
     model.add_argument(
+        "--peft",
+        choices=pt.PEFT_METHODS,
+        default="none",
+        help="none: train every weight. lora: freeze the --init-from model and train a LoRA adapter (continued "
+        "pretraining on new text at a fraction of the trainable parameters); the output folder gets the adapter.",
+    )
+    model.add_argument("--lora-r", type=int, default=8, help="LoRA rank.")
+    model.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha (the update is scaled by alpha / r).")
+    model.add_argument("--lora-dropout", type=float, default=0.05, help="Dropout on the LoRA adapter's input.")
+    model.add_argument(
+        "--lora-target-modules",
+        nargs="+",
+        default=None,
+        metavar="MODULE",
+        help="Modules to adapt, matched as name suffixes (space- or comma-separated; default: every linear layer of "
+        "every block: c_attn attn.c_proj c_fc mlp.c_proj).",
+    )
+    model.add_argument(
+        "--merge-adapter",
+        action="store_true",
+        help="With --peft lora: also save the adapter merged into the base weights as a full gpt1 model in "
+        "OUTPUT_DIR/merged (loads with AutoModelForCausalLM, no peft needed).",
+    )
+    model.add_argument(
         "--activation-checkpointing",
         "--gradient-checkpointing",
         dest="activation_checkpointing",
@@ -156,6 +200,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "given bare) or from the given checkpoint-N folder.",
     )
     run.add_argument("--overwrite", action="store_true", help="Discard a previous run / foreign checkpoint in --output-dir.")
+
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="REPO_ID",
+        help="Upload the final model (with --peft lora: the merged model, so --merge-adapter is required) to this Hub "
+        "model repo ('namespace/name', or 'name' for your own namespace) as one commit with a model card. Write "
+        "access is checked before training.",
+    )
+    hub.add_argument("--hub-private-repo", action="store_true", help="Create the repo private (no effect if it exists).")
+    hub.add_argument(
+        "--hub-token",
+        default=None,
+        help="Hub token with write access (default: HF_TOKEN, else the token stored by `hf auth login`).",
+    )
     args = parser.parse_args(argv)
     for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "block_size", "log_every", "eval_windows"):
         value = getattr(args, name)
@@ -169,6 +229,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}.")
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
+    if args.lora_target_modules is not None:  # "c_attn,c_fc" and "c_attn c_fc" both work
+        args.lora_target_modules = [m for item in args.lora_target_modules for m in item.split(",") if m.strip()] or None
+    if args.peft == "lora":
+        if args.init_from is None:
+            parser.error("--peft lora adapts an existing model: give it with --init-from (a folder or Hub id).")
+        if args.lora_r <= 0:
+            parser.error(f"--lora-r must be a positive integer, got {args.lora_r}.")
+        if not 0.0 <= args.lora_dropout < 1.0:
+            parser.error(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}.")
+        if args.push_to_hub and not args.merge_adapter:
+            parser.error("--push-to-hub with --peft lora publishes the merged model: add --merge-adapter.")
+    elif args.merge_adapter:
+        parser.error("--merge-adapter needs --peft lora (there is no adapter to merge).")
+    if args.push_to_hub is not None and not args.push_to_hub.strip():
+        parser.error("--push-to-hub needs a repo id ('namespace/name').")
     return args
 
 
@@ -252,6 +327,8 @@ def train(args: argparse.Namespace) -> int:
     )
     _setup_logging(accelerator)
     _check_world_size(accelerator)
+    hub_repo = _check_hub_access(accelerator, args)  # before anything slow: a token that cannot push fails now
+    peft = _lora_settings(args, accelerator)
     preset = pt.preset_for(args.model_config or (None if args.init_from else "gpt1"))
 
     # --- tokenizer, corpus identity, model: everything the run identity needs, before touching the output folder
@@ -275,7 +352,12 @@ def train(args: argparse.Namespace) -> int:
         attn_implementation=args.attn_implementation,
         revision=args.init_revision,
     )
-    config = model.config
+    if peft is not None:  # right after the base is built: LoRA's initialisation draws from the seeded global RNG
+        model = pt.apply_lora(model, peft, activation_checkpointing=args.activation_checkpointing)
+        if accelerator.is_main_process:
+            print(f"pretrain.py: LoRA r={peft['r']} alpha={peft['alpha']:g} dropout={peft['dropout']:g} on "
+                  f"{', '.join(peft['target_modules'])}; {pt.describe_trainable_parameters(model)}", flush=True)
+    config = model.config  # a PeftModel passes its base model's config through
     block_size = args.block_size or config.n_positions
     if block_size > config.n_positions:
         raise pt.PretrainingError(
@@ -296,6 +378,7 @@ def train(args: argparse.Namespace) -> int:
         batch_size=batch_size,
         gradient_accumulation_steps=ga,
         num_processes=accelerator.num_processes,
+        peft=peft,
     )
     plan = pt.check_output_dir(output_dir, identity, resume=args.resume, overwrite=args.overwrite)
     accelerator.wait_for_everyone()
@@ -343,6 +426,11 @@ def train(args: argparse.Namespace) -> int:
         max_grad_norm=args.max_grad_norm, max_steps=max_steps, mixed_precision=accelerator.mixed_precision,
         global_batch_windows=global_batch, tokens_per_update=global_batch * block_size,
     )
+    if peft is not None:  # also in the identity; here for the model card's settings table and the trackers
+        identity.hyperparameters["peft"] = (
+            f"lora r={peft['r']} alpha={peft['alpha']:g} dropout={peft['dropout']:g} on {' '.join(peft['target_modules'])}"
+            f"{' (merged)' if args.merge_adapter else ''}"
+        )
     if accelerator.is_main_process:
         _write_or_compare_run_file(output_dir, identity, resuming=plan.resume_checkpoint is not None)
 
@@ -356,7 +444,7 @@ def train(args: argparse.Namespace) -> int:
     if val_windows is not None and args.eval_windows is not None:
         val_windows = pt.PackedWindows(data.tokens, block_size, val_windows.first, min(args.eval_windows, len(val_windows)))
     val_loader = torch.utils.data.DataLoader(val_windows, batch_size=batch_size) if val_windows is not None else None
-    if args.activation_checkpointing:
+    if args.activation_checkpointing and peft is None:  # (a LoRA model got it in apply_lora, before wrapping)
         model.activation_checkpointing_enable()
     optimizer, scheduler = pt.build_optimizer_and_scheduler(
         model, learning_rate=learning_rate, weight_decay=args.weight_decay, warmup_steps=warmup_steps, max_steps=max_steps
@@ -503,14 +591,30 @@ def train(args: argparse.Namespace) -> int:
 
     if saved_at != completed_steps:  # resumed an already finished run: nothing trained, state unchanged
         last_checkpoint = save_checkpoint(epoch)
-    pt.save_final_model_atomically(accelerator, model, tokenizer, output_dir)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # before the final save: the merged folder takes a copy of the log
         png = pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)
+    model_dir = output_dir
+    if peft is None:
+        pt.save_final_model_atomically(accelerator, model, tokenizer, output_dir)
+        saved = f"Model + tokenizer saved to {output_dir} (AutoModelForCausalLM.from_pretrained)"
+    else:
+        pt.save_final_adapter_atomically(accelerator, model, tokenizer, output_dir, base_model_name_or_path=identity.init_from)
+        saved = (f"LoRA adapter + tokenizer saved to {output_dir} (PeftModel.from_pretrained on the base "
+                 f"{identity.init_from}, or AutoPeftModelForCausalLM.from_pretrained)")
+        if args.merge_adapter:  # last: merging folds the adapter into the base weights in place
+            model_dir = pt.save_merged_model_atomically(
+                accelerator, model, tokenizer, output_dir / pt.MERGED_DIR,
+                extra_files=[output_dir / pt.RUN_FILE, output_dir / pt.LOG_FILE],
+            )
+            saved += f"; merged model + tokenizer saved to {model_dir} (AutoModelForCausalLM.from_pretrained)"
+    exit_code = 0
+    if accelerator.is_main_process:
         summary = f", validation loss {last_val:.4f} (perplexity {math.exp(min(last_val, 50.0)):.2f})" if last_val is not None else ""
-        print(f"pretrain.py: trained {completed_steps} updates{summary}. Model + tokenizer saved to {output_dir} "
-              f"(AutoModelForCausalLM.from_pretrained), loss curve {png}.", flush=True)
+        print(f"pretrain.py: trained {completed_steps} updates{summary}. {saved}, loss curve {png}.", flush=True)
+        if hub_repo is not None:
+            exit_code = _push_to_hub(model_dir, hub_repo, args, corpus, completed_steps)
     accelerator.end_training()
-    return 0
+    return exit_code
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -528,6 +632,77 @@ def _resolve_report_to(value: str) -> str | list[str] | None:
             return None
         return "tensorboard"
     return value if "," not in value else [v.strip() for v in value.split(",")]
+
+
+def _check_hub_access(accelerator, args: argparse.Namespace) -> str | None:
+    """--push-to-hub preflight (`hf_gpt1.hub.check_hub_access`, on the main process): a missing, invalid or read-only
+    token, or a namespace the token cannot write to, is a `PretrainingError` (exit 2) on every process before any
+    work. Returns the full repo id ("name" becomes "user/name"), or None without --push-to-hub."""
+    if not args.push_to_hub:
+        return None
+    from hf_gpt1.hub import HubPushError, check_hub_access
+
+    outcome: list[str | None] = [None, None]  # [repo id, error message]
+    if accelerator.is_main_process:
+        try:
+            outcome[0] = check_hub_access(args.push_to_hub, token=args.hub_token)
+        except HubPushError as error:
+            outcome[1] = str(error)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(outcome)
+    if outcome[1] is not None:
+        raise pt.PretrainingError(f"--push-to-hub {args.push_to_hub}: {outcome[1]} Checked before training; nothing was run.")
+    return outcome[0]
+
+
+def _lora_settings(args: argparse.Namespace, accelerator) -> dict | None:
+    """The LoRA settings of a --peft lora run (None otherwise); refuses sharded training, where the adapter could not
+    be read from one process's model at the end."""
+    if args.peft != "lora":
+        return None
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+        raise pt.PretrainingError(
+            f"--peft lora runs on one process or with data parallelism (DDP), not under "
+            f"{accelerator.distributed_type.value}: the LoRA model is small enough to be replicated. Use a DDP "
+            f"accelerate config (e.g. configs/accelerate/multi_gpu_ddp.yaml)."
+        )
+    return pt.lora_settings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                            target_modules=args.lora_target_modules)
+
+
+def _push_to_hub(folder: Path, repo_id: str, args: argparse.Namespace, corpus: pt.CorpusSource, steps: int) -> int:
+    """Upload the saved model folder (main process only). A failure is reported, not raised: the model is saved
+    locally either way, so the run ends with exit code 1 and the command that retries the upload."""
+    from hf_gpt1.hub import CheckpointError, HubPushError, push_folder
+
+    card_kwargs = {}
+    if corpus.hub_dataset:
+        card_kwargs["datasets"] = [corpus.hub_dataset]
+    if args.init_from and not Path(args.init_from).exists():  # continued from a Hub model: the card's base_model
+        card_kwargs["base_model"] = args.init_from
+    try:
+        result = push_folder(
+            folder,
+            repo_id,
+            private=args.hub_private_repo,
+            token=args.hub_token,
+            commit_message=f"GPT-1 pretrained, {steps} updates",
+            # all of TensorBoard's folder: hub.IGNORE_PATTERNS skips the event files, not the tracker's hparams.yml
+            ignore_patterns=["tensorboard/*"],
+            card_kwargs=card_kwargs or None,
+        )
+    except (HubPushError, CheckpointError) as error:
+        print(f"pretrain.py: error: pushing to the Hub failed: {error} The trained model stays in {folder}; retry the "
+              f"upload with: python scripts/push_to_hub.py {folder} {repo_id}", file=sys.stderr, flush=True)
+        return 1
+    print(result.summary(), flush=True)
+    print(f"pretrain.py: pushed to {result.repo_url or result.repo_id} (load with "
+          f"AutoModelForCausalLM.from_pretrained({result.repo_id!r}) after `import hf_gpt1`).", flush=True)
+    return 0
 
 
 def _check_world_size(accelerator) -> None:

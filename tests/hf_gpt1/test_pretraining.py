@@ -538,6 +538,155 @@ def test_final_model_is_loadable_with_auto_classes(tmp_path, accelerator, tokeni
     assert len(AutoTokenizer.from_pretrained(out)) == len(tokenizer)
 
 
+def test_final_model_save_drops_a_card_rendered_for_the_previous_model(tmp_path, accelerator, tokenizer):
+    """A README.md that a push rendered describes the model being replaced (the next push renders a new one); a
+    hand-written README stays."""
+    model = accelerator.prepare(_tiny_model(tokenizer))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "README.md").write_text("---\ntags:\n- gpt1\n- hf-gpt1\n---\n# old metrics\n", encoding="utf-8")
+    pt.save_final_model_atomically(accelerator, model, tokenizer, out)
+    assert not (out / "README.md").exists()
+    (out / "README.md").write_text("# My notes\n", encoding="utf-8")
+    pt.save_final_model_atomically(accelerator, model, tokenizer, out)
+    assert (out / "README.md").read_text(encoding="utf-8") == "# My notes\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# LoRA continued pretraining: adapter settings, frozen base, atomic adapter / merged-model saves
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_lora_settings_are_part_of_the_run_identity():
+    from hf_gpt1.peft_integration import LORA_TARGET_MODULES
+
+    default = pt.lora_settings()
+    assert default == {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.05,
+                       "target_modules": sorted(LORA_TARGET_MODULES), "embeddings": "none"}
+    # the order and repetition of --lora-target-modules do not make another adapter
+    assert pt.lora_settings(target_modules=["c_fc", "c_attn", "c_fc"]) == pt.lora_settings(target_modules=["c_attn", "c_fc"])
+    assert pt.lora_settings(target_modules=list(reversed(LORA_TARGET_MODULES))) == default
+    with pytest.raises(pt.PretrainingError, match="--lora-r must be a positive integer"):
+        pt.lora_settings(r=0)
+    with pytest.raises(pt.PretrainingError, match=r"--lora-dropout must be in \[0, 1\)"):
+        pt.lora_settings(dropout=1.0)
+
+    lora = _identity(peft=default)
+    assert _identity().differences(lora.to_dict())[0].startswith("peft: {'method': 'lora'")
+    assert lora.differences(_identity(peft=pt.lora_settings(r=4)).to_dict())  # another rank: not the same run
+    old_run_file = {k: v for k, v in _identity().to_dict().items() if k != "peft"}  # written before LoRA existed
+    assert _identity().differences(old_run_file) == []
+
+
+def test_apply_lora_trains_only_the_adapter(tokenizer):
+    from hf_gpt1.tokenization_gpt1 import add_special_tokens
+
+    model = _tiny_model(tokenizer)
+    add_special_tokens(model, tokenizer)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    peft_model = pt.apply_lora(model, pt.lora_settings(r=4))
+    trainable = [name for name, param in peft_model.named_parameters() if param.requires_grad]
+    # 2 blocks x 4 linear layers x (A, B); no embedding rows (plain text never holds the task tokens), no head
+    assert len(trainable) == 16 and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    description = pt.describe_trainable_parameters(peft_model)
+    lora_count = sum(p.numel() for n, p in peft_model.named_parameters() if p.requires_grad)
+    assert f"trainable parameters: {lora_count:,} of" in description and f"by kind: lora {lora_count:,})" in description
+    assert peft_model.config.vocab_size == len(tokenizer)  # the config passes through, for the run identity
+
+    # a training step moves the adapter and nothing else
+    optimizer, _ = pt.build_optimizer_and_scheduler(peft_model, learning_rate=1e-2, weight_decay=0.01, warmup_steps=0,
+                                                    max_steps=10)
+    ids = torch.randint(0, 40478, (2, 16), generator=torch.Generator().manual_seed(0))
+    peft_model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    base = peft_model.get_base_model().state_dict()
+    for name, tensor in before.items():
+        key = name.replace("c_attn.", "c_attn.base_layer.").replace("c_proj.", "c_proj.base_layer.").replace(
+            "c_fc.", "c_fc.base_layer.")
+        assert torch.equal(base[key], tensor), name
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in peft_model.named_parameters() if "lora_B" in n)
+
+    with pytest.raises(pt.PretrainingError) as error:
+        pt.apply_lora(_tiny_model(tokenizer), pt.lora_settings(target_modules=["q_proj"]))
+    message = str(error.value)
+    assert "--lora-target-modules q_proj" in message and "attn.c_attn" in message and "mlp.c_fc" in message
+
+
+def _trained_lora_model(tokenizer, base_dir: Path):
+    """A tiny GPT-1 saved as the base, wrapped in LoRA with non-zero adapter weights (as after training)."""
+    from hf_gpt1.tokenization_gpt1 import add_special_tokens
+
+    model = _tiny_model(tokenizer, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    add_special_tokens(model, tokenizer)
+    model.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    peft_model = pt.apply_lora(model, pt.lora_settings(r=4, dropout=0.0))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    return peft_model.eval()
+
+
+def test_final_adapter_and_merged_model_reproduce_the_trained_model(tmp_path, accelerator, tokenizer):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from hf_gpt1 import GPT1ForCausalLM
+
+    peft_model = _trained_lora_model(tokenizer, tmp_path / "base")
+    ids = torch.randint(0, 40478, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+    prepared = accelerator.prepare(peft_model)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / pt.RUN_FILE).write_text("{}", encoding="utf-8")
+
+    info = pt.save_final_adapter_atomically(accelerator, prepared, tokenizer, out, base_model_name_or_path=str(tmp_path / "base"))
+    assert info["path"] == str(out) and 0 < info["adapter_bytes"] < 100_000
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "config.json").exists() and not list(out.glob(".final-*"))
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tmp_path / "base")
+    assert all("lora_" in name for name in load_file(out / "adapter_model.safetensors"))  # no embedding, no head
+    reloaded = PeftModel.from_pretrained(GPT1ForCausalLM.from_pretrained(tmp_path / "base"), out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, rtol=0, atol=0)
+
+    for _ in range(2):  # the second save swaps the complete folder for a new one
+        merged_dir = pt.save_merged_model_atomically(accelerator, prepared, tokenizer, out / pt.MERGED_DIR,
+                                                     extra_files=[out / pt.RUN_FILE, out / pt.LOG_FILE])
+    assert merged_dir == out / pt.MERGED_DIR
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporaries left behind
+    assert (merged_dir / pt.RUN_FILE).is_file() and not (merged_dir / pt.LOG_FILE).exists()  # missing extras skipped
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    assert type(merged).__name__ == "GPT1ForCausalLM" and "auto_map" in json.loads((merged_dir / "config.json").read_text())
+    assert merged.lm_head.weight.data_ptr() == merged.transformer.tokens_embed.weight.data_ptr()  # still tied
+    assert not any("lora" in name for name in merged.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_clean_output_dir_removes_lora_outputs_and_generated_cards(tmp_path):
+    out = tmp_path / "run"
+    (out / pt.MERGED_DIR).mkdir(parents=True)
+    (out / pt.MERGED_DIR / "config.json").write_text("{}", encoding="utf-8")
+    for name in ("adapter_config.json", "adapter_model.safetensors", pt.RUN_FILE):
+        (out / name).write_text("{}", encoding="utf-8")
+    (out / "README.md").write_text("---\nlibrary_name: peft\nbase_model: /x\n---\n# Model Card\n", encoding="utf-8")
+    pt.clean_output_dir(out)
+    assert list(out.iterdir()) == []
+    (out / "README.md").write_text("---\nlicense: mit\n---\n# My experiment\n", encoding="utf-8")
+    pt.clean_output_dir(out)
+    assert [p.name for p in out.iterdir()] == ["README.md"]  # the user's own card is not ours to delete
+
+
+def test_resolve_corpus_records_hub_dataset_ids_only(tmp_path):
+    (tmp_path / "c.txt").write_text("Some text.", encoding="utf-8")
+    assert pt.resolve_corpus(str(tmp_path / "c.txt")).hub_dataset is None  # a local corpus names no Hub dataset
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Logs
 # ----------------------------------------------------------------------------------------------------------------------

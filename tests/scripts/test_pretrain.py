@@ -1,6 +1,7 @@
 """End-to-end tests of scripts/pretrain.py: real subprocesses (python and `accelerate launch`), the real shared corpus
-and GPT-1 BPE, real signals. Models are tiny (2 layers, width 32-64) so each run takes seconds on 2 CPU cores; the
-40k-token softmax dominates the cost, so batches are small too."""
+and GPT-1 BPE, real signals, and for --push-to-hub the local Hub server of tests/hub_server.py. Models are tiny
+(2 layers, width 32-64) so each run takes seconds on 2 CPU cores; the 40k-token softmax dominates the cost, so batches
+are small too."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from hub_server import READ_TOKEN, USER, HubUser, hub_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "pretrain.py"
@@ -55,9 +58,12 @@ def _args(corpus, config, out, tokenizer_dir, *extra) -> list[str]:
     ]
 
 
-def run_pretrain(args: list[str], timeout: int = 600, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_pretrain(
+    args: list[str], timeout: int = 600, launcher: list[str] | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     command = (launcher or [sys.executable]) + [str(SCRIPT), *args]
-    return subprocess.run(command, env=_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, env={**_env(), **(env or {})}, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -237,36 +243,51 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float, what: str) -
         time.sleep(0.05)
 
 
+def _kill_and_resume(make_args, reference: Path, interrupted: Path, kill_at: str = "checkpoint-4") -> subprocess.CompletedProcess:
+    """Run `make_args(out)` to the end in `reference`; in `interrupted`, SIGKILL it once `kill_at` exists, check that
+    a plain rerun refuses the folder, then `--resume` it. Returns the resumed run (asserted successful)."""
+    _ok(run_pretrain(make_args(reference)))
+    command = [sys.executable, str(SCRIPT), *make_args(interrupted)]
+    process = subprocess.Popen(command, env=_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (interrupted / kill_at).is_dir(), process, 300, kill_at)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL  # it really was killed mid-run, not finished
+    assert not (interrupted / "config.json").exists() and not (interrupted / "adapter_config.json").exists()
+    final = max(int(p.name.split("-")[1]) for p in reference.glob("checkpoint-*"))
+    assert not (interrupted / f"checkpoint-{final}").exists()
+
+    latest = max(int(p.name.split("-")[1]) for p in interrupted.glob("checkpoint-*") if not p.name.endswith(".tmp"))
+    # a plain rerun refuses to clobber the interrupted run; --resume continues it
+    refused = run_pretrain(make_args(interrupted))
+    assert refused.returncode == 2 and "already holds a pretraining run" in refused.stderr
+    resumed = _ok(run_pretrain([*make_args(interrupted), "--resume"]))
+    assert f"Resumed from {interrupted / f'checkpoint-{latest}'} at update {latest}" in resumed.stderr
+    return resumed
+
+
+# Shared by the kill/resume tests of full and LoRA training (see the docstring below for why this schedule).
+KILL_RESUME_SCHEDULE = ["--block-size", 32, "--batch-size", 4, "--gradient-accumulation-steps", 3, "--max-steps", 12,
+                        "--learning-rate", 3e-3, "--warmup-steps", 2, "--log-every", 1, "--eval-every", 6,
+                        "--save-every", 4, "--save-total-limit", 0, "--val-fraction", 0.1]
+
+
+def _excerpt(tmp_path: Path, shakespeare: Path) -> Path:
+    corpus = tmp_path / "excerpt.txt"
+    corpus.write_bytes(shakespeare.read_bytes()[:6500])  # 46 training windows: 11 batches of 4 per epoch
+    return corpus
+
+
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shakespeare, tokenizer_dir):
     """Dropout stays on (0.1), so equality also proves the RNG state is restored. The corpus is a small excerpt
     (~11 micro-batches per epoch) and an update is 3 micro-batches, so the run crosses epoch boundaries inside
     updates and the resumed run has to skip into the middle of a later epoch: the data position is exact too."""
-    corpus = tmp_path / "excerpt.txt"
-    corpus.write_bytes(shakespeare.read_bytes()[:6500])  # 46 training windows: 11 batches of 4 per epoch
+    corpus = _excerpt(tmp_path, shakespeare)
     config = _config(tmp_path)  # dropout 0.1 (the GPT1Config default)
-    common = ["--block-size", 32, "--batch-size", 4, "--gradient-accumulation-steps", 3, "--max-steps", 12,
-              "--learning-rate", 3e-3, "--warmup-steps", 2, "--log-every", 1, "--eval-every", 6, "--save-every", 4,
-              "--save-total-limit", 0, "--val-fraction", 0.1]
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    _ok(run_pretrain(_args(corpus, config, reference, tokenizer_dir, *common)))
+    _kill_and_resume(lambda out: _args(corpus, config, out, tokenizer_dir, *KILL_RESUME_SCHEDULE), reference, interrupted)
     epochs = {r["epoch"] for r in _records(reference) if "epoch" in r}
     assert epochs == {0, 1, 2, 3}, epochs  # 36 micro-batches over ~11-batch epochs
-
-    command = [sys.executable, str(SCRIPT), *_args(corpus, config, interrupted, tokenizer_dir, *common)]
-    process = subprocess.Popen(command, env=_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (interrupted / "checkpoint-4").is_dir(), process, 300, "checkpoint-4")
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
-    assert process.returncode == -signal.SIGKILL  # it really was killed mid-run, not finished
-    assert not (interrupted / "config.json").exists()  # no final model
-    assert not (interrupted / "checkpoint-12").exists()
-
-    latest = max(int(p.name.split("-")[1]) for p in interrupted.glob("checkpoint-*") if not p.name.endswith(".tmp"))
-    # a plain rerun refuses to clobber the interrupted run; --resume continues it
-    refused = run_pretrain(_args(corpus, config, interrupted, tokenizer_dir, *common))
-    assert refused.returncode == 2 and "already holds a pretraining run" in refused.stderr
-    resumed = _ok(run_pretrain(_args(corpus, config, interrupted, tokenizer_dir, *common, "--resume")))
-    assert f"Resumed from {interrupted / f'checkpoint-{latest}'} at update {latest}" in resumed.stderr
 
     expected, actual = load_file(reference / "model.safetensors"), load_file(interrupted / "model.safetensors")
     assert expected.keys() == actual.keys()
@@ -363,3 +384,297 @@ def test_bad_input_is_a_clear_error(kind, tmp_path, shakespeare, tokenizer_dir):
     assert "Traceback" not in result.stderr
     if kind == "foreign-checkpoint":
         assert json.loads((out / "config.json").read_text()) == {"model_type": "bert"}  # untouched
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Continued pretraining with LoRA: a base pretrained by the script, then --init-from it --peft lora
+# ----------------------------------------------------------------------------------------------------------------------
+
+LORA = ["--peft", "lora", "--lora-r", 16, "--lora-alpha", 32]
+
+
+@pytest.fixture(scope="module")
+def lora_base(tmp_path_factory, shakespeare, tokenizer_dir) -> Path:
+    """A tiny GPT-1 (gpt1-tiny's width 64, 2 layers) pretrained by the script on 40 KB of Shakespeare: a pretrain.py
+    output folder (model, tokenizer, checkpoint, log, data cache), used as it is by --init-from."""
+    root = tmp_path_factory.mktemp("lora-base")
+    corpus = root / "base.txt"
+    corpus.write_bytes(shakespeare.read_bytes()[:40_000])
+    out = root / "base"
+    _ok(run_pretrain(_args(corpus, _config(root, n_embd=64), out, tokenizer_dir, "--block-size", 32, "--batch-size", 8,
+                           "--max-steps", 40, "--learning-rate", 1e-2, "--warmup-steps", 4, "--eval-every", 0,
+                           "--save-every", 0, "--val-fraction", 0.05)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lora_corpus(lora_base, shakespeare) -> Path:
+    """The new text the adapter learns: one ~600-character exchange of the base's corpus, repeated 25 times. Its
+    tokens are ones whose (frozen) embedding rows the base trained; a 40-update base leaves the rows of unseen tokens
+    at their random initialisation, and LoRA, which keeps the embeddings frozen, could not make them predictable."""
+    text = shakespeare.read_bytes()[:40_000].decode("utf-8")
+    start = text.find("\n\n", 20_000) + 2
+    passage = text[start : start + 700]
+    passage = passage[: passage.rfind("\n\n")]
+    corpus = lora_base.parent / "refrain.txt"
+    corpus.write_text("\n\n".join([passage] * 25), encoding="utf-8")
+    return corpus
+
+
+def _lora_args(corpus: Path, base: Path, out: Path, *extra) -> list[str]:
+    """No --tokenizer: the one saved next to the --init-from model is used."""
+    return ["--corpus", str(corpus), "--init-from", str(base), "--output-dir", str(out), "--report-to", "none",
+            *map(str, LORA), *map(str, extra)]
+
+
+def _strip_peft_prefix(name: str) -> str:
+    """`base_model.model.transformer.h.0.attn.c_attn.base_layer.weight` -> `transformer.h.0.attn.c_attn.weight`."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
+@torch.no_grad()
+def _mean_window_loss(model, windows: torch.Tensor) -> float:
+    """What pretrain.py's `evaluate` computes: mean over windows of the mean next-token cross-entropy."""
+    logits = model(input_ids=windows, use_cache=False).logits
+    per_token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), windows[:, 1:], reduction="none")
+    return per_token.mean(dim=1).mean().item()
+
+
+def test_lora_continued_pretraining_learns_and_saves_a_reproducible_adapter(tmp_path, lora_base, lora_corpus, hub_server):
+    """--init-from a pretrained base --peft lora --merge-adapter --push-to-hub: the loss goes down while the base weights
+    stay bit-identical; the adapter folder reproduces the run's final validation loss through PeftModel and
+    AutoPeftModel; the merged model matches it within 1e-5 and is what the Hub repo receives."""
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    import hf_gpt1
+    from hf_gpt1 import pretraining as pt
+
+    out, repo = tmp_path / "lora", "test-user/tiny-lora-lm"
+    result = _ok(run_pretrain(
+        _lora_args(lora_corpus, lora_base, out, "--block-size", 32, "--batch-size", 4, "--max-steps", 60,
+                   "--learning-rate", 5e-3, "--warmup-steps", 3, "--eval-every", 20, "--log-every", 20,
+                   "--save-every", 30, "--val-fraction", 0.1, "--merge-adapter", "--push-to-hub", repo),
+        env=hub_env(hub_server),
+    ))
+
+    # it learns: validation loss down at every evaluation, training loss down too
+    val, train = _val_losses(out), _train_losses(out)
+    assert sorted(val) == [0, 20, 40, 60] and val[0] > val[20] > val[40] > val[60], val
+    assert val[60] < val[0] - 0.05, val
+    assert train[60] < train[20], train
+
+    # the adapter folder: LoRA weights only, the base named by its absolute path, the base's tokenizer next to it
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert not names & {"config.json", "model.safetensors"}
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(lora_base.resolve())
+    assert (adapter_config["peft_type"], adapter_config["task_type"], adapter_config["r"], adapter_config["lora_alpha"]) == (
+        "LORA", "CAUSAL_LM", 16, 32)
+    assert set(adapter_config["target_modules"]) == {"c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"}
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert len(adapter) == 16 and all(".lora_A." in n or ".lora_B." in n for n in adapter)
+    trainable = sum(t.numel() for t in adapter.values())
+    assert f"trainable parameters: {trainable:,} of " in result.stdout and f"by kind: lora {trainable:,})" in result.stdout
+    assert json.loads((out / "pretrain_run.json").read_text())["peft"]["r"] == 16
+
+    # only the adapter trained: in the run's final state (checkpoint-60: the whole PeftModel) every base tensor is
+    # bit-identical to the --init-from weights, and the optimizer holds state for the 16 adapter tensors only
+    base_weights = load_file(lora_base / "model.safetensors")
+    final_state = load_file(out / "checkpoint-60" / "model.safetensors")
+    frozen = {_strip_peft_prefix(n): t for n, t in final_state.items() if "lora_" not in n}
+    assert frozen.keys() == base_weights.keys()
+    for name, tensor in base_weights.items():
+        assert torch.equal(frozen[name], tensor), f"base weight {name} changed"
+    for name, tensor in adapter.items():
+        assert torch.equal(final_state[name.replace(".weight", ".default.weight")], tensor)
+    optimizer_state = torch.load(out / "checkpoint-60" / "optimizer.bin", weights_only=True)
+    assert len(optimizer_state["state"]) == 16
+
+    # the saved adapter reproduces the run: its validation loss on the run's validation windows is the logged one
+    tokenizer = hf_gpt1.load_gpt1_tokenizer(out)
+    data = pt.prepare_corpus(pt.resolve_corpus(str(lora_corpus)), tokenizer, out / "data-cache", block_size=32,
+                             val_fraction=0.1)
+    windows = torch.stack([data.val[i]["input_ids"] for i in range(len(data.val))])
+    base = hf_gpt1.GPT1ForCausalLM.from_pretrained(lora_base)
+    with torch.no_grad():
+        base_logits = base.eval()(input_ids=windows).logits
+    peft_model = PeftModel.from_pretrained(base, out).eval()
+    assert abs(_mean_window_loss(peft_model, windows) - val[60]) <= 1e-5
+    with torch.no_grad():
+        logits = peft_model(input_ids=windows).logits
+    assert (logits - base_logits).abs().max() > 1e-3  # the adapter really changes the model
+    auto = AutoPeftModelForCausalLM.from_pretrained(out).eval()  # finds the base through adapter_config.json
+    with torch.no_grad():
+        torch.testing.assert_close(auto(input_ids=windows).logits, logits, rtol=0, atol=1e-6)
+
+    # --merge-adapter: a plain gpt1 model in OUTPUT_DIR/merged, same logits, LM head still tied
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    assert type(merged).__name__ == "GPT1ForCausalLM" and not any("lora" in n for n in merged.state_dict())
+    assert merged.lm_head.weight.data_ptr() == merged.transformer.tokens_embed.weight.data_ptr()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=windows).logits, logits, rtol=0, atol=1e-5)
+
+    # --push-to-hub with LoRA publishes the merged model (its card built from the run's log, copied next to it)
+    files = hub_server.files(repo)
+    assert files["model.safetensors"] == (out / "merged" / "model.safetensors").read_bytes()
+    assert {"config.json", "modeling_gpt1.py", "tokenizer.json", "README.md"} <= set(files)
+    assert not any(name.startswith("adapter_") for name in files)
+    card = files["README.md"].decode()
+    assert "| perplexity |" in card and "| init_from |" in card
+    assert "| peft | lora r=16 alpha=32 dropout=0.05 on attn.c_proj c_attn c_fc mlp.c_proj (merged) |" in card
+
+
+def test_lora_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shakespeare, lora_base):
+    """The kill/resume test of full training with --peft lora: checkpoints hold the PeftModel and its optimizer, and
+    LoRA dropout (0.05) on top of the base's dropout (0.1) draws from the restored RNG, so equal final adapters
+    prove both are restored."""
+    corpus = _excerpt(tmp_path, shakespeare)
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    _kill_and_resume(lambda out: _lora_args(corpus, lora_base, out, *KILL_RESUME_SCHEDULE), reference, interrupted)
+
+    expected, actual = load_file(reference / "adapter_model.safetensors"), load_file(interrupted / "adapter_model.safetensors")
+    assert expected.keys() == actual.keys() and len(expected) == 16
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
+    assert _train_losses(interrupted) == _train_losses(reference)
+    assert _val_losses(interrupted) == _val_losses(reference)
+
+
+def _parse_args(argv: list[str]):
+    """scripts/pretrain.py's own parse_args, in this process (argument errors need no subprocess)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parse_args(["--corpus", "c.txt", "--output-dir", "out", *argv])
+
+
+def test_lora_and_hub_flags(capsys, tmp_path, shakespeare, lora_base):
+    args = _parse_args(["--init-from", "base", "--peft", "lora", "--lora-target-modules", "c_attn,c_fc", "mlp.c_proj"])
+    assert args.lora_target_modules == ["c_attn", "c_fc", "mlp.c_proj"] and (args.lora_r, args.lora_alpha) == (8, 16)
+    assert _parse_args(["--init-from", "base"]).peft == "none"
+    for argv, expected in [
+        (["--model-config", "gpt1-tiny", "--peft", "lora"], "--peft lora adapts an existing model: give it with --init-from"),
+        (["--init-from", "base", "--peft", "lora", "--push-to-hub", "me/x"], "publishes the merged model: add --merge-adapter"),
+        (["--init-from", "base", "--merge-adapter"], "--merge-adapter needs --peft lora"),
+        (["--init-from", "base", "--peft", "lora", "--lora-r", "0"], "--lora-r must be a positive integer"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            _parse_args(argv)
+        assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+    # a target module the model does not have: a clear error before training, naming the modules it does have
+    out = tmp_path / "run"
+    result = run_pretrain(_lora_args(shakespeare, lora_base, out, "--lora-target-modules", "q_proj,v_proj"), timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("pretrain.py: error:")]
+    assert "--lora-target-modules q_proj v_proj" in error and "attn.c_attn" in error and "mlp.c_fc" in error
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Publishing on the Hub (--push-to-hub), against the local Hub server of tests/hub_server.py
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _card_metadata(text: str) -> dict:
+    import yaml
+
+    assert text.startswith("---\n"), text[:200]
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def _small_corpus(tmp_path: Path, shakespeare: Path) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(shakespeare.read_bytes()[:8000])
+    return corpus
+
+
+def _push_args(corpus: Path, out: Path, tokenizer_dir: Path, *extra) -> list[str]:
+    """A gpt1-tiny model (2 layers, width 64), a few updates."""
+    return ["--corpus", str(corpus), "--model-config", "gpt1-tiny", "--output-dir", str(out), "--tokenizer",
+            str(tokenizer_dir), "--report-to", "none", "--block-size", "32", "--batch-size", "4", *map(str, extra)]
+
+
+def test_push_to_hub_publishes_the_final_model(tmp_path, shakespeare, tokenizer_dir, hub_server):
+    from transformers import AutoModelForCausalLM
+
+    repo, out = "test-user/tiny-lm", tmp_path / "run"
+    result = _ok(run_pretrain(
+        _push_args(_small_corpus(tmp_path, shakespeare), out, tokenizer_dir, "--max-steps", 3, "--save-every", 2,
+                   "--eval-every", 0, "--report-to", "tensorboard", "--push-to-hub", repo, "--hub-private-repo"),
+        env=hub_env(hub_server),
+    ))
+    assert "Uploaded " in result.stdout and f"to {repo}:" in result.stdout and "pretrain.py: pushed to" in result.stdout
+    # the run left what must not be uploaded next to the model
+    assert (out / "checkpoint-2" / "optimizer.bin").is_file() and list((out / "data-cache").iterdir())
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+
+    files = hub_server.files(repo)
+    assert {"config.json", "model.safetensors", "modeling_gpt1.py", "configuration_gpt1.py", "tokenizer.json",
+            "tokenizer_config.json", "README.md", "pretrain_run.json", "log.jsonl"} <= set(files)
+    leftovers = [n for n in files if n.startswith(("checkpoint-", "data-cache/", "tensorboard/", ".final-"))
+                 or n.endswith((".bin", ".pkl", ".pt", ".npy", ".arrow"))]
+    assert leftovers == []
+    config = json.loads(files["config.json"])
+    assert config["model_type"] == "gpt1"
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_gpt1.GPT1ForCausalLM"
+    assert config["auto_map"]["AutoConfig"] == "configuration_gpt1.GPT1Config"
+    assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
+    card = files["README.md"].decode("utf-8")
+    metadata = _card_metadata(card)
+    assert metadata["pipeline_tag"] == "text-generation" and "hf-gpt1" in metadata["tags"]
+    assert metadata["library_name"] == "transformers" and "datasets" not in metadata  # a local file is no Hub dataset
+    assert repo in card and "| max_steps | 3 |" in card
+    assert [c.title for c in hub_server.commits(repo)] == ["GPT-1 pretrained, 3 updates", "initial commit"]  # newest first
+    assert hub_server.repo(repo).private
+
+    # loads by name from the server (private: with the owner's token), with the local weights
+    model = AutoModelForCausalLM.from_pretrained(repo)
+    local = load_file(out / "model.safetensors")
+    state = model.state_dict()
+    for name, tensor in local.items():
+        assert torch.equal(state[name], tensor), name
+
+
+@pytest.mark.parametrize("token", ["read-only", "none"])
+def test_push_to_hub_without_write_access_fails_before_training(tmp_path, shakespeare, tokenizer_dir, hub_server, token):
+    out = tmp_path / "run"
+    extra, env = [], hub_env(hub_server)
+    if token == "read-only":
+        extra, expected = ["--hub-token", READ_TOKEN], "the token of 'test-user' is read-only"
+    else:
+        env["HF_TOKEN"], expected = "", "no Hugging Face token found"  # and no stored login in the test HF_HOME
+    result = run_pretrain(_push_args(_small_corpus(tmp_path, shakespeare), out, tokenizer_dir, "--max-steps", 3,
+                                     "--push-to-hub", "test-user/tiny-lm", *extra), env=env, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pretrain.py: error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert errors[0].startswith("pretrain.py: error: --push-to-hub test-user/tiny-lm: Cannot push to test-user/tiny-lm")
+    assert expected in errors[0] and "nothing was run" in errors[0]
+    assert not out.exists()  # failed before the output folder, the corpus or the model were touched
+    assert [r for r in hub_server.requests if r.method == "POST"] == []
+
+
+def test_failed_push_after_training_keeps_the_model_and_exits_1(tmp_path, shakespeare, tokenizer_dir, hub_server):
+    """The token passes the startup check, then loses write access while the model trains: the upload fails, the run
+    says so and how to retry, and the saved model is left complete."""
+    out = tmp_path / "run"
+    args = _push_args(_small_corpus(tmp_path, shakespeare), out, tokenizer_dir, "--max-steps", 6, "--eval-every", 0,
+                      "--push-to-hub", "test-user/tiny-lm")
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *args], env={**_env(), **hub_env(hub_server)},
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (out / "pretrain_run.json").is_file(), process, 300, "the run to start")  # after the check
+    hub_server.tokens[hub_server.token] = HubUser(USER, can_write=False)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    assert "pretrain.py: trained 6 updates" in stdout
+    assert "pretrain.py: error: pushing to the Hub failed:" in stderr and "permission denied" in stderr
+    assert f"python scripts/push_to_hub.py {out} test-user/tiny-lm" in stderr
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "gpt1"
+    assert not (out / "README.md").exists()  # push_folder removes the card it wrote for the failed upload
