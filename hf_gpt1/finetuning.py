@@ -8,12 +8,16 @@
   regression come from the task's `TaskSpec`, the new `_start_/_delimiter_/_classify_/<pad>` embeddings are random
   (`add_special_tokens`), and `config.lm_coef` (λ) / `config.clf_pdrop` come from the arguments;
 * `GPT1Trainer` - `Trainer` that logs the two parts of L3 = L2 + λ·L1 separately, never gathers LM logits, writes
-  checkpoints atomically and fills our model card when pushing;
+  checkpoints atomically, stops on a non-finite loss and fills our model card when pushing;
 * `SaveOnSignalCallback` - SIGTERM/SIGINT -> checkpoint at the end of the current step, then a clean stop;
+* `NonFiniteLossCallback` - a NaN/inf loss (or gradient norm) -> stop at once, without checkpointing that step;
+* `apply_peft()` / `adapter_base_model()` - `--peft lora|ia3`: the model wrapped by `peft_integration.make_peft_model`
+  (task head and special-token rows trained), saved as an adapter pointing to a gpt1-format base;
 * `fill_model_card()`, `write_predictions()` (GLUE submission TSVs), `plot_training_curves()`.
 
 What Trainer, Accelerate and `evaluate` already do (device placement, DDP, mixed precision, grad clipping, the linear
-warmup/decay schedule, AdamW with decay grouping, best-checkpoint tracking, progress bars, Hub pushes) is left to them.
+warmup/decay schedule, AdamW with decay grouping, best-checkpoint tracking, progress bars, checkpoint pushes) is left
+to them. The final upload goes through `hf_gpt1.hub.push_folder` (validated folder, our card, clear errors).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import shutil
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,15 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 from .configuration_gpt1 import GPT1Config
+from .hub import CheckpointError, HubCardCallback, HubPushError, check_hub_access, push_folder
+from .peft_integration import (
+    EMBEDDING_MODES,
+    make_peft_config,
+    make_peft_model,
+    merge_adapter,
+    save_adapter,
+    trainable_parameter_report,
+)
 from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -101,6 +115,9 @@ GLUE_SUBMISSION_NAMES: dict[str, str] = {
 GLUE_STRING_LABEL_TASKS = frozenset({"mnli", "qnli", "rte", "ax"})
 
 STAGING_DIR_NAME = "_checkpoint-staging"  # "_" prefix: Trainer's Hub uploads ignore "_*"
+BASE_MODEL_DIR_NAME = "base_model"  # --peft: the resized gpt1 base an adapter points to, when --model cannot serve
+MERGED_DIR_NAME = "merged"  # --merge-adapter: the plain gpt1 checkpoint with the adapter merged in
+PEFT_METHODS = ("none", "lora", "ia3")
 CURVES_FILE_NAME = "training_curves.png"
 EVAL_RESULTS_FILE_NAME = "eval_results.json"
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
@@ -221,14 +238,40 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plot", dest="plot", action="store_false", help="Do not write training_curves.png.")
     run.add_argument("--disable-tqdm", action="store_true", help="No progress bars.")
 
+    peft = parser.add_argument_group("parameter-efficient fine-tuning (PEFT)")
+    peft.add_argument("--peft", choices=PEFT_METHODS, default="none", help="Train a LoRA or IA³ adapter instead of "
+                      "all weights (hf_gpt1.peft_integration.make_peft_model: GPT-1's default target modules, the "
+                      "task head trained in full, the special-token rows trained). --output-dir then holds the "
+                      "adapter (+ head + token rows), not a full checkpoint.")
+    peft.add_argument("--lora-r", type=int, default=8, help="LoRA rank.")
+    peft.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha (scale = alpha / r).")
+    peft.add_argument("--lora-dropout", type=float, default=0.05, help="Dropout on the LoRA input.")
+    peft.add_argument("--lora-target-modules", default=None, metavar="NAMES", help="Comma-separated module names to "
+                      "adapt (suffix match, e.g. c_attn,mlp.c_proj); also used by --peft ia3. Default: GPT-1's "
+                      "registered targets (LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj; IA³: c_attn, mlp.c_proj).")
+    peft.add_argument("--peft-embeddings", choices=EMBEDDING_MODES, default="auto", help="The rows of the added "
+                      "_start_/_delimiter_/_classify_/<pad> tokens: 'tokens' = train and save only those rows, "
+                      "'full' = train and save the whole token table, 'none' = keep them frozen (random). 'auto' = "
+                      "tokens with LoRA, none with IA³ (PEFT trains token rows with LoRA only).")
+    peft.add_argument("--merge-adapter", action="store_true", help="Also save the model with the adapter merged in, "
+                      f"a plain gpt1 checkpoint (AutoModelForSequenceClassification/pipeline, no PEFT needed), into "
+                      f"--output-dir/{MERGED_DIR_NAME}/.")
+
     hub = parser.add_argument_group("Hugging Face Hub")
-    hub.add_argument("--push-to-hub", action="store_true", help="Push the final model, tokenizer, model card and "
-                     "results to the Hub at the end (Trainer.push_to_hub).")
-    hub.add_argument("--hub-model-id", default=None, help="Target repo 'user/name'; default: the output dir's name.")
-    hub.add_argument("--hub-token", default=None, help="Hub token; default: HF_TOKEN / the cached login.")
+    hub.add_argument("--push-to-hub", action="store_true", help="At the end, upload --output-dir (with --peft: its "
+                     f"{MERGED_DIR_NAME}/ folder, so --merge-adapter is needed) as one commit with "
+                     "hf_gpt1.hub.push_folder: weights, config with auto_map, modeling code, tokenizer, model card, "
+                     "eval_results.json; checkpoints and training state are left out. The token is checked before "
+                     "training starts.")
+    hub.add_argument("--hub-model-id", default=None, help="Target repo 'user/name'; default: the output dir's name in "
+                     "the token's namespace.")
+    hub.add_argument("--hub-token", default=None, help="Hub token with write access; default: HF_TOKEN / the cached "
+                     "login.")
     hub.add_argument("--hub-private-repo", action="store_true", help="Create the repo private.")
     hub.add_argument("--hub-strategy", default="end", choices=("end", "every_save", "checkpoint", "all_checkpoints"),
-                     help="Trainer's hub_strategy: what is pushed during training.")
+                     help="What is pushed during training: 'end' = only the final upload; otherwise Trainer's "
+                     "hub_strategy for the checkpoints as they are saved (each push with the modeling code and the "
+                     "model card), then the final upload. Not with --peft.")
     hub.add_argument("--base-model-id", default=None, help="Hub id recorded as base_model in the model card; "
                      "default: --model when it is a Hub id.")
     return parser
@@ -264,6 +307,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         problems.append("--bf16 and --fp16 are exclusive")
     if args.hub_model_id and not args.push_to_hub:
         problems.append("--hub-model-id needs --push-to-hub")
+    if args.hub_strategy != "end" and not args.push_to_hub:
+        problems.append("--hub-strategy needs --push-to-hub")
+    if args.lora_r < 1:
+        problems.append("--lora-r must be >= 1")
+    if not 0.0 <= args.lora_dropout < 1.0:
+        problems.append("--lora-dropout must be in [0, 1)")
+    if args.peft == "none":
+        if args.merge_adapter:
+            problems.append("--merge-adapter needs --peft lora|ia3")
+    else:
+        if args.peft_embeddings in ("tokens", "full") and args.peft != "lora":
+            problems.append(f"--peft-embeddings {args.peft_embeddings} needs --peft lora (PEFT trains embedding rows "
+                            f"only with LoRA)")
+        if args.push_to_hub and not args.merge_adapter:
+            problems.append(
+                "--push-to-hub with --peft needs --merge-adapter: the merged model is what is uploaded (an adapter "
+                "folder points to a base model on this machine, which a Hub repo cannot load)"
+            )
+        if args.push_to_hub and args.hub_strategy != "end":
+            problems.append("--hub-strategy other than 'end' is not supported with --peft (checkpoint pushes would "
+                            "upload adapters that point to a local base model)")
     if problems:
         parser.error("; ".join(problems))
     return args
@@ -381,6 +445,116 @@ def load_model_for_task(
     return model
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# PEFT (--peft lora|ia3)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def peft_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`make_peft_config` / `make_peft_model` keyword arguments from the CLI's --peft/--lora-* options."""
+    targets = None
+    if args.lora_target_modules:
+        targets = [name for name in args.lora_target_modules.replace(",", " ").split() if name]
+    return dict(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, target_modules=targets or None,
+                embeddings=args.peft_embeddings)
+
+
+def _adapter_carries_special_rows(peft_config) -> bool:
+    """True when the adapter saves the special-token rows itself (LoRA trainable_token_indices, or the whole table
+    through modules_to_save=["lm_head"]), so any base resized by `add_special_tokens` reproduces the model."""
+    return bool(getattr(peft_config, "trainable_token_indices", None)) or "lm_head" in (peft_config.modules_to_save or [])
+
+
+def adapter_base_model(model_name_or_path: str, model: PreTrainedModel, peft_config, output_dir: str) -> tuple[str, bool]:
+    """The gpt1-format base an adapter's `base_model_name_or_path` points to: `(path, must_save)`.
+
+    `--model` itself (absolute path) when it is a local gpt1 folder that can serve as the base: the adapter carries
+    the special-token rows (the folder may predate `add_special_tokens`; AutoPeft grows it to the saved tokenizer),
+    and `AutoModelFor*.from_pretrained(folder)` builds the same head shape (e.g. an LM checkpoint has the default 2
+    labels: fine for SST-2, not for MNLI's 3 or STS-B's regression). Otherwise - a Hub id, an openai-gpt folder
+    (AutoPeft would build transformers' OpenAIGPT* class), a head that does not fit, or frozen random special rows
+    (IA³, --peft-embeddings none) - `output_dir/base_model/`, where `must_save` says to save the resized base model
+    before it is wrapped.
+    """
+    local = Path(model_name_or_path)
+    config_file = local / "config.json"
+    if local.is_dir() and config_file.is_file() and _adapter_carries_special_rows(peft_config):
+        try:
+            config_dict = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config_dict = {}
+        if config_dict.get("model_type") == "gpt1" and _head_fits(model_name_or_path, model):
+            return str(local.resolve()), False
+    return str((Path(output_dir) / BASE_MODEL_DIR_NAME).resolve()), True
+
+
+def _head_fits(model_name_or_path: str, model: PreTrainedModel) -> bool:
+    """Does `AutoModelFor<head>.from_pretrained(model_name_or_path)` build a head of `model`'s shape?"""
+    if type(model) is AutoModelForMultipleChoice._model_mapping[GPT1Config]:
+        return True  # one score per choice, whatever the config says
+    base_config = AutoConfig.from_pretrained(model_name_or_path)
+    is_regression = getattr(model.config, "problem_type", None) == "regression"
+    return base_config.num_labels == model.config.num_labels and (base_config.problem_type == "regression") == is_regression
+
+
+def apply_peft(model: PreTrainedModel, tokenizer, args: argparse.Namespace, *, save_base: bool = True):
+    """Wrap `model` (after `add_special_tokens`) with `make_peft_model` as the CLI options say.
+
+    Returns `(peft_model, info)`: info has `base_model_name_or_path` (recorded in every adapter_config.json; see
+    `adapter_base_model`), `saved_base` (a base was written to output_dir/base_model/ now) and `report`
+    (`trainable_parameter_report`). The base is saved only by the process that saves (`save_base`), and only once:
+    a resumed run keeps the folder it finds (same --model and --seed give the same base anyway).
+    """
+    options = peft_options(args)
+    with warnings.catch_warnings():  # make_peft_model below warns (e.g. IA³'s frozen token rows) once
+        warnings.simplefilter("ignore")
+        config = make_peft_config(model, args.peft, **options)  # the config make_peft_model will apply
+    base_path, must_save = adapter_base_model(args.model, model, config, args.output_dir)
+    saved = False
+    if must_save and save_base and not (args.resume_from_checkpoint and Path(base_path, "config.json").is_file()):
+        _save_folder_atomically(base_path, model, tokenizer)
+        saved = True
+    peft_model = make_peft_model(model, args.peft, **options)
+    for peft_config in peft_model.peft_config.values():
+        peft_config.base_model_name_or_path = base_path
+    report = trainable_parameter_report(peft_model)
+    by_kind = ", ".join(f"{kind} {count:,}" for kind, count in sorted(report["by_kind"].items()))
+    logger.info(
+        f"PEFT {args.peft}: {report['trainable']:,} trainable parameters of {report['total']:,} "
+        f"({report['trainable_percent']:.3f}%): {by_kind}. Adapter base model: {base_path}"
+        + (" (saved now)" if saved else "")
+    )
+    return peft_model, {"base_model_name_or_path": base_path, "saved_base": saved, "report": report,
+                        "special_rows": _adapter_carries_special_rows(config)}
+
+
+def peft_settings(args: argparse.Namespace, info: Mapping[str, Any]) -> dict[str, Any]:
+    """The PEFT part of the run settings (eval_results.json, model card)."""
+    report = info["report"]
+    options = peft_options(args)
+    return {
+        "peft": args.peft,
+        **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout}
+           if args.peft == "lora" else {}),
+        "peft_target_modules": options["target_modules"] or "default",
+        "peft_embeddings": args.peft_embeddings,
+        "trainable_parameters": report["trainable"],
+        "trainable_parameters_by_kind": dict(report["by_kind"]),
+        "trainable_percent": round(report["trainable_percent"], 4),
+        "adapter_base_model": info["base_model_name_or_path"],
+    }
+
+
+def _save_folder_atomically(path: str | os.PathLike, model: PreTrainedModel, tokenizer) -> None:
+    """`save_pretrained` model + tokenizer into a "_"-prefixed sibling, then rename it to `path` (replacing it)."""
+    path = Path(path)
+    staging = path.with_name(f"_{path.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    _replace_dir(str(staging), str(path), trash_root=str(path.parent))
+
+
 def _parse_split_size(text: str) -> int | float:
     try:
         value = float(text)
@@ -483,6 +657,10 @@ class GPT1Trainer(Trainer):
       any output that looks like them (a (batch, seq, vocab) tensor gathered over an eval set would exhaust memory).
     * Saves each checkpoint into `_checkpoint-staging/` and renames it into place when complete, so a kill mid-save
       never leaves a `checkpoint-N` that `--resume-from-checkpoint auto` would pick up half-written.
+    * Stops at the first optimizer step whose loss (or a part of it, or the gradient norm) is NaN/inf, without saving
+      that step's weights (`NonFiniteLossCallback`, installed as `self.nonfinite_guard`).
+    * Saves a PEFT model's checkpoints as adapters without PEFT's "vocabulary was resized -> add the whole embedding"
+      (the base never changes during training; the trained token rows are part of the adapter).
     * `push_to_hub` writes `self.model_card_text` (our filled card) as README.md instead of Trainer's generic card.
 
     The model's `accepts_loss_kwargs = False` makes Trainer divide the mean loss of each micro-batch by the number of
@@ -498,12 +676,18 @@ class GPT1Trainer(Trainer):
         self._eval_count = 0
         self._staging_root: str | None = None
         self._deferred_push = False
+        self.nonfinite_guard = NonFiniteLossCallback()
+        self.add_callback(self.nonfinite_guard)  # after DefaultFlowCallback: it can veto that step's save
 
     # -- losses ----------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         parts = {name: outputs[name] for name in LOSS_PARTS if isinstance(outputs, Mapping) and outputs.get(name) is not None}
+        if model.training:
+            self.nonfinite_guard.observe("loss", loss)
+            for name, value in parts.items():
+                self.nonfinite_guard.observe(name, value)
         if parts:
             if model.training:
                 weight = 1.0 / max(getattr(self, "current_gradient_accumulation_steps", 1), 1)
@@ -551,6 +735,13 @@ class GPT1Trainer(Trainer):
                 output.metrics[f"{metric_key_prefix}_{name}"] = total / max(totals[-1], 1.0)
         self._eval_parts, self._eval_count = {}, 0
         return output
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        # fp16: GradScaler expects inf norms on overflow steps and skips them; only bf16/fp32 norms must be finite
+        if grad_norm is not None and not self.args.fp16:
+            self.nonfinite_guard.observe("grad_norm", grad_norm)
+        return grad_norm
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
@@ -604,6 +795,21 @@ class GPT1Trainer(Trainer):
             return
         super()._push_from_checkpoint(checkpoint_folder)
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not (_is_peft(self.model) and state_dict is None):
+            return super()._save(output_dir, state_dict=state_dict)
+        # Trainer's own PEFT save leaves save_embedding_layers="auto": PEFT then compares the vocabulary with the base
+        # named in the adapter config (a Hub request for a Hub id) and adds the whole resized embedding to every
+        # checkpoint. Reloads (best model, resume) go into the same base, so the adapter alone is what is needed.
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.model.save_pretrained(output_dir, save_embedding_layers=False)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
     def _issue_warnings_after_load(self, load_result: Any) -> None:
         # Checkpoints omit the LM head, tied to the token embedding (it shares that tensor, so loading the embedding
         # restores both); Trainer's best-model reload would report it as "missing".
@@ -618,6 +824,14 @@ class GPT1Trainer(Trainer):
             return super().create_model_card(*args, **kwargs)
         if self.is_world_process_zero():
             Path(self.args.output_dir, "README.md").write_text(self.model_card_text, encoding="utf-8")
+
+
+def _is_peft(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
 
 
 def _batch_size(inputs: Mapping[str, Any]) -> int:
@@ -729,6 +943,113 @@ class SaveOnSignalCallback(TrainerCallback):
         self.uninstall()
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss: `step` (the optimizer step), `checkpoint` (the last one saved before it, or
+    None) and `values` (the non-finite quantities and their values) are attributes; the message says what to do."""
+
+    def __init__(self, message: str, *, step: int, checkpoint: str | None, values: Mapping[str, float]):
+        super().__init__(message)
+        self.step, self.checkpoint, self.values = step, checkpoint, dict(values)
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stop training at the first optimizer step with a NaN/inf loss, and never checkpoint that step.
+
+    Once the loss is NaN, the update of that step has already written NaN (or huge) values into the weights; Trainer
+    would go on, replacing the *logged* loss by the mean of the previous ones (`logging_nan_inf_filter`), and save
+    and even push the poisoned weights at the next checkpoint. This callback:
+
+    * checks every optimizer step: `GPT1Trainer` feeds it each micro-batch's `loss`, `task_loss`, `lm_loss` and the
+      step's gradient norm (`observe`); at `on_step_end` the check is OR-ed across processes (one scalar all-reduce),
+      so all ranks stop at the same step;
+    * also checks what is logged (`on_log`: loss / task_loss / lm_loss / grad_norm), for use with a plain `Trainer`;
+    * then sets `should_training_stop` and clears `should_save` / `should_evaluate` for that step and the epoch end
+      (it runs after Trainer's DefaultFlowCallback, so it overrides the scheduled save). The checkpoints already on
+      disk - all from earlier, finite steps - stay as they are.
+
+    After `trainer.train()` returns, `step` is the step that failed (None if none did), `values` the offending
+    numbers, `checkpoint` the last checkpoint in `args.output_dir`, and `message` says all that in one line.
+    """
+
+    WATCHED = ("loss", "task_loss", "lm_loss", "grad_norm")
+
+    def __init__(self):
+        self.step: int | None = None
+        self.values: dict[str, float] = {}
+        self.checkpoint: str | None = None
+        self._bad: torch.Tensor | None = None
+        self._pending: dict[str, torch.Tensor] = {}
+
+    # -- per-step observations (no host sync until the step ends) --------------------------------------------------
+
+    def observe(self, name: str, value: Any) -> None:
+        value = torch.as_tensor(value).detach().float()
+        bad = ~torch.isfinite(value).all()
+        value = value.reshape(-1)[0] if value.numel() else value.new_zeros(())
+        previous = self._pending.get(name)
+        if previous is not None:  # keep the first non-finite value of the step for the message
+            value = torch.where(torch.isfinite(previous), value.to(previous.device), previous)
+        self._pending[name] = value
+        self._bad = bad if self._bad is None else (self._bad | bad.to(self._bad.device))
+
+    def _step_is_bad(self, args: TrainingArguments) -> bool:
+        flag = torch.zeros(1, device=args.device)
+        if self._bad is not None:
+            flag += self._bad.to(device=args.device, dtype=flag.dtype)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    # -- events ----------------------------------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.step, self.values, self.checkpoint = None, {}, None
+        self._bad, self._pending = None, {}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        bad, pending = self._step_is_bad(args), self._pending
+        self._bad, self._pending = None, {}
+        if bad and self.step is None:
+            values = {name: float(value) for name, value in pending.items()}
+            self._stop(args, state, control, {k: v for k, v in values.items() if not math.isfinite(v)} or values)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.step is not None or not logs:
+            return
+        values = {k: float(v) for k, v in logs.items() if k in self.WATCHED and isinstance(v, (int, float))}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            self._stop(args, state, control, bad)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.step is not None:
+            control.should_save = False
+            control.should_evaluate = False
+
+    def _stop(self, args, state, control, values: Mapping[str, float]) -> None:
+        self.step, self.values = state.global_step, dict(values)
+        self.checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        control.should_training_stop = True
+        control.should_save = False
+        control.should_evaluate = False
+        logger.error(self.message)
+
+    @property
+    def message(self) -> str:
+        if self.step is None:
+            return "no non-finite loss"
+        values = ", ".join(f"{name}={value}" for name, value in self.values.items())
+        where = (
+            f"the last good checkpoint is {self.checkpoint}" if self.checkpoint
+            else "no checkpoint was saved before it"
+        )
+        return (
+            f"non-finite training loss at step {self.step} ({values}); training stopped and the weights of that step "
+            f"were not saved: {where}. Lower --learning-rate or check the data (or drop --fp16) and start again "
+            f"(resuming restores that checkpoint's optimizer state and learning-rate schedule as they were)."
+        )
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Outputs: results, model card, predictions, curves
 # ----------------------------------------------------------------------------------------------------------------------
@@ -755,11 +1076,15 @@ def fill_model_card(
     base_model: str | None = None,
     template_path: str | os.PathLike | None = None,
     usage_path: str | None = None,
+    adapter: Mapping[str, Any] | None = None,
 ) -> str:
     """The model card (README.md) of a fine-tuned checkpoint, from `model_card.md` (a Jinja template).
 
     The YAML front matter is built with `huggingface_hub.ModelCardData` (library_name, pipeline_tag, tags, datasets,
     license, base_model and a `model-index` with every eval metric), so it is valid Hub metadata by construction.
+
+    `adapter` (a `--peft` run's output folder): {"method", "base_model_name_or_path", "path", "merged_path"}. The card
+    then says `library_name: peft`, is tagged with the method, and ends with how to load the adapter.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -788,12 +1113,15 @@ def fill_model_card(
                 metric_value=round(float(value), 4),
             )
         )
+    tags = ["gpt1", "openai-gpt", "hf-gpt1", pipeline_tag, spec.name, "generated_from_trainer"]
+    if adapter is not None:
+        tags += ["peft", str(adapter.get("method", "lora"))]
     card_data = ModelCardData(
-        library_name="transformers",
+        library_name="peft" if adapter is not None else "transformers",
         license="mit",
         base_model=base_model,
         pipeline_tag=pipeline_tag,
-        tags=["gpt1", "openai-gpt", "hf-gpt1", pipeline_tag, spec.name, "generated_from_trainer"],
+        tags=tags,
         datasets=[spec.hub_path] if spec.hub_path else None,
         metrics=sorted({r.metric_type for r in eval_results}) or None,
         model_name=model_name,
@@ -827,7 +1155,50 @@ def fill_model_card(
         card = ModelCard.from_template(card_data, template_path=str(template), **kwargs)
     else:  # installed without the repository's template: a minimal card, same metadata
         card = ModelCard.from_template(card_data, template_str=_FALLBACK_CARD, **kwargs)
-    return str(card)
+    text = str(card)
+    if adapter is not None:  # before the citation when the template has one, else at the end
+        section = _adapter_card_section(spec, adapter)
+        head, marker, tail = text.partition("\n## Citation")
+        text = f"{head.rstrip()}\n\n{section}{marker}{tail}" if marker else f"{text.rstrip()}\n\n{section}"
+    return text
+
+
+def _adapter_card_section(spec, adapter: Mapping[str, Any]) -> str:
+    family = getattr(spec.family, "value", spec.family)
+    method = {"lora": "LoRA", "ia3": "IA³"}.get(str(adapter.get("method")), str(adapter.get("method")))
+    path = adapter.get("path") or "."
+    if family == "multiple_choice":  # PEFT has no multiple-choice task type: AutoPeftModel follows the auto mapping
+        load = (f'from peft import AutoPeftModel\nmodel = AutoPeftModel.from_pretrained("{path}", '
+                f'import_allowlist=["hf_gpt1"])')
+    else:
+        load = (f"from peft import AutoPeftModelForSequenceClassification\n"
+                f'model = AutoPeftModelForSequenceClassification.from_pretrained("{path}")')
+    contents = (
+        "the adapted weights, the task head and the rows of the added special tokens"
+        if adapter.get("special_rows", True)
+        else "the adapted weights and the task head (the special tokens' rows are the base's)"
+    )
+    merged = adapter.get("merged_path")
+    merged_line = (
+        f"The same model with the adapter merged in, a plain GPT-1 checkpoint that needs no PEFT (the pipeline above "
+        f"uses it), is in `{merged}`."
+        if merged
+        else "`scripts/finetune.py --merge-adapter` also saves the merged model, a plain GPT-1 checkpoint that loads "
+        "without PEFT (e.g. in `pipeline`)."
+    )
+    return f"""## Adapter ({method}, PEFT)
+
+This folder holds a {method} adapter, not a full model: {contents} (`adapter_model.safetensors`,
+`adapter_config.json`). It applies to the GPT-1 base `{adapter.get("base_model_name_or_path")}` (recorded in
+`adapter_config.json`):
+
+```python
+import hf_gpt1  # registers model_type "gpt1"
+{load}
+```
+
+{merged_line}
+"""
 
 
 _FALLBACK_CARD = """---
@@ -993,8 +1364,14 @@ def cpu_process_group_needed() -> bool:
     return not (torch.cuda.is_available() or (xpu is not None and xpu.is_available()))
 
 
-def build_training_arguments(args: argparse.Namespace, spec, eval_names: Sequence[str]) -> TrainingArguments:
-    """TrainingArguments for the paper's recipe and the CLI's evaluation/checkpoint options."""
+def build_training_arguments(args: argparse.Namespace, spec, eval_names: Sequence[str],
+                             hub_model_id: str | None = None) -> TrainingArguments:
+    """TrainingArguments for the paper's recipe and the CLI's evaluation/checkpoint options.
+
+    Trainer pushes only checkpoints (`--hub-strategy` other than end); the final upload is `push_folder`'s, so
+    Trainer's `push_to_hub` is off with the default strategy. `hub_model_id`: the repo id as resolved by
+    `check_hub_access` (namespace filled in), default `--hub-model-id`.
+    """
     eval_strategy = "steps" if args.eval_steps else args.eval_strategy
     eval_steps = args.eval_steps
     if args.save_steps is not None:
@@ -1036,8 +1413,8 @@ def build_training_arguments(args: argparse.Namespace, spec, eval_names: Sequenc
         fp16=args.fp16,
         report_to=args.report_to,
         disable_tqdm=args.disable_tqdm,
-        push_to_hub=args.push_to_hub,
-        hub_model_id=args.hub_model_id,
+        push_to_hub=bool(args.push_to_hub and args.hub_strategy != "end"),
+        hub_model_id=hub_model_id or args.hub_model_id,
         hub_token=args.hub_token,
         hub_private_repo=args.hub_private_repo or None,
         hub_strategy=args.hub_strategy,
@@ -1110,10 +1487,14 @@ _SETUP_ERRORS = (ValueError, FileNotFoundError, FileExistsError, LookupError, OS
 def run(args: argparse.Namespace) -> int:
     """Fine-tune as `args` say; returns the process exit status (0, or 128 + signal number when interrupted).
 
-    Errors in the set-up phase (before training starts) come out as `UsageError` with the original as cause.
+    Errors in the set-up phase (before training starts) come out as `UsageError` with the original as cause - a Hub
+    token that cannot push (`--push-to-hub`) included. A NaN/inf loss raises `NonFiniteLossError`, a failed final
+    upload `HubPushError` (the local output is complete by then).
     """
     try:
         trainer, parts = _setup(args)
+    except HubPushError as error:
+        raise UsageError(str(error)) from error
     except _SETUP_ERRORS as error:
         raise UsageError(str(error)) from error
     return _train_and_report(args, trainer, **parts)
@@ -1124,6 +1505,9 @@ def _setup(args: argparse.Namespace):
     spec = ta.get_task_spec(args.task)
     adapter = ta.get_adapter(spec)
     is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    repo_id = None
+    if args.push_to_hub:  # before anything is loaded: a token that cannot push fails now, not after training
+        repo_id = check_hub_access(args.hub_model_id or Path(args.output_dir).resolve().name, token=args.hub_token)
     _check_output_dir(args, is_main)
 
     tokenizer = load_gpt1_tokenizer(args.tokenizer or args.model)
@@ -1132,10 +1516,14 @@ def _setup(args: argparse.Namespace):
     max_length = resolve_max_length(args.max_length, model.config)
     train_ds, eval_ds, predict_sets, data_rows = prepare_datasets(args, spec, adapter, tokenizer, max_length)
     eval_names = list(eval_ds) if isinstance(eval_ds, dict) else ["validation"]
-    training_args = build_training_arguments(args, spec, eval_names)
+    training_args = build_training_arguments(args, spec, eval_names, hub_model_id=repo_id)
     eval_sizes = {k: len(v) for k, v in eval_ds.items()} if isinstance(eval_ds, dict) else {"validation": len(eval_ds)}
     settings = run_settings(args, training_args, max_length=max_length, train_size=len(train_ds),
                             eval_sizes=eval_sizes, data_rows=data_rows, model=model)
+    peft_info = None
+    if args.peft != "none":
+        model, peft_info = apply_peft(model, tokenizer, args, save_base=training_args.should_save)
+        settings.update(peft_settings(args, peft_info))
     logger.info("Fine-tuning settings:\n" + json.dumps(settings, indent=2, default=str))
 
     signal_callback = SaveOnSignalCallback()
@@ -1149,14 +1537,24 @@ def _setup(args: argparse.Namespace):
         compute_metrics=adapter.compute_metrics,
         callbacks=[signal_callback],
     )
+    if training_args.push_to_hub:  # checkpoint pushes: code files + our card in each one
+        trainer.add_callback(HubCardCallback(trainer, task=spec.name, base_model=_card_base_model(args)))
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     return trainer, dict(spec=spec, settings=settings, checkpoint=checkpoint, predict_sets=predict_sets,
-                         signal_callback=signal_callback)
+                         signal_callback=signal_callback, tokenizer=tokenizer, repo_id=repo_id, peft_info=peft_info)
+
+
+def _card_base_model(args: argparse.Namespace) -> str | None:
+    return args.base_model_id or (args.model if _is_hub_id(args.model) else None)
 
 
 def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, settings: dict[str, Any],
-                      checkpoint: str | None, predict_sets: Mapping[str, Any], signal_callback: SaveOnSignalCallback) -> int:
+                      checkpoint: str | None, predict_sets: Mapping[str, Any], signal_callback: SaveOnSignalCallback,
+                      tokenizer=None, repo_id: str | None = None, peft_info: Mapping[str, Any] | None = None) -> int:
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    guard = trainer.nonfinite_guard
+    if guard.step is not None:
+        raise NonFiniteLossError(guard.message, step=guard.step, checkpoint=guard.checkpoint, values=guard.values)
     if signal_callback.received is not None:
         last = get_last_checkpoint(args.output_dir)
         name = signal.Signals(signal_callback.received).name
@@ -1168,38 +1566,90 @@ def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, s
     settings["global_step"] = trainer.state.global_step
     best = trainer.state.best_model_checkpoint
     settings["best_checkpoint"] = os.path.basename(best) if best else None
-    trainer.save_model(args.output_dir)  # model + tokenizer (+ config with label names, lm_coef, clf_pdrop)
+    tokenizer = tokenizer if tokenizer is not None else trainer.processing_class
+    is_main = trainer.is_world_process_zero()
+    if peft_info is not None:
+        if is_main:  # the adapter (+ head, + token rows), pointing to a gpt1-format base
+            save_adapter(trainer.model, args.output_dir, tokenizer=tokenizer, save_embedding_layers=False,
+                         base_model_name_or_path=peft_info["base_model_name_or_path"])
+            # sizes of this folder's own adapter files (save_adapter's totals also count the checkpoints' copies)
+            weights = sum(f.stat().st_size for f in Path(args.output_dir).glob("adapter_model.*"))
+            settings["adapter_bytes"] = weights
+            report = peft_info["report"]
+            logger.info(f"Adapter saved to {args.output_dir}: adapter_model.safetensors {_mb(weights)} on disk "
+                        f"({report['trainable']:,} trainable of {report['total']:,} parameters); base model: "
+                        f"{peft_info['base_model_name_or_path']}")
+    else:
+        # model + tokenizer (+ config with label names, lm_coef, clf_pdrop). `_internal_call`: no Trainer push of the
+        # folder here even with a checkpoint hub strategy; the final upload is push_folder's, once the card is written.
+        trainer.save_model(args.output_dir, _internal_call=True)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
     prediction_files = []
     for split, dataset in predict_sets.items():
         output = trainer.predict(dataset, metric_key_prefix=f"predict_{split}")
-        if trainer.is_world_process_zero():
+        if is_main:
             prediction_files.append(str(write_predictions(output.predictions, dataset, spec, args.output_dir, split)))
 
-    model_id = args.hub_model_id or Path(args.output_dir).name
-    base_model = args.base_model_id or (args.model if _is_hub_id(args.model) else None)
+    model_id = repo_id or Path(args.output_dir).resolve().name
+    base_model = _card_base_model(args)
+    merged_dir = Path(args.output_dir, MERGED_DIR_NAME)
+    if peft_info is not None:
+        usage_path = repo_id or str(merged_dir if args.merge_adapter else args.output_dir)
+        adapter = {"method": args.peft, "base_model_name_or_path": peft_info["base_model_name_or_path"],
+                   "path": args.output_dir, "merged_path": str(merged_dir) if args.merge_adapter else None,
+                   "special_rows": peft_info["special_rows"]}
+    else:
+        usage_path, adapter = repo_id or args.output_dir, None
     card = fill_model_card(spec=spec, metrics=metrics, settings=settings, model_name=model_id, base_model=base_model,
-                           usage_path=args.hub_model_id or args.output_dir)
+                           usage_path=usage_path, adapter=adapter)
     trainer.model_card_text = card
-    if trainer.is_world_process_zero():
-        results = {**{k: v for k, v in metrics.items()}, "task": spec.name, "settings": settings}
-        if prediction_files:
-            results["prediction_files"] = prediction_files
-        Path(args.output_dir, EVAL_RESULTS_FILE_NAME).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    results = {**{k: v for k, v in metrics.items()}, "task": spec.name, "settings": settings}
+    if prediction_files:
+        results["prediction_files"] = prediction_files
+    results_text = json.dumps(results, indent=2, default=str) + "\n"
+    if is_main:
+        Path(args.output_dir, EVAL_RESULTS_FILE_NAME).write_text(results_text)
         Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
         if args.plot:
             plot_training_curves(trainer.state.log_history, Path(args.output_dir, CURVES_FILE_NAME),
                                  title=f"GPT-1 fine-tuning: {spec.name} (λ = {args.lm_coef})")
         logger.info("Eval results:\n" + json.dumps({k: v for k, v in metrics.items()}, indent=2))
-    if args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"GPT-1 fine-tuned on {spec.name}")
+
+    if peft_info is not None and args.merge_adapter and is_main:
+        # last use of the PEFT model: merge_and_unload folds the adapter into the base weights in place
+        merged = merge_adapter(trainer.model)
+        merged_card = fill_model_card(spec=spec, metrics=metrics, settings=settings, model_name=model_id,
+                                      base_model=base_model, usage_path=repo_id or str(merged_dir))
+        staging = merged_dir.with_name(f"_{MERGED_DIR_NAME}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        merged.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / EVAL_RESULTS_FILE_NAME).write_text(results_text)
+        (staging / "README.md").write_text(merged_card, encoding="utf-8")
+        _replace_dir(str(staging), str(merged_dir), trash_root=args.output_dir)
+        logger.info(f"Merged model (plain gpt1 checkpoint) saved to {merged_dir}.")
+
+    if repo_id is not None and is_main:
+        folder = merged_dir if peft_info is not None else Path(args.output_dir)
+        result = push_folder(folder, repo_id, private=args.hub_private_repo, token=args.hub_token,
+                             commit_message=f"GPT-1 fine-tuned on {spec.name}")
+        logger.info(result.summary())
     return 0
 
 
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} KB"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point (`scripts/finetune.py`): parse, run, and turn expected input errors into messages."""
+    """CLI entry point (`scripts/finetune.py`): parse, run, and turn expected errors into one-line messages.
+
+    Exit status: 0 done; 2 bad input found before training (unknown task, wrong model, a Hub token that cannot push,
+    ...); 1 training hit a NaN/inf loss (earlier checkpoints kept) or the final Hub upload failed (local output
+    complete); 128 + N stopped by signal N (checkpoint saved, resumable).
+    """
     args = parse_args(argv)
     is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
     logging.basicConfig(
@@ -1219,5 +1669,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"finetune.py: error: {error}", file=sys.stderr)
         return 2
+    except (NonFiniteLossError, HubPushError, CheckpointError) as error:
+        # after training started: the local output (checkpoints, or the finished run when the push failed) is kept
+        if os.environ.get("HF_GPT1_DEBUG"):
+            raise
+        print(f"finetune.py: error: {error}", file=sys.stderr)
+        return 1
     finally:
         hf_logging.set_verbosity(previous_verbosity)  # main() may be called in-process (tests, notebooks)

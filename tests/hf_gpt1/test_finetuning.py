@@ -1,5 +1,7 @@
 """hf_gpt1.finetuning: the paper's recipe as Trainer settings, head selection, the GPT1Trainer, checkpoint safety,
-model card, GLUE submission files and pipeline use of saved checkpoints.
+model card, GLUE submission files and pipeline use of saved checkpoints; --peft (only the adapter trains, the saved
+adapter / AutoPeft / merged model reproduce the run, best-checkpoint reload and resume), the NaN/inf-loss stop, and a
+failed --push-to-hub upload.
 
 Everything runs in-process with the real Trainer on real data (the shared GLUE / Story Cloze files) and a tiny
 randomly initialised GPT-1 saved to a temporary folder. The end-to-end CLI runs are in tests/scripts/test_finetune.py.
@@ -508,3 +510,326 @@ def test_two_eval_sets_as_for_mnli_matched_and_mismatched(tiny_gpt1_dir, tokeniz
         assert metrics[f"{prefix}_loss"] == pytest.approx(metrics[f"{prefix}_task_loss"] + 0.5 * metrics[f"{prefix}_lm_loss"], abs=1e-4)
     assert trainer.state.best_model_checkpoint in {str(tmp_path / "checkpoint-2"), str(tmp_path / "checkpoint-4")}
     assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# PEFT (--peft lora|ia3): only the adapter trains, the saved adapter and the merged model reproduce the run
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class _FinalModelProbe(TrainerCallback):
+    """At the end of `trainer.train()` (after Trainer reloaded the best checkpoint, before the script saves anything):
+    the model's logits on a fixed batch and a copy of every parameter, i.e. what the run produced."""
+
+    def __init__(self, batch):
+        self.batch, self.logits, self.params = batch, None, None
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            self.logits = model(**self.batch).logits.detach().clone()
+        self.params = {name: p.detach().clone() for name, p in model.named_parameters()}
+        model.train(was_training)
+
+
+def _eval_batch(glue_dir, tokenizer, n=32, max_length=48):
+    """The first `n` SST-2 dev rows as finetune.py evaluates them (--max-eval-samples n --max-length max_length)."""
+    features = list(_encoded_sst2(glue_dir, tokenizer, n, max_length, split="validation"))
+    batch = ta.GPT1DataCollator(tokenizer)(features)
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "mc_token_ids")}
+
+
+PEFT_RUN = ["--task", "sst2", "--max-train-samples", "64", "--max-eval-samples", "32", "--max-steps", "6",
+            "--batch-size", "4", "--max-length", "48", "--save-steps", "2", "--learning-rate", "3e-3",
+            "--disable-tqdm", "--no-plot", "--seed", "3"]
+
+
+def _run_in_process(argv, probe=None):
+    """`finetune.py` in-process, through the same `_setup` / `_train_and_report` as `run()`, with an optional probe."""
+    args = ft.parse_args(argv)
+    trainer, parts = ft._setup(args)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    if probe is not None:
+        trainer.add_callback(probe)
+    assert ft._train_and_report(args, trainer, **parts) == 0
+    return trainer, before, trainable
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora") / "out"
+    probe = _FinalModelProbe(_eval_batch(glue_dir, tokenizer))
+    argv = [*PEFT_RUN, "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--output-dir", str(out),
+            "--peft", "lora", "--merge-adapter"]
+    trainer, before, trainable = _run_in_process(argv, probe)
+    return dict(out=out, probe=probe, before=before, trainable=trainable, argv=argv,
+                results=json.loads((out / "eval_results.json").read_text()))
+
+
+def test_peft_lora_trains_only_the_adapter_head_and_token_rows(lora_run):
+    probe, before, trainable = lora_run["probe"], lora_run["before"], lora_run["trainable"]
+    kinds = {name: next((k for k in ("lora_", "modules_to_save", "trainable_tokens") if k in name), None)
+             for name in trainable}
+    assert None not in kinds.values(), [n for n, k in kinds.items() if k is None]
+    assert set(kinds.values()) == {"lora_", "modules_to_save", "trainable_tokens"}
+    assert any(".score.modules_to_save." in name for name in trainable)  # the classifier head is trained
+    for name in trainable:
+        assert not torch.equal(probe.params[name], before[name]), f"{name} did not train"
+    frozen = set(before) - trainable
+    assert len(frozen) > 10
+    for name in frozen:  # the base weights are bit-identical
+        assert torch.equal(probe.params[name], before[name]), name
+
+    settings = lora_run["results"]["settings"]
+    expected = sum(before[name].numel() for name in trainable)
+    assert settings["peft"] == "lora" and settings["lora_r"] == 8 and settings["trainable_parameters"] == expected
+    assert sum(settings["trainable_parameters_by_kind"].values()) == expected
+    assert 0 < settings["trainable_percent"] < 2
+    assert settings["adapter_base_model"] == str(Path(lora_run["argv"][lora_run["argv"].index("--model") + 1]).resolve())
+    # the reloaded best checkpoint is what was evaluated and saved
+    best_step = int(settings["best_checkpoint"].split("-")[1])
+    history = json.loads((lora_run["out"] / "trainer_state.json").read_text())["log_history"]
+    logged = next(e for e in history if "eval_loss" in e and e["step"] == best_step)
+    assert lora_run["results"]["eval_loss"] == pytest.approx(logged["eval_loss"], abs=1e-6)
+    assert lora_run["results"]["eval_accuracy"] == logged["eval_accuracy"]
+    from safetensors.torch import load_file
+
+    final = load_file(lora_run["out"] / "adapter_model.safetensors")
+    best = load_file(lora_run["out"] / settings["best_checkpoint"] / "adapter_model.safetensors")
+    assert final.keys() == best.keys() and all(torch.equal(final[k], best[k]) for k in final)
+    print(f"\nbest checkpoint: {settings['best_checkpoint']} of checkpoint-2/4/6")
+
+
+def test_peft_lora_output_is_a_small_adapter_that_reproduces_the_run(lora_run, tiny_gpt1_dir, tokenizer):
+    from peft import AutoPeftModelForSequenceClassification, PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    out, probe = lora_run["out"], lora_run["probe"]
+    files = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md",
+            "eval_results.json"} <= files
+    assert "model.safetensors" not in files and ft.BASE_MODEL_DIR_NAME not in files  # --model serves as the base
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_gpt1_dir.resolve())
+    assert adapter_config["trainable_token_indices"] == [40478, 40479, 40480, 40481]
+    saved = load_file(out / "adapter_model.safetensors")
+    assert not any(k.endswith(("tokens_embed.weight", "lm_head.weight")) for k in saved)  # no full table
+    adapter_bytes = (out / "adapter_model.safetensors").stat().st_size
+    merged_bytes = (out / ft.MERGED_DIR_NAME / "model.safetensors").stat().st_size
+    print(f"\nadapter_model.safetensors {adapter_bytes:,} B vs merged model.safetensors {merged_bytes:,} B")
+    assert adapter_bytes < merged_bytes / 50 and lora_run["results"]["settings"]["adapter_bytes"] == adapter_bytes
+    for checkpoint in out.glob("checkpoint-*"):  # checkpoints hold adapters too, without the embedding table
+        assert not (checkpoint / "model.safetensors").exists()
+        assert (checkpoint / "adapter_model.safetensors").stat().st_size == adapter_bytes
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_gpt1_dir)
+    hf_gpt1.add_special_tokens(base, tokenizer)
+    reloaded = PeftModel.from_pretrained(base, out).eval()
+    auto = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
+    merged = AutoModelForSequenceClassification.from_pretrained(out / ft.MERGED_DIR_NAME).eval()
+    assert type(merged) is GPT1ForSequenceClassification
+    assert merged.config.id2label == {0: "negative", 1: "positive"}
+    for name, model in (("PeftModel", reloaded), ("AutoPeft", auto), ("merged", merged)):
+        with torch.no_grad():
+            logits = model(**probe.batch).logits
+        torch.testing.assert_close(logits, probe.logits, rtol=0, atol=1e-5, msg=name)
+
+    card = (out / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n", 2)[1])
+    assert meta["library_name"] == "peft" and "lora" in meta["tags"]
+    assert "AutoPeftModelForSequenceClassification" in card and str(out / ft.MERGED_DIR_NAME) in card
+    merged_card = (out / ft.MERGED_DIR_NAME / "README.md").read_text()
+    assert yaml.safe_load(merged_card.split("---\n", 2)[1])["library_name"] == "transformers"
+    assert json.loads((out / ft.MERGED_DIR_NAME / "eval_results.json").read_text()) == lora_run["results"]
+
+
+def test_peft_resume_from_a_checkpoint_matches_the_uninterrupted_run(lora_run, tmp_path):
+    """Trainer's resume reloads the adapter (and optimizer, scheduler, RNG) into the PeftModel: continuing from
+    checkpoint-4 reproduces the uninterrupted run's checkpoint-6 and its evaluation bit for bit."""
+    from safetensors.torch import load_file
+    import shutil
+
+    class CountSteps(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            CountSteps.steps += 1
+
+    out = tmp_path / "resumed"
+    out.mkdir()
+    shutil.copytree(lora_run["out"] / "checkpoint-4", out / "checkpoint-4")
+    argv = [a if a != str(lora_run["out"]) else str(out) for a in lora_run["argv"] if a != "--merge-adapter"]
+    _run_in_process([*argv, "--resume-from-checkpoint"], CountSteps())
+    assert CountSteps.steps == 2  # steps 5 and 6 only: the adapter of step 4 was loaded, not trained again
+    resumed, reference = (load_file(d / "checkpoint-6" / "adapter_model.safetensors") for d in (out, lora_run["out"]))
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+    history = [json.loads((d / "trainer_state.json").read_text())["log_history"] for d in (out, lora_run["out"])]
+    evals = [[(e["step"], e["eval_loss"]) for e in h if "eval_loss" in e and e["step"] == 6] for h in history]
+    assert evals[0] == evals[1] and evals[0]
+
+
+def test_peft_ia3_saves_the_resized_base_it_needs(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path):
+    """IA³ cannot train the special-token rows, so they stay as add_special_tokens drew them: the adapter must point
+    to a base that has them. finetune.py saves that base once into output_dir/base_model/."""
+    from peft import AutoPeftModelForSequenceClassification
+
+    out = tmp_path / "ia3"
+    probe = _FinalModelProbe(_eval_batch(glue_dir, tokenizer, n=8))
+    argv = [*PEFT_RUN, "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--output-dir", str(out),
+            "--peft", "ia3", "--max-steps", "2", "--eval-strategy", "no"]
+    with pytest.warns(UserWarning, match="stay as initialised"):
+        trainer, before, trainable = _run_in_process(argv, probe)
+    assert all("ia3_" in name or "modules_to_save" in name for name in trainable)
+    base_dir = out / ft.BASE_MODEL_DIR_NAME
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base_dir.resolve())
+    assert json.loads((base_dir / "config.json").read_text())["vocab_size"] == 40482
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["settings"]["peft"] == "ia3" and results["settings"]["peft_embeddings"] == "auto"
+    auto = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(auto(**probe.batch).logits, probe.logits, rtol=0, atol=1e-5)
+
+
+def test_peft_option_errors(tmp_path):
+    base = ["--task", "sst2", "--model", "m", "--output-dir", str(tmp_path)]
+    for extra, message in [
+        (["--merge-adapter"], "--merge-adapter needs --peft"),
+        (["--peft", "ia3", "--peft-embeddings", "tokens"], "needs --peft lora"),
+        (["--peft", "lora", "--push-to-hub"], "--push-to-hub with --peft needs --merge-adapter"),
+        (["--peft", "lora", "--merge-adapter", "--push-to-hub", "--hub-strategy", "every_save"], "not supported with --peft"),
+        (["--hub-strategy", "checkpoint"], "--hub-strategy needs --push-to-hub"),
+        (["--peft", "lora", "--lora-r", "0"], "--lora-r must be >= 1"),
+    ]:
+        with pytest.raises(SystemExit):
+            ft.parse_args(base + extra)
+    args = ft.parse_args(base + ["--peft", "lora", "--lora-target-modules", "c_attn, mlp.c_proj", "--lora-r", "4"])
+    assert ft.peft_options(args) == dict(r=4, alpha=16, dropout=0.05, target_modules=["c_attn", "mlp.c_proj"],
+                                         embeddings="auto")
+
+
+def test_adapter_base_model_is_the_model_folder_only_when_it_can_serve(tiny_gpt1_dir, tokenizer, tmp_path):
+    """The adapter points to --model when AutoPeft can rebuild the run from it; otherwise to output_dir/base_model."""
+    from testing_utils import save_reference, tiny_openai_config
+    from transformers import OpenAIGPTLMHeadModel
+
+    from hf_gpt1.peft_integration import make_peft_config
+
+    own = str(tmp_path / "out" / ft.BASE_MODEL_DIR_NAME)
+
+    def base_for(model_path, task, **options):
+        model = ft.load_model_for_task(str(model_path), ta.get_task_spec(task), tokenizer, seed=0)
+        config = make_peft_config(model, options.pop("method", "lora"), **options)
+        path, must_save = ft.adapter_base_model(str(model_path), model, config, str(tmp_path / "out"))
+        assert must_save == (path == own)
+        return path
+
+    assert base_for(tiny_gpt1_dir, "sst2") == str(tiny_gpt1_dir.resolve())  # LoRA carries the token rows
+    assert base_for(tiny_gpt1_dir, "story_cloze") == str(tiny_gpt1_dir.resolve())
+    assert base_for(tiny_gpt1_dir, "sst2", embeddings="full") == str(tiny_gpt1_dir.resolve())
+    assert base_for(tiny_gpt1_dir, "sst2", embeddings="none") == own  # frozen random rows: only a saved base has them
+    with pytest.warns(UserWarning):
+        assert base_for(tiny_gpt1_dir, "sst2", method="ia3") == own
+    assert base_for(tiny_gpt1_dir, "mnli") == own  # an LM folder builds 2 labels, MNLI has 3
+    assert base_for(tiny_gpt1_dir, "stsb") == own  # regression head
+    save_reference(OpenAIGPTLMHeadModel, tiny_openai_config(vocab_size=40478, n_positions=64), tmp_path / "oa")
+    assert base_for(tmp_path / "oa", "sst2") == own  # AutoPeft would build transformers' OpenAIGPT* from it
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# NaN / inf loss: stop at once, keep the earlier checkpoints, never save the poisoned step
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_nonfinite_loss_stops_training_without_saving_that_step(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path):
+    """lr = 1e30: step 1 is finite and checkpointed, its update blows the weights up, step 2's loss is NaN. Training
+    stops at step 2 (Trainer alone would go on, log the NaN away as loss 0 and save NaN weights), with no checkpoint
+    at step 2 and the guard naming the step and the last good checkpoint."""
+    out = tmp_path / "run"
+    evaluated = []
+
+    class RecordEvaluations(TrainerCallback):
+        def on_evaluate(self, args, state, control, **kwargs):
+            evaluated.append(state.global_step)
+
+    model = ft.load_model_for_task(str(tiny_gpt1_dir), ta.get_task_spec("sst2"), tokenizer, seed=0)
+    args = _args(out, per_device_train_batch_size=4, max_steps=10, save_strategy="steps", save_steps=1,
+                 learning_rate=1e30, eval_strategy="steps", eval_steps=1)
+    trainer = ft.GPT1Trainer(model=model, args=args, processing_class=tokenizer,
+                             train_dataset=_encoded_sst2(glue_dir, tokenizer, 24, 32),
+                             eval_dataset=_encoded_sst2(glue_dir, tokenizer, 8, 32, split="validation"),
+                             data_collator=ta.GPT1DataCollator(tokenizer), callbacks=[RecordEvaluations()])
+    trainer.train()
+    guard = trainer.nonfinite_guard
+    assert guard.step == trainer.state.global_step == 2
+    assert not math.isfinite(guard.values["task_loss"]) and not math.isfinite(guard.values["loss"])
+    assert guard.checkpoint == str(out / "checkpoint-1")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert evaluated == [1]  # no evaluation of the poisoned weights either
+    assert "non-finite training loss at step 2" in guard.message and str(out / "checkpoint-1") in guard.message
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["global_step"] == 1
+
+
+def test_nonfinite_guard_reads_logged_losses_for_a_plain_trainer(tmp_path):
+    from transformers import TrainerControl, TrainerState
+
+    guard = ft.NonFiniteLossCallback()
+    args, state, control = _args(tmp_path), TrainerState(), TrainerControl()
+    state.global_step = 7
+    guard.on_train_begin(args, state, control)
+    guard.on_log(args, state, control, logs={"loss": 1.5, "task_loss": 0.7, "learning_rate": 1e-4})
+    assert guard.step is None and not control.should_training_stop
+    control.should_save = control.should_evaluate = True  # scheduled for this step by DefaultFlowCallback
+    guard.on_log(args, state, control, logs={"loss": 1.5, "lm_loss": float("inf")})
+    assert guard.step == 7 and guard.values == {"lm_loss": float("inf")} and guard.checkpoint is None
+    assert control.should_training_stop and not control.should_save and not control.should_evaluate
+    assert "no checkpoint was saved before it" in guard.message
+    control.should_save = True
+    guard.on_epoch_end(args, state, control)
+    assert not control.should_save
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --push-to-hub: a failed upload is one line, exit 1, and leaves the finished run as it was
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _folder_hash(folder: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        if path.is_file():
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def test_failed_push_exits_1_with_one_line_and_keeps_the_output(hub_server, tiny_gpt1_dir, glue_dir, tmp_path,
+                                                               monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    out = tmp_path / "out"
+    seen = {}
+
+    def dropped_connection(self, **kwargs):
+        seen["hash"] = _folder_hash(Path(kwargs["folder_path"]))  # the finished run, as push_folder found it
+        raise ConnectionError("connection reset by peer")
+
+    monkeypatch.setattr(HfApi, "upload_folder", dropped_connection)
+    code = ft.main(["--task", "sst2", "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--output-dir",
+                    str(out), "--max-train-samples", "16", "--max-eval-samples", "8", "--max-steps", "2",
+                    "--batch-size", "4", "--max-length", "32", "--disable-tqdm", "--no-plot", "--push-to-hub",
+                    "--hub-model-id", "test-user/never-uploaded"])
+    assert code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("finetune.py: error: Could not upload the files for test-user/never-uploaded")
+    assert "unreachable" in error
+    assert {"model.safetensors", "config.json", "README.md", "eval_results.json"} <= {p.name for p in out.iterdir()}
+    assert _folder_hash(out) == seen["hash"]  # the push changed nothing locally
+    assert hub_server.files("test-user/never-uploaded").keys() == {".gitattributes"}  # created, nothing committed

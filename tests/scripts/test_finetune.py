@@ -2,7 +2,9 @@
 
 One task of each family runs start to finish (SST-2, QNLI dev split into train/eval, MRPC, Story Cloze val split
 1,497/374), a 2-process `accelerate launch` run works, a few hundred steps on SST-2 beat the majority class, and a
-run stopped by SIGTERM and then SIGKILL resumes to exactly the weights and metrics of an uninterrupted run.
+run stopped by SIGTERM and then SIGKILL resumes to exactly the weights and metrics of an uninterrupted run. A NaN
+loss stops the run with exit status 1 and only earlier checkpoints; `--push-to-hub` publishes to the local Hub
+server (tests/hub_server.py) a repo that loads by name, and a token that cannot push fails before training.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from safetensors.torch import load_file
 
 import task_adapters as ta
 from hf_gpt1 import GPT1Config, GPT1ForCausalLM, load_gpt1_tokenizer
+from hub_server import READ_TOKEN, USER, hub_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "finetune.py"
@@ -264,3 +267,132 @@ def test_resume_after_sigterm_and_sigkill_matches_an_uninterrupted_run(tiny_gpt1
     losses = [[(e["step"], e["loss"], e["task_loss"], e["lm_loss"]) for e in h if "loss" in e and not cut(e["step"])]
               for h in history]
     assert losses[0] == losses[1] and len(losses[1]) >= 10
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# NaN / inf loss
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_nan_loss_exits_1_and_keeps_only_the_earlier_checkpoints(tiny_gpt1_dir, glue_dir, tmp_path):
+    """--learning-rate 1e30: the first update blows the weights up and a later step's loss is NaN. The script stops
+    there with exit status 1 and a message naming the step and the last good checkpoint; every checkpoint before it
+    is intact and loadable, and none exists at or after it."""
+    from transformers import AutoModelForSequenceClassification
+
+    import hf_gpt1  # noqa: F401  (registers gpt1)
+
+    out = tmp_path / "out"
+    result = subprocess.run(
+        _command("--task", "sst2", "--model", tiny_gpt1_dir, "--output-dir", out, "--data-dir", glue_dir,
+                 "--max-train-samples", 40, "--max-eval-samples", 8, "--max-steps", 10, "--batch-size", 4,
+                 "--max-length", 32, "--save-steps", 1, "--learning-rate", "1e30", "--warmup-ratio", 0,
+                 "--disable-tqdm", "--no-plot"),
+        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("finetune.py: error: non-finite training loss at step "), last_line
+    step = int(last_line.split("at step ")[1].split()[0])
+    assert 2 <= step < 10
+    assert _checkpoints(out) == list(range(1, step))  # every earlier step, nothing at or after the NaN step
+    good = out / f"checkpoint-{step - 1}"
+    assert f"the last good checkpoint is {good}" in last_line
+    state = json.loads((good / "trainer_state.json").read_text())
+    assert state["global_step"] == step - 1
+    model = AutoModelForSequenceClassification.from_pretrained(good)
+    weights = load_file(good / "model.safetensors")
+    assert all(not torch.isnan(t).any() for t in weights.values())
+    assert model.config.model_type == "gpt1"
+    assert not (out / "model.safetensors").exists() and not (out / "eval_results.json").exists()
+    assert not (out / "_checkpoint-staging").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --push-to-hub against the local Hub server
+# ----------------------------------------------------------------------------------------------------------------------
+
+CODE_FILES = {"modeling_gpt1.py", "configuration_gpt1.py"}
+
+
+@pytest.mark.parametrize("variant", ["full", "lora-merged"])
+def test_push_to_hub_end_to_end(variant, hub_server, tiny_gpt1_dir, glue_dir, tokenizer_dir, tmp_path):
+    """A tiny run pushes through hf_gpt1.hub.push_folder: weights, config with auto_map, the code it points to, the
+    tokenizer, eval_results.json and a README whose model-index holds the run's results; the repo then loads by name
+    and gives the local model's logits. The full run pushes checkpoints too (--hub-strategy every_save), each with
+    code and card; the LoRA run pushes its merged model."""
+    from transformers import AutoModelForSequenceClassification
+
+    import hf_gpt1  # noqa: F401
+
+    repo = f"{USER}/tiny-sst2" + ("-lora" if variant != "full" else "")
+    out = tmp_path / "out"
+    extra = (["--hub-strategy", "every_save", "--save-steps", 3] if variant == "full"
+             else ["--peft", "lora", "--merge-adapter", "--learning-rate", "3e-3"])
+    result = subprocess.run(
+        _command("--task", "sst2", "--model", tiny_gpt1_dir, "--output-dir", out, "--data-dir", glue_dir,
+                 "--max-train-samples", 24, "--max-eval-samples", 16, "--max-steps", 6, "--batch-size", 4,
+                 "--max-length", 32, "--disable-tqdm", "--no-plot", "--push-to-hub", "--hub-model-id", repo, *extra),
+        cwd=REPO_ROOT, env={**_env(), **hub_env(hub_server)}, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    local = out if variant == "full" else out / "merged"
+
+    files = hub_server.files(repo)
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md",
+            "eval_results.json"} | CODE_FILES <= set(files)
+    assert not any(p.startswith(("checkpoint-", "_")) or p.endswith(("optimizer.pt", ".pth")) for p in files)
+    # push_folder never uploads the TrainingArguments pickle; Trainer's own checkpoint pushes (every_save) do
+    assert ("training_args.bin" in files) == (variant == "full")
+    for path in files.keys() - {".gitattributes", "training_args.bin"}:
+        assert files[path] == (local / path).read_bytes(), path  # the local folder, as it is
+    config = json.loads(files["config.json"])
+    assert config["model_type"] == "gpt1" and config["auto_map"]["AutoModelForSequenceClassification"] == \
+        "modeling_gpt1.GPT1ForSequenceClassification"
+    added = {t["content"] for t in json.loads(files["tokenizer.json"])["added_tokens"]}
+    assert {"_start_", "_delimiter_", "_classify_", "<pad>"} <= added
+
+    results = json.loads(files["eval_results.json"])
+    meta = _front_matter(files["README.md"].decode())
+    assert meta["model-index"][0]["name"] == repo and meta["library_name"] == "transformers"
+    (entry,) = meta["model-index"][0]["results"]
+    assert entry["metrics"] == [{"type": "accuracy", "value": round(results["eval_accuracy"], 4)}]
+    assert f'model="{repo}"' in files["README.md"].decode()
+
+    titles = [c.title for c in hub_server.commits(repo)]
+    assert titles[0] == "GPT-1 fine-tuned on sst2" and titles[-1] == "initial commit"
+    if variant == "full":  # a checkpoint push already is a loadable repo: code + card
+        first = next(c for c in reversed(hub_server.commits(repo)) if c.title == "Training in progress, step 3")
+        assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} | CODE_FILES <= set(first.files)
+    else:
+        assert len(titles) == 2 and results["settings"]["peft"] == "lora"
+
+    tokenizer = load_gpt1_tokenizer(tokenizer_dir)
+    batch = dict(tokenizer(["a gripping , funny film", "the plot is a mess"], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        remote = AutoModelForSequenceClassification.from_pretrained(repo).eval()(**batch).logits
+        expected = AutoModelForSequenceClassification.from_pretrained(local).eval()(**batch).logits
+    torch.testing.assert_close(remote, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("token", [None, READ_TOKEN], ids=["no-token", "read-only-token"])
+def test_push_to_hub_with_a_token_that_cannot_push_fails_before_training(token, hub_server, tiny_gpt1_dir, glue_dir,
+                                                                         tmp_path):
+    out = tmp_path / "out"
+    env = {**_env(), **hub_env(hub_server)}
+    env.pop("HF_TOKEN")
+    started = time.time()
+    result = subprocess.run(
+        _command("--task", "sst2", "--model", tiny_gpt1_dir, "--output-dir", out, "--data-dir", glue_dir,
+                 "--max-steps", 2, "--push-to-hub", "--hub-model-id", f"{USER}/never-pushed",
+                 *(["--hub-token", token] if token else [])),
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    print(f"failed after {time.time() - started:.1f}s")
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"finetune.py: error: Cannot push to {USER}/never-pushed: ")
+    assert ("no Hugging Face token found" if token is None else "read-only") in lines[-1]
+    assert "Fine-tuning settings" not in result.stdout  # nothing was loaded, let alone trained
+    assert not out.exists()
+    assert not any(r.method == "POST" for r in hub_server.requests)  # no repo created, nothing uploaded
