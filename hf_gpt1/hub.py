@@ -625,6 +625,29 @@ def push_model(model, tokenizer, repo_id: str, *, dry_run: bool = False, **push_
     return result
 
 
+def upload_model_card(model, repo_id: str, *, token: str | None = None, revision: str | None = None) -> None:
+    """Upload the GPT-1 card for `model` as the repo's README.md (what `GPT1PreTrainedModel.push_to_hub` calls after
+    transformers' own push, whose README is a generic template). Reads only the model's config."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory(prefix="hf_gpt1_card_") as staging:
+        model.config.save_pretrained(staging)
+        card = render_model_card(staging, repo_id=repo_id)
+    api = HfApi(token=token)
+    try:
+        api.upload_file(
+            path_or_fileobj=str(card).encode("utf-8"),
+            path_in_repo=CARD_FILE,
+            repo_id=repo_id,
+            revision=revision,
+            commit_message="GPT-1 model card (hf-gpt1)",
+        )
+    except Exception as error:  # the weights are already pushed; say what is missing
+        raise _explain(error, "upload the model card", repo_id, None, api.endpoint) from error
+
+
 def _explain(error: Exception, action: str, repo_id: str, folder: Path | None, endpoint: str) -> Exception:
     """A `HubPushError` saying what failed and what to do, for a huggingface_hub / network exception."""
     from huggingface_hub.errors import (

@@ -407,7 +407,11 @@ def test_model_and_tokenizer_push_to_hub(hub, trained, tokenizer):
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} | CODE_FILES <= set(files)
     _check_auto_map_resolves(files)
     _check_tokenizer_files(files)
-    assert "library_name: transformers" in files["README.md"].decode()  # transformers' own card
+    metadata = _card_metadata(files["README.md"].decode())  # our card replaced transformers' generic one
+    assert REQUIRED_CARD_KEYS - {"model-index", "datasets", "base_model"} <= set(metadata)
+    assert metadata["library_name"] == "transformers" and "gpt1" in metadata["tags"]
+    assert "radford2018improving" in files["README.md"].decode()
+    assert hub.commits(MODEL_REPO)[-2].title != "GPT-1 model card (hf-gpt1)"  # the weights came first
 
 
 def test_push_folder(hub, trained, tmp_path):
