@@ -464,7 +464,6 @@ def _backend_settings(backend: Any, max_length: int, strategy: str, direction: s
     try:
         yield
     finally:
-        backend.encode_special_tokens = old_special
         if old_truncation is None:
             backend.no_truncation()
         else:
@@ -473,6 +472,7 @@ def _backend_settings(backend: Any, max_length: int, strategy: str, direction: s
             padding = dict(old_padding)
             length = padding.pop("length", None)
             backend.enable_padding(length=length, **padding)
+        backend.encode_special_tokens = old_special  # last: resetting truncation also resets this flag
 
 
 def _unpack_eval_prediction(eval_pred: Any) -> tuple[Any, Any]:

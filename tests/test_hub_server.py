@@ -149,11 +149,12 @@ def test_use_local_hub_restores_everything(tmp_path: Path):
     before_env = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_TOKEN", "HF_HUB_OFFLINE", "HF_HOME")}
     with HubServer() as server, pytest.MonkeyPatch.context() as mp:
         use_local_hub(server, mp, tmp_path / "home")
+        server_url = server.url
         assert transformers_hub.hf_api().endpoint == server.url == hf_api.api.endpoint
         assert constants.HF_HUB_CACHE == str(tmp_path / "home" / "hub")
     assert (constants.ENDPOINT, constants.HF_HUB_OFFLINE, constants.HF_HUB_CACHE, hf_api.api.endpoint) == before
     assert {k: os.environ.get(k) for k in before_env} == before_env
-    assert transformers_hub._hf_api is None or transformers_hub._hf_api.endpoint != server.url
+    assert transformers_hub._hf_api is None or transformers_hub._hf_api.endpoint != server_url
 
 
 def test_missing_file_and_missing_repo(hub_server: HubServer):
