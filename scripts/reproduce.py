@@ -71,20 +71,21 @@ BUDGETS: dict[str, Budget] = {
         zero_shot_examples=24,
         zero_shot_fit_examples=48,
     ),
-    # Under 30 minutes on 2 CPU cores: ~12 min pretraining, ~15 min fine-tuning (24 runs), zero-shot along the way.
+    # Under 30 minutes on 2 CPU cores: ~10 min pretraining, ~15 min fine-tuning (24 runs), zero-shot between.
     "quick": Budget(
         preset="gpt1-mini",
-        pretrain_steps=1200,
+        pretrain_steps=500,
         pretrain_batch_size=16,
         block_size=128,
-        save_every=200,
-        finetune_train_samples={"sst2": 2000, "cola": 2000, "mrpc": 1200, "story_cloze": 800},
+        save_every=100,
+        finetune_train_samples={"sst2": 1000, "cola": 1000, "mrpc": 500, "story_cloze": 500},
         finetune_epochs=2.0,
         finetune_batch_size=16,
         finetune_max_length=96,
         finetune_learning_rate=1e-4,
         seeds=(0, 1),
-        zero_shot_examples=400,
+        zero_shot_examples=300,
+        zero_shot_fit_examples=600,
     ),
     # About an hour and a half on 2 CPU cores: a longer pretraining, all the training data the tasks have here.
     "full": Budget(
@@ -415,7 +416,10 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def write_results(paths: Paths, args: argparse.Namespace, budget: Budget, curve, rows, table, files, timings: Timings) -> Path:
