@@ -22,6 +22,7 @@ transformers' `openai-gpt`, so PEFT/LoRA and quantisers see ordinary linear laye
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +35,11 @@ from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
-from transformers.masking_utils import create_causal_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, create_causal_mask, sdpa_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface, PreTrainedModel, slice_logits_to_keep
 from transformers.utils import ModelOutput, can_return_tuple, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
@@ -75,6 +77,201 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+# Fast paths (CPU). PyTorch's SDPA runs its fused kernel only without dropout; with the paper's attention dropout it
+# falls back to a math path that materialises every T×T intermediate and draws the mask with `bernoulli_` (one
+# 53-bit double per element). `gpt1_fused`, the default implementation, is exactly `sdpa` except in that case.
+
+GPT1_ATTENTION = "gpt1_fused"
+_INT16_MIN = -(2**15)
+_BLOCK_ELEMENTS = 1 << 21  # scores per query block (bh × rows × keys): 8 MiB in fp32, recycled by the allocator
+
+
+def random_keep_mask(shape, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 CPU mask of 1 = kept / 0 = dropped; elements independent with P(drop) = round(p·2¹⁶)/2¹⁶ (within 2⁻¹⁷ of p).
+
+    Four 16-bit fields per full-range 64-bit draw of the generator: one draw serves four elements, where `bernoulli_`
+    spends a 53-bit double on each. A field v is uniform on [-2¹⁵, 2¹⁵) and dropped when v < -2¹⁵ + round(p·2¹⁶).
+    The result is uint8 rather than bool because multiplying by it vectorises (masked_fill with a bool mask does not).
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64)
+    words.random_(-(2**63), None, generator=generator)
+    return (words.view(torch.int16)[:n].view(shape) >= _INT16_MIN + round(p * 65536)).view(torch.uint8)
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden_states, p):
+        keep = random_keep_mask(hidden_states.shape, p)
+        ctx.scale = 1.0 / (1.0 - p)
+        ctx.save_for_backward(keep)
+        return torch.addcmul(hidden_states.new_zeros(()), hidden_states, keep, value=ctx.scale)  # one pass: x·keep/(1-p)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return torch.addcmul(grad.new_zeros(()), grad, keep, value=ctx.scale), None
+
+
+class GPT1Dropout(nn.Dropout):
+    """`nn.Dropout` semantics (keep with probability 1-p, survivors scaled by 1/(1-p), independent masks); on CPU the
+    mask comes from `random_keep_mask` and is kept for backward as one byte per element rather than a float tensor."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return hidden_states
+        if hidden_states.device.type != "cpu" or self.inplace or self.p >= 1.0:
+            return F.dropout(hidden_states, self.p, True, self.inplace)
+        return _Dropout.apply(hidden_states, self.p)
+
+
+def _mask_block(attention_mask: torch.Tensor, start: int, end: int, kv_end: int) -> torch.Tensor:
+    if attention_mask.shape[-2] == 1:
+        return attention_mask[..., :kv_end]
+    return attention_mask[..., start:end, :kv_end]
+
+
+def _block_probs(q, k_t, attention_mask, start, end, batch, heads, q_len, kv_len):
+    """Softmax, in the inputs' dtype, of query rows [start, end) over the keys they may see; and that key count.
+    q: (bh, q_len, d) pre-scaled; k_t: (bh, d, kv_len). (bf16 softmax accumulates in fp32 and rounds once, as
+    autocast's cast before the P·V matmul does.)"""
+    causal = attention_mask is None
+    kv_end = kv_len - q_len + end if causal else kv_len  # queries are the last q_len positions (cache-aware)
+    scores = torch.bmm(q[:, start:end], k_t[:, :, :kv_end])
+    rows = end - start
+    if causal:  # only the last rows×rows corner holds future keys
+        scores[:, :, kv_end - rows :].add_(torch.full((rows, rows), float("-inf"), dtype=scores.dtype).triu_(1))
+    elif attention_mask.dtype == torch.bool:  # True = may attend; eager's finfo.min keeps fully-masked rows finite
+        scores.view(batch, heads, rows, kv_end).masked_fill_(
+            ~_mask_block(attention_mask, start, end, kv_end), torch.finfo(scores.dtype).min
+        )
+    else:
+        scores.view(batch, heads, rows, kv_end).add_(_mask_block(attention_mask, start, end, kv_end))
+    return torch.softmax(scores, dim=-1), kv_end
+
+
+def _transposed(tensor: torch.Tensor, bh: int) -> torch.Tensor:
+    """(..., n, d) -> contiguous (bh, d, n): bmm reads it without a per-call transposing copy."""
+    out = torch.empty(bh, tensor.shape[-1], tensor.shape[-2], dtype=tensor.dtype)
+    out.view(*tensor.shape[:-2], tensor.shape[-1], tensor.shape[-2]).copy_(tensor.transpose(-1, -2))
+    return out
+
+
+class _BlockwiseDropoutAttention(torch.autograd.Function):
+    """dropout(softmax(q·kᵀ·scale + mask))·v, one block of query rows at a time, for CPU training.
+
+    Each block touches only the keys it can see (causal: about half the T×T scores), its dropout mask comes from
+    `random_keep_mask` and is saved (one byte per element); scores and probabilities are never stored: backward
+    recomputes them per block (FlashAttention-style). Everything stays in the inputs' dtype (bf16 under autocast: no
+    fp32 round trips), and every bmm operand is laid out so that no transposing copy happens per block. The output is
+    (batch, seq, heads, head_dim), as `c_proj` reads it, so the tensor c_proj saves is this one.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, attention_mask, p, scaling, block):
+        batch, heads, q_len, head_dim = query.shape
+        kv_len, bh = key.shape[2], batch * heads
+        with torch.autocast("cpu", enabled=False):
+            q = torch.empty(bh, q_len, head_dim, dtype=query.dtype)
+            torch.mul(query, scaling, out=q.view(query.shape))
+            k_t = _transposed(key, bh)
+            v = value.reshape(bh, kv_len, head_dim)
+            out = torch.empty(batch, q_len, heads, head_dim, dtype=value.dtype)
+            keeps = []
+            for start in range(0, q_len, block):
+                end = min(q_len, start + block)
+                probs, kv_end = _block_probs(q, k_t, attention_mask, start, end, batch, heads, q_len, kv_len)
+                keep = random_keep_mask(probs.shape, p)
+                keeps.append(keep)
+                block_out = torch.bmm(probs.mul_(keep), v[:, :kv_end])
+                out[:, start:end] = block_out.view(batch, heads, end - start, head_dim).transpose(1, 2)
+            out.mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(q, k_t, v, attention_mask, *keeps)
+        ctx.config = (p, scaling, block)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k_t, v, attention_mask, *keeps = ctx.saved_tensors
+        p, scaling, block = ctx.config
+        bh, q_len, head_dim = q.shape
+        batch, heads, kv_len = grad_out.shape[0], bh // grad_out.shape[0], k_t.shape[2]
+        grad_o = torch.empty(bh, q_len, head_dim, dtype=v.dtype)
+        torch.mul(grad_out.transpose(1, 2), 1.0 / (1.0 - p), out=grad_o.view(batch, heads, q_len, head_dim))
+        grad_o_t, q_t, v_t = _transposed(grad_o, bh), _transposed(q, bh), _transposed(v, bh)
+        k = k_t.transpose(1, 2).contiguous()
+        acc = q.dtype if len(keeps) == 1 or q.dtype == torch.float64 else torch.float32  # dk, dv sum over blocks
+        grad_q = torch.empty(bh, q_len, head_dim, dtype=q.dtype)
+        grad_k_t = torch.zeros(bh, head_dim, kv_len, dtype=acc)
+        grad_v_t = torch.zeros(bh, head_dim, kv_len, dtype=acc)
+        for keep, start in zip(keeps, range(0, q_len, block)):
+            end = min(q_len, start + block)
+            probs, kv_end = _block_probs(q, k_t, attention_mask, start, end, batch, heads, q_len, kv_len)
+            grad_v_t[:, :, :kv_end] += torch.bmm(grad_o_t[:, :, start:end], probs * keep)
+            grad_probs = torch.bmm(grad_o[:, start:end], v_t[:, :, :kv_end]).mul_(keep)
+            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+            if attention_mask is not None and attention_mask.dtype == torch.bool:  # masked scores get no gradient
+                grad_scores.view(batch, heads, end - start, kv_end).masked_fill_(
+                    ~_mask_block(attention_mask, start, end, kv_end), 0
+                )
+            grad_q[:, start:end] = torch.bmm(grad_scores, k[:, :kv_end])
+            grad_k_t[:, :, :kv_end] += torch.bmm(q_t[:, :, start:end], grad_scores)
+        grad_q.mul_(scaling)
+        return (
+            grad_q.view(batch, heads, q_len, head_dim),
+            grad_k_t.to(k_t.dtype).view(batch, heads, head_dim, kv_len).transpose(-1, -2),
+            grad_v_t.to(v.dtype).view(batch, heads, head_dim, kv_len).transpose(-1, -2),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def gpt1_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """GPT-1's default attention: `sdpa`, except with attention dropout on CPU, where `_BlockwiseDropoutAttention`
+    keeps the paper's dropout without SDPA's math fallback; `output_attentions=True` gets eager's weights."""
+    if kwargs.get("output_attentions"):
+        return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout)
+    if dropout > 0.0 and query.device.type == "cpu" and query.dtype == key.dtype == value.dtype:
+        batch, heads, q_len, _ = query.shape
+        block = 1 << max(4, (_BLOCK_ELEMENTS // max(1, batch * heads * key.shape[2])).bit_length() - 1)
+        out = _BlockwiseDropoutAttention.apply(query, key, value, attention_mask, dropout, scaling, min(block, q_len))
+        return out, None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+AttentionInterface.register(GPT1_ATTENTION, gpt1_attention_forward)
+AttentionMaskInterface.register(GPT1_ATTENTION, sdpa_mask)
+
+
+def _project(linear: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`linear(hidden_states)`; for a single bf16 row on CPU without autograd (batch-1 decoding with bf16 weights)
+    `addmv` instead, which streams the weight at memory speed where oneDNN's one-row bf16 GEMM does not."""
+    if (
+        hidden_states.dtype == torch.bfloat16
+        and hidden_states.numel() == hidden_states.shape[-1]
+        and type(linear) is nn.Linear
+        and linear.weight.dtype == torch.bfloat16
+        and hidden_states.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not (linear._forward_hooks or linear._forward_pre_hooks)
+    ):
+        row = hidden_states.reshape(-1)
+        out = torch.mv(linear.weight, row) if linear.bias is None else torch.addmv(linear.bias, linear.weight, row)
+        return out.view(*hidden_states.shape[:-1], -1)
+    return linear(hidden_states)
+
+
 class GPT1Attention(nn.Module):
     """Causal multi-head self-attention with one fused q/k/v projection."""
 
@@ -89,7 +286,7 @@ class GPT1Attention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # rows: q, k, v
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.attn_pdrop = config.attn_pdrop
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.resid_dropout = GPT1Dropout(config.resid_pdrop)
 
     def forward(
         self,
@@ -99,7 +296,7 @@ class GPT1Attention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq, _ = hidden_states.shape
-        qkv = self.c_attn(hidden_states).view(batch, seq, 3, self.n_head, self.head_dim)
+        qkv = _project(self.c_attn, hidden_states).view(batch, seq, 3, self.n_head, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, seq, head_dim)
 
         if past_key_values is not None:  # append this step's keys/values, get the whole history back
@@ -119,7 +316,7 @@ class GPT1Attention(nn.Module):
             **kwargs,
         )
         attn_output = attn_output.reshape(batch, seq, -1)
-        return self.resid_dropout(self.c_proj(attn_output)), attn_weights
+        return self.resid_dropout(_project(self.c_proj, attn_output)), attn_weights
 
 
 class GPT1MLP(nn.Module):
@@ -130,10 +327,10 @@ class GPT1MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
         self.act = ACT2FN[config.afn]
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = GPT1Dropout(config.resid_pdrop)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))))
+        return self.dropout(_project(self.c_proj, self.act(_project(self.c_fc, hidden_states))))
 
 
 class GPT1Block(GradientCheckpointingLayer):
@@ -215,6 +412,12 @@ class GPT1PreTrainedModel(PreTrainedModel):
     # `openai-gpt` checkpoints carry the causal mask as a buffer; we build masks per call instead.
     _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$"]
 
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        # Unless the caller names one (`eager`, `sdpa`, ...), use `gpt1_fused`: sdpa plus the CPU attention-dropout path.
+        if requested_attention is None:
+            requested_attention = GPT1_ATTENTION
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """N(0, initializer_range) for weights and embeddings, zero biases, unit LayerNorm (paper §4.1)."""
@@ -263,6 +466,17 @@ class GPT1PreTrainedModel(PreTrainedModel):
                 f"Could not read the weights of {pretrained_model_name_or_path}: {err}. The safetensors file is "
                 f"truncated or corrupted (an interrupted download, copy or save); re-download or re-save it."
             ) from err
+
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        """`PreTrainedModel.push_to_hub`, then hf-gpt1's model card (Hub metadata, hyperparameters, the paper's
+        citation) replaces transformers' generic README. As remote code without the plugin: the generic card."""
+        result = super().push_to_hub(repo_id, *args, **kwargs)
+        try:
+            from hf_gpt1.hub import upload_model_card
+        except ImportError:
+            return result
+        upload_model_card(self, repo_id, token=kwargs.get("token"), revision=kwargs.get("revision"))
+        return result
 
     @classmethod
     def _from_openai_gpt(cls, path, openai_config: dict, *model_args, **kwargs):
@@ -366,7 +580,7 @@ class GPT1Model(GPT1PreTrainedModel):
         super().__init__(config)
         self.tokens_embed = nn.Embedding(config.vocab_size, config.n_embd)
         self.positions_embed = nn.Embedding(config.n_positions, config.n_embd)
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.drop = GPT1Dropout(config.embd_pdrop)
         self.h = nn.ModuleList([GPT1Block(config, layer_idx=i) for i in range(config.n_layer)])
         self.gradient_checkpointing = False
         self.post_init()
@@ -437,7 +651,8 @@ class GPT1Model(GPT1PreTrainedModel):
 
     def _check_input_ids(self, input_ids: torch.Tensor) -> None:
         # An id past the table would be an opaque "index out of range" deep inside F.embedding.
-        vocab = self.tokens_embed.num_embeddings
+        # PEFT may wrap tokens_embed (trainable token rows); config.vocab_size follows resize_token_embeddings.
+        vocab = getattr(self.tokens_embed, "num_embeddings", None) or self.config.vocab_size
         if input_ids.numel() and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
             bad = int(input_ids.max()) if int(input_ids.max()) >= vocab else int(input_ids.min())
             raise ValueError(
@@ -496,7 +711,7 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = self.lm_head(hidden_states)
+        logits = _project(self.lm_head, hidden_states)  # batch-1 bf16 decode: addmv streams the tied table
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
@@ -555,7 +770,8 @@ class _GPT1FineTuningHeadMixin:
         attention_mask: torch.Tensor | None,
         lm_labels: torch.Tensor | None,
     ) -> torch.Tensor | None:
-        """L1 on the task inputs themselves: predict every next token, padding excluded (mean over tokens)."""
+        """L1 on the task inputs themselves: predict every next token, padding excluded (mean per sequence,
+        then over sequences)."""
         if lm_labels is None:
             if input_ids is None:
                 return None
@@ -565,12 +781,18 @@ class _GPT1FineTuningHeadMixin:
             elif self.config.pad_token_id is not None:
                 lm_labels = lm_labels.masked_fill(input_ids == self.config.pad_token_id, -100)
         hidden = hidden_states[..., :-1, :].reshape(-1, hidden_states.shape[-1])
-        targets = lm_labels[..., 1:].reshape(-1)
+        targets = lm_labels[..., 1:].reshape(-1, lm_labels.shape[-1] - 1)  # (sequences, seq - 1)
         keep = targets != -100  # project only the scored positions onto the vocabulary
         if not bool(keep.any()):
             return hidden_states.new_zeros(())
-        logits = self.lm_head(hidden[keep])
-        return F.cross_entropy(logits.float(), targets[keep])
+        token_losses = F.cross_entropy(self.lm_head(hidden[keep.reshape(-1)]).float(), targets[keep], reduction="none")
+        # Mean per sequence, then over sequences, as the original train.py does: every sequence weighs the same
+        # whatever its length, which also keeps gradient accumulation exact for micro-batches of unequal lengths.
+        sequence = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[keep]
+        per_sequence = token_losses.new_zeros(targets.shape[0]).index_add_(0, sequence, token_losses)
+        counts = keep.sum(dim=1)
+        scored = counts > 0
+        return (per_sequence[scored] / counts[scored]).mean()
 
     def combine_losses(self, task_loss, lm_loss):
         if task_loss is None:

@@ -359,3 +359,19 @@ def test_damaged_safetensors_name_the_checkpoint(tmp_path, damage):
     weights.write_bytes(bytes(data))
     with pytest.raises(OSError, match=r"Could not read the weights of .*truncated or corrupted"):
         GPT1ForCausalLM.from_pretrained(tmp_path)
+
+
+def test_auxiliary_lm_loss_is_a_per_sequence_mean_like_the_original_code():
+    """train.py: sum of token losses / tokens, per sequence, then the batch mean; short rows weigh as much as long."""
+    torch.manual_seed(0)
+    model = GPT1ForSequenceClassification(tiny_gpt1_config(**no_dropout(clf_pdrop=0.0))).eval()
+    input_ids = torch.randint(0, 99, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 4:] = 0  # row 1 has 3 scored tokens, row 0 has 9
+    with torch.no_grad():
+        got = model(input_ids, attention_mask=mask, labels=torch.tensor([0, 1])).lm_loss
+        per_row = []
+        for row, length in ((0, 10), (1, 4)):
+            logits = model.lm_head(model.transformer(input_ids[row : row + 1, :length]).last_hidden_state)[0, :-1]
+            per_row.append(torch.nn.functional.cross_entropy(logits, input_ids[row, 1:length]))
+    torch.testing.assert_close(got, torch.stack(per_row).mean())
