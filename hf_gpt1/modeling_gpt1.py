@@ -672,6 +672,87 @@ class GPT1Model(GPT1PreTrainedModel):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Language-modelling loss over the 40k-token vocabulary
+# ----------------------------------------------------------------------------------------------------------------------
+
+_LOSS_CHUNK_ELEMENTS = 1 << 20  # logits per chunk: 4 MiB in fp32, stays in cache between the passes over it
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Per-token cross-entropy of (N, V) logits, computed in fp32 a few rows at a time.
+
+    `F.cross_entropy(logits.float(), ...)` writes an fp32 copy of all N×V logits, an fp32 log-softmax of the same size
+    and, in backward, a zero-filled N×V gradient and the log-softmax gradient: four passes through fresh memory that
+    cost more than the vocabulary projection itself on CPU (bf16 logits of a 2048-token batch are 166 MB). Here each
+    chunk is upcast, reduced to its log-sum-exp and target logit, and forgotten; backward recomputes the chunk's softmax
+    and writes (softmax − one-hot)·grad straight into a gradient of the logits' own dtype. Only the logits (which
+    exist anyway) and one fp32 number per row are kept. Same maths as `F.cross_entropy(..., reduction="none")`:
+    ignored rows get loss 0 and no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index):
+        rows, vocab = logits.shape
+        valid = targets != ignore_index
+        safe_targets = torch.where(valid, targets, 0).unsqueeze(1)
+        lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
+        picked = torch.empty(rows, dtype=torch.float32, device=logits.device)
+        step = max(1, _LOSS_CHUNK_ELEMENTS // vocab)
+        for start in range(0, rows, step):
+            chunk = logits[start : start + step].float()
+            torch.logsumexp(chunk, dim=-1, out=lse[start : start + step])
+            picked[start : start + step] = chunk.gather(1, safe_targets[start : start + step]).squeeze(1)
+        ctx.save_for_backward(logits, safe_targets, valid, lse)
+        return torch.where(valid, lse - picked, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        logits, safe_targets, valid, lse = ctx.saved_tensors
+        rows, vocab = logits.shape
+        scale = (grad_losses.float() * valid).unsqueeze(1)  # (rows, 1): ignored rows get no gradient
+        grad_logits = torch.empty_like(logits)
+        step = max(1, _LOSS_CHUNK_ELEMENTS // vocab)
+        for start in range(0, rows, step):
+            end = min(rows, start + step)
+            probs = (logits[start:end].float() - lse[start:end].unsqueeze(1)).exp_()  # softmax, from the saved lse
+            probs.scatter_add_(1, safe_targets[start:end], torch.full((end - start, 1), -1.0, device=probs.device))
+            grad_logits[start:end] = probs.mul_(scale[start:end])
+        return grad_logits, None, None
+
+
+def lm_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Per-token losses (fp32, 0 where `targets == ignore_index`) of logits (..., V) against targets (...), as
+    `F.cross_entropy(logits.float(), targets, reduction="none")`; chunked on CPU (see `_ChunkedCrossEntropy`)."""
+    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    if logits.device.type != "cpu":  # fused GPU kernels do not write the N×V intermediates to memory the same way
+        losses = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=ignore_index, reduction="none")
+    else:
+        losses = _ChunkedCrossEntropy.apply(flat_logits, flat_targets, ignore_index)
+    return losses.view(targets.shape)
+
+
+def causal_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """transformers' `ForCausalLMLoss` (labels shifted inside; mean over scored tokens, or sum / num_items_in_batch
+    when Trainer passes it for gradient accumulation), with the fp32 cross-entropy computed by `lm_cross_entropy`."""
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    shift_labels = shift_labels.reshape(-1).to(logits.device)
+    token_losses = lm_cross_entropy(logits.reshape(-1, logits.shape[-1]), shift_labels, ignore_index)
+    if num_items_in_batch is None:
+        return token_losses.sum() / (shift_labels != ignore_index).sum()  # 0/0 = nan with no scored token, as F.cross_entropy
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(token_losses.device)
+    return token_losses.sum() / num_items_in_batch
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Heads
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -714,7 +795,7 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
         logits = _project(self.lm_head, hidden_states)  # batch-1 bf16 decode: addmv streams the tied table
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = causal_lm_loss(logits, labels, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -785,7 +866,7 @@ class _GPT1FineTuningHeadMixin:
         keep = targets != -100  # project only the scored positions onto the vocabulary
         if not bool(keep.any()):
             return hidden_states.new_zeros(())
-        token_losses = F.cross_entropy(self.lm_head(hidden[keep.reshape(-1)]).float(), targets[keep], reduction="none")
+        token_losses = lm_cross_entropy(self.lm_head(hidden[keep.reshape(-1)]), targets[keep])
         # Mean per sequence, then over sequences, as the original train.py does: every sequence weighs the same
         # whatever its length, which also keeps gradient accumulation exact for micro-batches of unequal lengths.
         sequence = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[keep]
@@ -793,6 +874,39 @@ class _GPT1FineTuningHeadMixin:
         counts = keep.sum(dim=1)
         scored = counts > 0
         return (per_sequence[scored] / counts[scored]).mean()
+
+    def encode_extract_states(self, input_ids, attention_mask, position_ids, inputs_embeds, mc_token_ids, **kwargs):
+        """Run the transformer; return its outputs, the final hidden states and h_l^m at each extract token."""
+        outputs = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state  # (batch, [choices or 2,] seq, E)
+        if mc_token_ids is None:
+            mc_token_ids = self.extract_positions(input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device)
+        return outputs, hidden_states, self.gather_at(hidden_states, mc_token_ids)
+
+    def classifier_output(
+        self, outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels
+    ) -> GPT1ClassifierOutput:
+        """L3 = L2 + λ·L1 around the task logits; the auxiliary L1 is only computed when λ ≠ 0 and a loss is asked for."""
+        lm_loss = (
+            self.auxiliary_lm_loss(hidden_states, input_ids, attention_mask, lm_labels)
+            if self.want_lm_loss(labels, lm_labels)
+            else None
+        )
+        return GPT1ClassifierOutput(
+            loss=self.combine_losses(task_loss, lm_loss),
+            logits=logits,
+            task_loss=task_loss,
+            lm_loss=lm_loss,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
     def combine_losses(self, task_loss, lm_loss):
         if task_loss is None:
@@ -840,36 +954,14 @@ class GPT1ForSequenceClassification(_GPT1FineTuningHeadMixin, GPT1PreTrainedMode
         """mc_token_ids: extract-token index per sequence ((batch,) or (batch, 2)); found from the ids if omitted.
         labels: class ids (batch,), or float targets for regression. lm_labels: targets of the auxiliary LM loss
         (default: the input ids with padding masked)."""
-        outputs = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            **kwargs,
+        outputs, hidden_states, pooled = self.encode_extract_states(
+            input_ids, attention_mask, position_ids, inputs_embeds, mc_token_ids, **kwargs
         )
-        hidden_states = outputs.last_hidden_state  # (batch, [2,] seq, E)
-        if mc_token_ids is None:
-            mc_token_ids = self.extract_positions(input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device)
-        pooled = self.gather_at(hidden_states, mc_token_ids)
         if pooled.dim() == 3:  # similarity: sum the representations of both orderings
             pooled = pooled.sum(dim=1)
         logits = self.score(self.clf_dropout(pooled))
-
         task_loss = self._task_loss(logits, labels) if labels is not None else None
-        lm_loss = (
-            self.auxiliary_lm_loss(hidden_states, input_ids, attention_mask, lm_labels)
-            if self.want_lm_loss(labels, lm_labels)
-            else None
-        )
-        return GPT1ClassifierOutput(
-            loss=self.combine_losses(task_loss, lm_loss),
-            logits=logits,
-            task_loss=task_loss,
-            lm_loss=lm_loss,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+        return self.classifier_output(outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels)
 
     def _task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem_type = self.config.problem_type
@@ -926,37 +1018,16 @@ class GPT1ForMultipleChoice(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
             raise ValueError(
                 f"GPT1ForMultipleChoice expects input_ids of shape (batch, num_choices, seq_len), got {tuple(shape)}."
             )
-        outputs = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            **kwargs,
-        )
-        hidden_states = outputs.last_hidden_state  # (batch, choices, seq, E)
-        if mc_token_ids is None:
-            mc_token_ids = self.extract_positions(input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device)
-        logits = self.score(self.clf_dropout(self.gather_at(hidden_states, mc_token_ids))).squeeze(-1)
-
+        outputs, hidden_states, extract_states = self.encode_extract_states(
+            input_ids, attention_mask, position_ids, inputs_embeds, mc_token_ids, **kwargs
+        )  # hidden_states (batch, choices, seq, E)
+        logits = self.score(self.clf_dropout(extract_states)).squeeze(-1)
         task_loss = None
         if labels is not None:
             if labels.numel() and (int(labels.max()) >= shape[1] or int(labels.min()) < 0):
                 raise ValueError(f"labels must be choice indices in [0, {shape[1]}), got {labels.tolist()}.")
             task_loss = F.cross_entropy(logits.float(), labels.reshape(-1))
-        lm_loss = (
-            self.auxiliary_lm_loss(hidden_states, input_ids, attention_mask, lm_labels)
-            if self.want_lm_loss(labels, lm_labels)
-            else None
-        )
-        return GPT1ClassifierOutput(
-            loss=self.combine_losses(task_loss, lm_loss),
-            logits=logits,
-            task_loss=task_loss,
-            lm_loss=lm_loss,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+        return self.classifier_output(outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels)
 
 
 class GPT1MultipleChoiceHead(nn.Module):

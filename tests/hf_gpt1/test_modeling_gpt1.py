@@ -375,3 +375,54 @@ def test_auxiliary_lm_loss_is_a_per_sequence_mean_like_the_original_code():
             logits = model.lm_head(model.transformer(input_ids[row : row + 1, :length]).last_hidden_state)[0, :-1]
             per_row.append(torch.nn.functional.cross_entropy(logits, input_ids[row, 1:length]))
     torch.testing.assert_close(got, torch.stack(per_row).mean())
+
+
+# The LM loss: chunked fp32 cross-entropy on CPU, same numbers as transformers' ForCausalLMLoss
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_num_items", [False, True])
+def test_causal_lm_loss_matches_transformers_for_causal_lm_loss(monkeypatch, dtype, with_num_items):
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from hf_gpt1 import modeling_gpt1
+
+    monkeypatch.setattr(modeling_gpt1, "_LOSS_CHUNK_ELEMENTS", 3 * 97)  # 3 rows per chunk: many chunks, a ragged last one
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 11, 97) * 4).to(dtype).requires_grad_()
+    labels = torch.randint(0, 97, (3, 11))
+    labels[0, :4] = -100  # prompt positions not scored
+    labels[2] = -100  # a row with nothing to score
+    num_items = torch.tensor(17) if with_num_items else None
+    expected = ForCausalLMLoss(logits, labels, vocab_size=97, num_items_in_batch=num_items)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    ours = modeling_gpt1.causal_lm_loss(logits, labels, num_items_in_batch=num_items)
+    (our_grad,) = torch.autograd.grad(ours, logits)
+    assert ours.dtype == torch.float32 and our_grad.dtype == dtype
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
+    tolerance = dict(rtol=1e-6, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-4)  # bf16 rounding
+    torch.testing.assert_close(our_grad, expected_grad, **tolerance)
+    assert not our_grad[2].any() and not our_grad[0, :3].any()  # unscored positions get no gradient
+
+
+def test_lm_cross_entropy_per_token_and_degenerate_inputs():
+    from hf_gpt1.modeling_gpt1 import causal_lm_loss, lm_cross_entropy
+
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 1e4]]], requires_grad=True)  # a huge logit stays finite
+    targets = torch.tensor([[0, -100, 0]])
+    losses = lm_cross_entropy(logits, targets)
+    assert losses.shape == (1, 3)
+    torch.testing.assert_close(losses, torch.tensor([[torch.log(torch.tensor(2.0)).item(), 0.0, 1e4]]))
+    assert torch.isnan(causal_lm_loss(logits, torch.full((1, 3), -100)))  # nothing scored: nan, as F.cross_entropy
+
+
+def test_lm_loss_of_the_model_is_the_reference_loss_under_bf16_autocast(tmp_path):
+    save_reference(OpenAIGPTLMHeadModel, tiny_openai_config(**no_dropout()), tmp_path)
+    reference = OpenAIGPTLMHeadModel.from_pretrained(tmp_path)
+    ours = GPT1ForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(0, 99, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = reference(ids, labels=ids).loss, ours(ids, labels=ids).loss
+    got.backward()
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bf16 matmuls on both sides
+    assert ours.transformer.tokens_embed.weight.grad is not None
