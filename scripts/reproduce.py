@@ -71,10 +71,10 @@ BUDGETS: dict[str, Budget] = {
         zero_shot_examples=24,
         zero_shot_fit_examples=48,
     ),
-    # Under 30 minutes on 2 CPU cores: ~10 min pretraining, ~15 min fine-tuning (24 runs), zero-shot between.
+    # Under 30 minutes on 2 CPU cores: ~8 min pretraining, ~15 min fine-tuning (24 runs), zero-shot between.
     "quick": Budget(
         preset="gpt1-mini",
-        pretrain_steps=500,
+        pretrain_steps=600,
         pretrain_batch_size=16,
         block_size=128,
         save_every=100,
