@@ -1,0 +1,86 @@
+"""scripts/benchmark.py: how it judges targets (pure logic on a results dict), and one real `--quick` generation run in
+a fresh interpreter, which checks that our cached greedy decoding emits exactly the tokens of transformers'
+OpenAIGPTLMHeadModel (no cache) from the same weights. Speeds are the benchmark's output, never asserted here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "scripts" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("hf_gpt1_benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _training(dropout, dtype, shape, ratio):
+    return {"dropout": dropout, "dtype": dtype, "shape": shape, "ratio": ratio}
+
+
+def test_targets_judge_training_at_the_first_shape_and_every_other_section(benchmark):
+    results = {
+        "training": [
+            _training("paper", "fp32", "4x512", 1.30),
+            _training("paper", "fp32", "8x128", 1.10),  # reported, not judged
+            _training("paper", "bf16", "4x512", 1.59),
+            _training("paper", "bf16", "8x128", 1.20),
+            _training("attn_pdrop=0", "bf16", "4x512", 1.81),
+        ],
+        "generation": [
+            {"batch": 1, "new_tokens": 128, "ratio_fp32": 3.4, "ratio_bf16_weights": 5.2,
+             "decode_vs_floor_fp32": 1.2, "decode_vs_floor_bf16": 1.6},
+            {"batch": 8, "new_tokens": 128, "ratio_fp32": 12.0, "ratio_bf16_weights": 20.0},  # no batch-8 targets
+        ],
+        "memory": [{"which": "reference", "shape": "4x512", "peak_rss_mb": 8000.0},
+                   {"which": "ours", "shape": "4x512", "peak_rss_mb": 6000.0}],
+        "checkpointing": {"shape": "4x512", "activation_cut": 1.9, "extra_time": 0.2},
+    }
+    judged = {t["target"]: (t["value"], t["threshold"], t["met"]) for t in benchmark.targets(results)}
+    assert judged == {
+        "train fp32 paper dropout 4x512 ours/ref": (1.3, 1.25, True),
+        "train bf16 paper dropout 4x512 ours/ref": (1.59, 1.6, False),
+        "train bf16 attn_pdrop=0 4x512 ours/ref": (1.81, 1.8, True),
+        "generate b1 fp32 (128 new) ours/ref": (3.4, 3.5, False),
+        "generate b1 bf16 weights (128 new) ours/ref fp32": (5.2, 5.0, True),
+        "decode b1 fp32 / bandwidth floor": (1.2, 1.5, True),  # lower is better
+        "decode b1 bf16 / bandwidth floor": (1.6, 1.5, False),
+        "peak RSS fp32 4x512 ours/ref": (0.75, 0.75, True),  # at the threshold counts as met
+        "grad checkpointing activation cut 4x512": (1.9, 2.0, False),
+        "grad checkpointing extra step time 4x512": (0.2, 0.4, True),
+    }
+    assert benchmark.targets({}) == []
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("benchmark")
+def test_quick_generation_run_matches_the_reference_tokens_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--only", "generation", "--json", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick" and results["parity_max_abs_logit_diff"] < 1e-4
+    assert results["machine"]["gemm_gflops_fp32"] > 0 and results["machine"]["copy_gbps"] > 0
+    assert "training" not in results  # --only is honoured
+    (row,) = results["generation"]
+    assert row["batch"] == 1 and row["new_tokens"] == 32
+    assert row["same_tokens_fp32"] is True  # cached decoding == the reference's full recomputation, token for token
+    assert row["ratio_fp32"] > 0 and row["decode_floor_ms_bf16"] < row["decode_floor_ms_fp32"]
+    names = {t["target"] for t in results["targets"]}
+    assert "generate b1 fp32 (32 new) ours/ref" in names and "decode b1 bf16 / bandwidth floor" in names
+    assert "| generation | ref fp32 (no cache) tok/s |" in run.stdout and "| decode b1 ms/token (floor) |" in run.stdout
