@@ -52,7 +52,7 @@ PAPER_DROPOUT = dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
 NO_ATTN_DROPOUT = dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0)
 
 QUICK = dict(
-    train_shapes=[(2, 256)], train_warmup=1, train_steps=2, attn0_dtypes=["bf16"], ablation=False,
+    train_shapes=[(2, 256)], train_warmup=1, train_steps=2, attn0_dtypes=[], ablation=False,
     infer_shapes=[(2, 256)], infer_steps=2, gen_batches=[1], gen_new=32, gen_repeats=1,
     mem_shapes=[(2, 256)], gc_shape=(2, 256), gc_steps=2, allocators=False,
 )
@@ -516,7 +516,7 @@ def targets(results: dict) -> list[dict]:
         out.append({"target": name, "value": round(value, 3), "threshold": threshold, "met": bool(met)})
 
     # The issue states its reference measurements and training targets at batch 4 x 512, the first training shape of
-    # a full run (--quick: its only shape, 2 x 256); other shapes are reported, not judged.
+    # a full run; other shapes are reported, not judged. (A --quick run judges nothing: its shapes differ.)
     training = results.get("training", [])
     for row in training:
         if row["shape"] != training[0]["shape"]:
@@ -598,6 +598,9 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['allocator']} | {r['step_s']:.2f} | {r['speedup']:.2f}× | {r['peak_rss_mb']:.0f} |")
     if results.get("compile"):
         lines += ["", f"torch.compile: {results['compile']}"]
+    if results.get("mode") == "quick":  # smaller shapes and 32 new tokens: ratios not comparable to the targets
+        lines += ["", "Targets are judged on a full run only (the issue's shapes: 4x512 training, 128 new tokens)."]
+        return "\n".join(lines)
     lines += ["", "| target | value | threshold | met |", "|---|---|---|---|"]
     for t in results.get("targets", []):
         lines.append(f"| {t['target']} | {t['value']} | {t['threshold']} | {'yes' if t['met'] else '**no**'} |")
@@ -655,7 +658,7 @@ def main() -> None:
         results["allocators"] = bench_allocators(cfg)
     if args.compile:
         results["compile"] = bench_compile(cfg)
-    results["targets"] = targets(results)
+    results["targets"] = [] if args.quick else targets(results)
     results["seconds"] = time.perf_counter() - start
     print(markdown(results))
     print(f"\n({results['mode']} run, {results['seconds']:.0f} s)")

@@ -81,6 +81,5 @@ def test_quick_generation_run_matches_the_reference_tokens_and_reports(tmp_path)
     assert row["batch"] == 1 and row["new_tokens"] == 32
     assert row["same_tokens_fp32"] is True  # cached decoding == the reference's full recomputation, token for token
     assert row["ratio_fp32"] > 0 and row["decode_floor_ms_bf16"] < row["decode_floor_ms_fp32"]
-    names = {t["target"] for t in results["targets"]}
-    assert "generate b1 fp32 (32 new) ours/ref" in names and "decode b1 bf16 / bandwidth floor" in names
+    assert results["targets"] == [] and "Targets are judged on a full run only" in run.stdout  # quick shapes differ
     assert "| generation | ref fp32 (no cache) tok/s |" in run.stdout and "| decode b1 ms/token (floor) |" in run.stdout
