@@ -727,6 +727,13 @@ def lm_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: 
     if logits.device.type != "cpu":  # fused GPU kernels do not write the N×V intermediates to memory the same way
         losses = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=ignore_index, reduction="none")
     else:
+        scored = flat_targets[flat_targets != ignore_index]
+        if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= flat_logits.shape[-1]):
+            bad = int(scored.min()) if int(scored.min()) < 0 else int(scored.max())
+            raise ValueError(
+                f"LM labels contain {bad}, outside the vocabulary [0, {flat_logits.shape[-1]}). Labels must be token ids "
+                f"of this model's vocabulary, or {ignore_index} for positions that are not scored."
+            )
         losses = _ChunkedCrossEntropy.apply(flat_logits, flat_targets, ignore_index)
     return losses.view(targets.shape)
 

@@ -33,6 +33,16 @@ def _sst2(rows: dict) -> DatasetDict:
 # --- model inputs ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("bad_label", [99, 40_000, -3])
+def test_lm_labels_outside_the_vocabulary_are_named(bad_label):
+    model = GPT1ForCausalLM(tiny_gpt1_config())
+    ids = torch.randint(0, 99, (1, 8))
+    labels = ids.clone()
+    labels[0, 5] = bad_label
+    with pytest.raises(ValueError, match=rf"LM labels contain {bad_label}, outside the vocabulary \[0, 99\).*-100"):
+        model(ids, labels=labels)
+
+
 def test_sequence_longer_than_n_positions():
     model = GPT1ForCausalLM(tiny_gpt1_config()).eval()
     with pytest.raises(ValueError, match=r"64 learned positions.*Truncate inputs.*max_length=64"):

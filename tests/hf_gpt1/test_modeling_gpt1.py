@@ -426,3 +426,4 @@ def test_lm_loss_of_the_model_is_the_reference_loss_under_bf16_autocast(tmp_path
     got.backward()
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bf16 matmuls on both sides
     assert ours.transformer.tokens_embed.weight.grad is not None
+
