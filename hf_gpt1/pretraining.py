@@ -906,9 +906,12 @@ def build_optimizer_and_scheduler(
     The scheduler is meant to be stepped once per optimizer update."""
     from transformers import get_cosine_schedule_with_warmup
 
-    optimizer = torch.optim.AdamW(
-        weight_decay_parameter_groups(model, weight_decay), lr=learning_rate, betas=betas, eps=eps
-    )
+    groups = weight_decay_parameter_groups(model, weight_decay)
+    try:  # the one-kernel AdamW `Trainer` uses by default ("adamw_torch_fused"); on CPU the default per-tensor loop
+        # costs ~4x more (0.33 vs 0.08 s per 117M step). Devices without the fused kernel get the default.
+        optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=True)
+    except RuntimeError:
+        optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps)
     return optimizer, scheduler
 

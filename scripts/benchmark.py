@@ -152,9 +152,15 @@ def autocast(dtype: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
 
 
+def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW as `Trainer` builds it by default (`optim="adamw_torch_fused"`): the fused CPU kernel, ~4x cheaper than
+    the per-tensor loop `torch.optim.AdamW` runs on CPU by default (0.08 vs 0.33 s per 117M step). Same for both sides."""
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+
 def make_train_step(model: nn.Module, batch: int, seq: int, dtype: str, seed: int = 0):
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = make_optimizer(model)
     ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
     def step():
@@ -375,7 +381,7 @@ def child_memory(which: str, dtype: str, batch: int, seq: int, steps: int) -> di
         if which == "ours_gc":
             model.activation_checkpointing_enable()
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = make_optimizer(model)
     ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
     peak_kb = 0
     activation_kb, times = [], []
@@ -473,6 +479,9 @@ def bench_allocators(cfg: dict) -> list[dict]:
     jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
     if Path(jemalloc).exists():
         variants["jemalloc (LD_PRELOAD)"] = {"LD_PRELOAD": jemalloc, "MALLOC_CONF": "background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1"}
+    # PyTorch's own switch: CPU tensors of 2 MB and more are 2 MB-aligned and madvise(MADV_HUGEPAGE)d, so with the
+    # kernel's transparent huge pages in `madvise` mode (this machine) a fresh tensor costs one fault per 2 MB, not 512.
+    variants["PyTorch THP_MEM_ALLOC_ENABLE=1"] = {"THP_MEM_ALLOC_ENABLE": "1"}
     results = {name: [] for name in variants}
     for _ in range(2):  # alternate processes to spread machine noise
         for name, env in variants.items():

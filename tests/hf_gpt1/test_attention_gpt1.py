@@ -1,6 +1,7 @@
 """Numerics of GPT-1's fast attention/dropout path (`gpt1_fused`, the default implementation).
 
-- without dropout it is sdpa, and equal to eager (outputs and gradients);
+- without dropout it is sdpa, and equal to eager (outputs and gradients); bf16 CPU training without attention dropout
+  runs the blockwise attention with p = 0 instead, equal to eager within bf16 tolerance;
 - with dropout, the blockwise attention equals eager attention *given the same dropout mask* (outputs and gradients),
   for causal, padded and cached (q_len < kv_len) inputs, fp64/fp32, and bf16 autocast within bf16 tolerance;
 - its masks, and `GPT1Dropout`'s, keep with probability 1-p (exactly round(p·2¹⁶)/2¹⁶ dropped, |error| ≤ 2⁻¹⁷), with
@@ -68,15 +69,19 @@ def _padding_mask(batch, q_len, kv_len, pad_rows):
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("case", ["causal", "padded", "cached", "cached_padded"])
 @pytest.mark.parametrize("block", [7, 16, 64])
-def test_blockwise_dropout_attention_equals_eager_with_the_same_mask(dtype, atol, case, block):
+@pytest.mark.parametrize("p", [0.3, 0.0])  # p = 0: no masks, probabilities saved for backward instead of recomputed
+def test_blockwise_dropout_attention_equals_eager_with_the_same_mask(dtype, atol, case, block, p):
     torch.manual_seed(0)
-    batch, heads, head_dim, p = 2, 3, 64, 0.3
+    batch, heads, head_dim = 2, 3, 64
     kv_len = 40
     q_len = kv_len if case in ("causal", "padded") else 13
     query = torch.randn(batch, heads, q_len, head_dim, dtype=dtype, requires_grad=True)
     key, value = (torch.randn(batch, heads, kv_len, head_dim, dtype=dtype, requires_grad=True) for _ in range(2))
     mask = _padding_mask(batch, q_len, kv_len, {1: 9}) if "padded" in case else None
-    keep = _kept(query.detach(), key.detach(), mask, p, block, seed=11)
+    if p > 0:
+        keep = _kept(query.detach(), key.detach(), mask, p, block, seed=11)
+    else:
+        keep = torch.ones(batch, heads, q_len, kv_len, dtype=torch.bool)
 
     torch.manual_seed(11)
     out = _attention(query, key, value, mask, p, block)
@@ -144,6 +149,52 @@ def test_without_dropout_default_equals_eager_outputs_and_gradients(padding):
     torch.testing.assert_close(outs[0][0][valid], outs[1][0][valid], atol=1e-5, rtol=0)
     for name, grad in outs[0][1].items():
         torch.testing.assert_close(grad, outs[1][1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def _count_blockwise_calls(monkeypatch) -> list:
+    calls = []
+    apply = mg._BlockwiseDropoutAttention.apply
+    monkeypatch.setattr(mg._BlockwiseDropoutAttention, "apply", lambda *a: calls.append(a[4]) or apply(*a))
+    return calls
+
+
+@pytest.mark.parametrize("padding", [False, True])
+def test_bf16_training_without_attention_dropout_uses_blockwise_path_and_matches_eager(monkeypatch, padding):
+    """bf16 autocast training with attn_pdrop=0 runs `_BlockwiseDropoutAttention` with p = 0 (faster than SDPA's CPU
+    flash kernel there) and agrees with eager attention within bf16 tolerance, in logits and every gradient."""
+    calls = _count_blockwise_calls(monkeypatch)
+    default, eager = _models(**no_dropout())
+    default.train(), eager.train()
+    ids = torch.randint(0, TINY["vocab_size"], (3, 20), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 20, dtype=torch.long)
+    if padding:
+        mask[1, 14:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    outs = []
+    for model in (default, eager):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        outs.append((out.logits.float(), {n: p.grad for n, p in model.named_parameters()}))
+    assert calls == [0.0] * TINY["n_layer"]  # the default model's layers, and only those
+    valid = mask.bool()
+    torch.testing.assert_close(outs[0][0][valid], outs[1][0][valid], atol=0.05, rtol=0.02)
+    for name, grad in outs[0][1].items():
+        scale = outs[1][1][name].abs().max().item()
+        torch.testing.assert_close(grad, outs[1][1][name], atol=0.03 * scale + 1e-3, rtol=0.05, msg=name)
+
+
+def test_fp32_training_and_bf16_inference_without_attention_dropout_stay_on_sdpa(monkeypatch):
+    calls = _count_blockwise_calls(monkeypatch)
+    default, _ = _models(**no_dropout())
+    ids = torch.randint(0, TINY["vocab_size"], (2, 12))
+    default.train()(ids, labels=ids).loss.backward()  # fp32: SDPA's flash kernel is as fast
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        default(ids)  # no backward: SDPA
+    default.to(torch.bfloat16).eval()
+    with torch.no_grad():
+        default(ids)
+    assert calls == []
 
 
 def test_output_attentions_still_returns_weights():
