@@ -54,12 +54,12 @@ NO_ATTN_DROPOUT = dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0)
 QUICK = dict(
     train_shapes=[(2, 256)], train_warmup=1, train_steps=2, attn0_dtypes=[], ablation=False,
     infer_shapes=[(2, 256)], infer_steps=2, gen_batches=[1], gen_new=32, gen_repeats=1,
-    mem_shapes=[(2, 256)], gc_shape=(2, 256), gc_steps=2, allocators=False,
+    mem_shapes=[(2, 256)], gc_shape=(2, 256), gc_steps=2, allocators=False, copy_mb=64,
 )
 FULL = dict(
     train_shapes=[(4, 512), (8, 128)], train_warmup=1, train_steps=3, attn0_dtypes=["fp32", "bf16"], ablation=True,
     infer_shapes=[(4, 512)], infer_steps=3, gen_batches=[1, 8], gen_new=128, gen_repeats=2,
-    mem_shapes=[(4, 512)], gc_shape=(4, 512), gc_steps=3, allocators=True,
+    mem_shapes=[(4, 512)], gc_shape=(4, 512), gc_steps=3, allocators=True, copy_mb=128,
 )
 PROMPT = 32
 
@@ -179,6 +179,20 @@ def make_train_step(model: nn.Module, batch: int, seq: int, dtype: str, seed: in
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def copy_bandwidth_probe(megabytes: int, copies: int = 5):
+    """A callable for `interleaved` that copies a `megabytes` fp32 buffer `copies` times; `.gbps(seconds)` turns its
+    time into GB/s (STREAM convention: bytes read + bytes written)."""
+    n = megabytes * 2**20 // 4
+    src, dst = torch.ones(n), torch.empty(n)
+
+    def probe():
+        for _ in range(copies):
+            dst.copy_(src)
+
+    probe.gbps = lambda seconds: 2 * n * 4 * copies / seconds / 1e9
+    return probe
+
+
 def bench_machine(quick: bool) -> dict:
     """GEMM GFLOP/s (the MFU denominators) and memory bandwidth (the decode floor), measured now, on this machine."""
     out = {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
@@ -190,11 +204,11 @@ def bench_machine(quick: bool) -> dict:
             t = min(interleaved({"mm": lambda: torch.mm(a, b)}, 2, repeats)["mm"])  # a peak: the best run
             best = max(best, 2 * m * k * n / t / 1e9)
         out[f"gemm_gflops_{name}"] = best
-    n = (64 if quick else 128) * 2**20 // 4  # floats
-    src, dst = torch.ones(n), torch.empty(n)
-    times = interleaved({"copy": lambda: dst.copy_(src), "read": lambda: src.sum()}, 2, repeats)
-    out["copy_gbps"] = 2 * n * 4 / min(times["copy"]) / 1e9  # STREAM convention: bytes read + bytes written; best run
-    out["read_gbps"] = n * 4 / min(times["read"]) / 1e9
+    copy = copy_bandwidth_probe(64 if quick else 128, copies=1)
+    src = torch.ones((64 if quick else 128) * 2**20 // 4)
+    times = interleaved({"copy": copy, "read": lambda: src.sum()}, 2, repeats)
+    out["copy_gbps"] = copy.gbps(min(times["copy"]))  # best run; the decode floor re-measures it between decode runs
+    out["read_gbps"] = src.numel() * 4 / min(times["read"]) / 1e9
     return out
 
 
@@ -304,7 +318,7 @@ def bench_inference(cfg: dict) -> list[dict]:
     return rows
 
 
-def bench_generation(cfg: dict, machine: dict) -> list[dict]:
+def bench_generation(cfg: dict) -> list[dict]:
     """Greedy, `gen_new` new tokens after a 32-token prompt. Reference: no KV cache (its only mode). Ours: cache."""
     ours, reference = build_pair(PAPER_DROPOUT)
     ours.eval(), reference.eval()
@@ -329,6 +343,10 @@ def bench_generation(cfg: dict, machine: dict) -> list[dict]:
         if batch == 1:  # decode-only time per token = (t(new) - t(1)) / (new - 1)
             fns["ours fp32 prefill"] = gen(ours, 1)
             fns["ours bf16 prefill"] = gen(ours_bf16, 1)
+            # The floor's copy bandwidth, measured between the decode runs: this VM's memory bandwidth drifts by up
+            # to 2x within a run (22 GB/s at the start of one run, 10-13 GB/s twenty minutes later), so a floor from
+            # the start of the run would judge decoding against a machine it did not run on.
+            fns["copy (floor)"] = copy_bandwidth_probe(cfg["copy_mb"])
         times = interleaved(fns, 1 if batch == 1 else 0, cfg["gen_repeats"])
         row = {"batch": batch, "new_tokens": new, "prompt": PROMPT}
         for name in ("reference fp32 (no cache)", "ours fp32", "ours bf16 weights"):
@@ -338,10 +356,12 @@ def bench_generation(cfg: dict, machine: dict) -> list[dict]:
         row["ratio_fp32"] = row["ours fp32 tok/s"] / ref
         row["ratio_bf16_weights"] = row["ours bf16 weights tok/s"] / ref
         if batch == 1:
+            copy_gbps = fns["copy (floor)"].gbps(median(times["copy (floor)"]))
+            row["copy_gbps_during_decode"] = copy_gbps
             for tag, model, prefill in (("fp32", ours, "ours fp32 prefill"), ("bf16", ours_bf16, "ours bf16 prefill")):
                 full = "ours fp32" if tag == "fp32" else "ours bf16 weights"
                 per_token = (median(times[full]) - median(times[prefill])) / (new - 1)
-                floor = decode_weight_bytes(model) / (machine["copy_gbps"] * 1e9)
+                floor = decode_weight_bytes(model) / (copy_gbps * 1e9)
                 row[f"decode_ms_per_token_{tag}"] = per_token * 1e3
                 row[f"decode_floor_ms_{tag}"] = floor * 1e3
                 row[f"decode_vs_floor_{tag}"] = per_token / floor
@@ -592,6 +612,7 @@ def markdown(results: dict) -> str:
                     f"{r['decode_ms_per_token_bf16']:.1f} ({r['decode_floor_ms_bf16']:.1f}) | "
                     f"{r['decode_vs_floor_fp32']:.2f}× floor | {r['decode_vs_floor_bf16']:.2f}× floor | |"
                 )
+                lines.append(f"| (floor: weight bytes / {r['copy_gbps_during_decode']:.1f} GB/s, the copy bandwidth measured between the decode runs) | | | | | | |")
     if results.get("memory"):
         lines += ["", "| memory (fresh process, fp32) | shape | peak RSS MB | static MB | activation peak MB | step s |", "|---|---|---|---|---|---|"]
         for r in results["memory"]:
@@ -658,7 +679,7 @@ def main() -> None:
     if "inference" in sections:
         results["inference"] = bench_inference(cfg)
     if "generation" in sections:
-        results["generation"] = bench_generation(cfg, results["machine"])
+        results["generation"] = bench_generation(cfg)
     if "memory" in sections:
         results["memory"] = bench_memory(cfg)
     if "checkpointing" in sections:

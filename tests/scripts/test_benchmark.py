@@ -81,5 +81,9 @@ def test_quick_generation_run_matches_the_reference_tokens_and_reports(tmp_path)
     assert row["batch"] == 1 and row["new_tokens"] == 32
     assert row["same_tokens_fp32"] is True  # cached decoding == the reference's full recomputation, token for token
     assert row["ratio_fp32"] > 0 and row["decode_floor_ms_bf16"] < row["decode_floor_ms_fp32"]
+    # the floor uses the copy bandwidth measured between the decode runs: weight bytes / that bandwidth
+    assert row["copy_gbps_during_decode"] > 0
+    fp32_weight_bytes = 116_534_784 * 4 - 511 * 768 * 4  # 117M parameters; one position row read per decode step
+    assert abs(row["decode_floor_ms_fp32"] - fp32_weight_bytes / row["copy_gbps_during_decode"] / 1e6) < 1e-6
     assert results["targets"] == [] and "Targets are judged on a full run only" in run.stdout  # quick shapes differ
     assert "| generation | ref fp32 (no cache) tok/s |" in run.stdout and "| decode b1 ms/token (floor) |" in run.stdout
