@@ -79,7 +79,8 @@ def eager_attention_forward(
 
 # Fast paths (CPU). PyTorch's SDPA runs its fused kernel only without dropout; with the paper's attention dropout it
 # falls back to a math path that materialises every T×T intermediate and draws the mask with `bernoulli_` (one
-# 53-bit double per element). `gpt1_fused`, the default implementation, is exactly `sdpa` except in that case.
+# 53-bit double per element). `gpt1_fused`, the default implementation, is exactly `sdpa` except in that case and
+# in bf16 CPU training without attention dropout, where the same blockwise kernel beats SDPA's flash kernel.
 
 GPT1_ATTENTION = "gpt1_fused"
 _INT16_MIN = -(2**15)
@@ -430,7 +431,7 @@ class GPT1PreTrainedModel(PreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$"]
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
-        # Unless the caller names one (`eager`, `sdpa`, ...), use `gpt1_fused`: sdpa plus the CPU attention-dropout path.
+        # Unless the caller names one (`eager`, `sdpa`, ...), use `gpt1_fused`: sdpa plus the CPU blockwise training path.
         if requested_attention is None:
             requested_attention = GPT1_ATTENTION
         return super().get_correct_attn_implementation(requested_attention, is_init_check)
