@@ -390,6 +390,7 @@ def test_warmup_then_cosine_schedule():
     )
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["betas"] == (0.9, 0.999) and optimizer.defaults["eps"] == 1e-8
+    assert optimizer.defaults["fused"] is True  # Trainer's default AdamW kernel, ~4x cheaper on CPU than the loop
     lrs = []
     for _ in range(110):
         lrs.append(scheduler.get_last_lr()[0])
