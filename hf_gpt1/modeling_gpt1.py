@@ -132,13 +132,13 @@ def _mask_block(attention_mask: torch.Tensor, start: int, end: int, kv_end: int)
     return attention_mask[..., start:end, :kv_end]
 
 
-def _block_probs(q, k_t, attention_mask, start, end, batch, heads, q_len, kv_len):
+def _block_probs(q_block, k_t, attention_mask, start, end, batch, heads, q_len, kv_len):
     """Softmax, in the inputs' dtype, of query rows [start, end) over the keys they may see; and that key count.
-    q: (bh, q_len, d) pre-scaled; k_t: (bh, d, kv_len). (bf16 softmax accumulates in fp32 and rounds once, as
-    autocast's cast before the P·V matmul does.)"""
+    q_block: (bh, end - start, d), those rows pre-scaled; k_t: (bh, d, kv_len). (bf16 softmax accumulates in fp32 and
+    rounds once, as autocast's cast before the P·V matmul does.)"""
     causal = attention_mask is None
     kv_end = kv_len - q_len + end if causal else kv_len  # queries are the last q_len positions (cache-aware)
-    scores = torch.bmm(q[:, start:end], k_t[:, :, :kv_end])
+    scores = torch.bmm(q_block, k_t[:, :, :kv_end])
     rows = end - start
     if causal:  # only the last rows×rows corner holds future keys
         scores[:, :, kv_end - rows :].add_(torch.full((rows, rows), float("-inf"), dtype=scores.dtype).triu_(1))
@@ -166,25 +166,30 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
     recomputes them per block (FlashAttention-style). With p = 0 there is no mask to keep, and the block's
     probabilities are saved instead of recomputed (bf16: 2 bytes per visible score, ~15 MB per layer at 4×512), which
     is what makes this path faster than SDPA's CPU flash kernel in bf16 training. Everything stays in the inputs'
-    dtype (bf16 under autocast: no fp32 round trips), and every bmm operand is laid out so that no transposing copy
-    happens per block. The output is (batch, seq, heads, head_dim), as `c_proj` reads it, so the tensor c_proj saves
-    is this one.
+    dtype (bf16 under autocast: no fp32 round trips). Query rows and their output gradients are kept as one
+    contiguous tensor per block, because CPU bf16 `bmm` (oneDNN) copies any operand that is neither contiguous nor a
+    transposed contiguous tensor; only the key/value prefixes a block sees are sliced. The output is
+    (batch, seq, heads, head_dim), as `c_proj` reads it, so the tensor c_proj saves is this one. `packed`, when given,
+    is the (batch, seq, 3, heads, head_dim) tensor query/key/value are slices of (`_packed_qkv`): the gradient then
+    goes to it, written straight into c_attn's output layout, and query/key/value get none of their own.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, attention_mask, p, scaling, block):
+    def forward(ctx, query, key, value, attention_mask, p, scaling, block, packed):
         batch, heads, q_len, head_dim = query.shape
         kv_len, bh = key.shape[2], batch * heads
+        spans = [(start, min(q_len, start + block)) for start in range(0, q_len, block)]
         with torch.autocast("cpu", enabled=False):
-            q = torch.empty(bh, q_len, head_dim, dtype=query.dtype)
-            torch.mul(query, scaling, out=q.view(query.shape))
+            q_blocks = []  # per block: its query rows, pre-scaled, contiguous (bh, rows, d)
+            for start, end in spans:
+                q_block = torch.empty(batch, heads, end - start, head_dim, dtype=query.dtype)
+                q_blocks.append(torch.mul(query[:, :, start:end], scaling, out=q_block).view(bh, end - start, head_dim))
             k_t = _transposed(key, bh)
             v = value.reshape(bh, kv_len, head_dim)
             out = torch.empty(batch, q_len, heads, head_dim, dtype=value.dtype)
             saved = []  # per block: its keep mask (p > 0) or its probabilities (p = 0)
-            for start in range(0, q_len, block):
-                end = min(q_len, start + block)
-                probs, kv_end = _block_probs(q, k_t, attention_mask, start, end, batch, heads, q_len, kv_len)
+            for q_block, (start, end) in zip(q_blocks, spans):
+                probs, kv_end = _block_probs(q_block, k_t, attention_mask, start, end, batch, heads, q_len, kv_len)
                 if p > 0.0:
                     keep = random_keep_mask(probs.shape, p)
                     saved.append(keep)
@@ -195,52 +200,78 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
                 out[:, start:end] = block_out.view(batch, heads, end - start, head_dim).transpose(1, 2)
             if p > 0.0:
                 out.mul_(1.0 / (1.0 - p))
-        ctx.save_for_backward(q, k_t, v, attention_mask, *saved)
-        ctx.config = (p, scaling, block)
+        ctx.save_for_backward(k_t, v, attention_mask, *q_blocks, *saved)
+        ctx.config = (p, scaling, block, q_len, packed is not None)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k_t, v, attention_mask, *saved = ctx.saved_tensors
-        p, scaling, block = ctx.config
-        bh, q_len, head_dim = q.shape
-        batch, heads, kv_len = grad_out.shape[0], bh // grad_out.shape[0], k_t.shape[2]
-        grad_o = torch.empty(bh, q_len, head_dim, dtype=v.dtype)
-        torch.mul(grad_out.transpose(1, 2), 1.0 / (1.0 - p), out=grad_o.view(batch, heads, q_len, head_dim))
-        grad_o_t, q_t, v_t = _transposed(grad_o, bh), _transposed(q, bh), _transposed(v, bh)
-        k = k_t.transpose(1, 2).contiguous()
-        acc = q.dtype if len(saved) == 1 or q.dtype == torch.float64 else torch.float32  # dk, dv sum over blocks
-        grad_q = torch.empty(bh, q_len, head_dim, dtype=q.dtype)
-        grad_k_t = torch.zeros(bh, head_dim, kv_len, dtype=acc)
-        grad_v_t = torch.zeros(bh, head_dim, kv_len, dtype=acc)
-        for block_saved, start in zip(saved, range(0, q_len, block)):
+        k_t, v, attention_mask, *blocks = ctx.saved_tensors
+        p, scaling, block, q_len, packed = ctx.config
+        q_blocks, saved = blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]
+        bh, head_dim, kv_len = k_t.shape
+        batch, heads = grad_out.shape[0], bh // grad_out.shape[0]
+        if packed:  # write dq, dk, dv into one (batch, seq, 3, heads, head_dim) gradient, in c_attn's output layout
+            grad_packed = torch.empty(batch, q_len, 3, heads, head_dim, dtype=v.dtype)
+            grad_q, grad_k, grad_v = grad_packed.permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            grad_q, grad_k, grad_v = (torch.empty(batch, heads, n, head_dim, dtype=v.dtype) for n in (q_len, kv_len, kv_len))
+        v_t, k = _transposed(v, bh), k_t.transpose(1, 2).contiguous()
+        acc = v.dtype if len(saved) == 1 or v.dtype == torch.float64 else torch.float32  # dk, dv sum over blocks
+        grad_k_acc = grad_v_acc = None  # (bh, kv_len, head_dim): copied into grad_k/grad_v without transposing
+        # Last block first: it sees every key (causal: kv_end = kv_len), so it initialises the sums without a zero fill.
+        for q_block, block_saved, start in reversed(list(zip(q_blocks, saved, range(0, q_len, block)))):
             end = min(q_len, start + block)
+            grad_o = torch.empty(batch, heads, end - start, head_dim, dtype=v.dtype)  # contiguous, as q_block
+            torch.mul(grad_out[:, start:end].transpose(1, 2), 1.0 / (1.0 - p), out=grad_o)
+            grad_o = grad_o.view(bh, end - start, head_dim)
             if p > 0.0:
                 keep = block_saved
-                probs, kv_end = _block_probs(q, k_t, attention_mask, start, end, batch, heads, q_len, kv_len)
-                grad_v_t[:, :, :kv_end] += torch.bmm(grad_o_t[:, :, start:end], probs * keep)
-                grad_probs = torch.bmm(grad_o[:, start:end], v_t[:, :, :kv_end]).mul_(keep)
+                probs, kv_end = _block_probs(q_block, k_t, attention_mask, start, end, batch, heads, q_len, kv_len)
+                block_grad_v = torch.bmm((probs * keep).transpose(1, 2), grad_o)
+                grad_probs = torch.bmm(grad_o, v_t[:, :, :kv_end]).mul_(keep)
             else:
                 probs, kv_end = block_saved, block_saved.shape[-1]
-                grad_v_t[:, :, :kv_end] += torch.bmm(grad_o_t[:, :, start:end], probs)
-                grad_probs = torch.bmm(grad_o[:, start:end], v_t[:, :, :kv_end])
+                block_grad_v = torch.bmm(probs.transpose(1, 2), grad_o)
+                grad_probs = torch.bmm(grad_o, v_t[:, :, :kv_end])
             grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             if attention_mask is not None and attention_mask.dtype == torch.bool:  # masked scores get no gradient
                 grad_scores.view(batch, heads, end - start, kv_end).masked_fill_(
                     ~_mask_block(attention_mask, start, end, kv_end), 0
                 )
-            grad_q[:, start:end] = torch.bmm(grad_scores, k[:, :kv_end])
-            grad_k_t[:, :, :kv_end] += torch.bmm(q_t[:, :, start:end], grad_scores)
-        grad_q.mul_(scaling)
-        return (
-            grad_q.view(batch, heads, q_len, head_dim),
-            grad_k_t.to(k_t.dtype).view(batch, heads, head_dim, kv_len).transpose(-1, -2),
-            grad_v_t.to(v.dtype).view(batch, heads, head_dim, kv_len).transpose(-1, -2),
-            None,
-            None,
-            None,
-            None,
-        )
+            block_grad_q = torch.bmm(grad_scores, k[:, :kv_end])
+            torch.mul(block_grad_q.view(batch, heads, end - start, head_dim), scaling, out=grad_q[:, :, start:end])
+            block_grad_k = torch.bmm(grad_scores.transpose(1, 2), q_block)
+            if grad_k_acc is None:
+                assert kv_end == kv_len
+                grad_k_acc, grad_v_acc = block_grad_k.to(acc), block_grad_v.to(acc)
+            else:
+                grad_k_acc[:, :kv_end] += block_grad_k
+                grad_v_acc[:, :kv_end] += block_grad_v
+        grad_k.copy_(grad_k_acc.view(batch, heads, kv_len, head_dim))
+        grad_v.copy_(grad_v_acc.view(batch, heads, kv_len, head_dim))
+        if packed:
+            return None, None, None, None, None, None, None, grad_packed
+        return grad_q, grad_k, grad_v, None, None, None, None, None
+
+
+def _packed_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor | None:
+    """The (batch, seq, 3, heads, head_dim) tensor that query, key and value are the three slices of, as
+    `GPT1Attention` makes them from the fused c_attn output; None if they are not (e.g. keys from a KV cache).
+
+    Handing it to autograd lets the blockwise attention write dq, dk and dv into one gradient in c_attn's output
+    layout, instead of three gradients that autograd stacks and then copies into that layout (two more passes)."""
+    base = query._base
+    if base is None or key._base is not base or value._base is not base or not base.is_contiguous():
+        return None
+    batch, heads, seq, head_dim = query.shape
+    if key.shape != query.shape or value.shape != query.shape or base.numel() != 3 * query.numel():
+        return None
+    packed = base.view(batch, seq, 3, heads, head_dim)
+    views = packed.permute(2, 0, 3, 1, 4).unbind(0)
+    if any(v.data_ptr() != t.data_ptr() or v.stride() != t.stride() for v, t in zip(views, (query, key, value))):
+        return None
+    return packed
 
 
 def gpt1_attention_forward(
@@ -262,8 +293,12 @@ def gpt1_attention_forward(
     bf16_training = query.dtype == torch.bfloat16 and query.requires_grad and query.shape[2] > 1
     if (dropout > 0.0 or bf16_training) and query.device.type == "cpu" and query.dtype == key.dtype == value.dtype:
         batch, heads, q_len, _ = query.shape
-        block = 1 << max(4, (_BLOCK_ELEMENTS // max(1, batch * heads * key.shape[2])).bit_length() - 1)
-        out = _BlockwiseDropoutAttention.apply(query, key, value, attention_mask, dropout, scaling, min(block, q_len))
+        elements = _BLOCK_ELEMENTS if dropout > 0.0 else 2 * _BLOCK_ELEMENTS  # p = 0 saves its probabilities anyway
+        block = 1 << max(4, (elements // max(1, batch * heads * key.shape[2])).bit_length() - 1)
+        packed = _packed_qkv(query, key, value)
+        out = _BlockwiseDropoutAttention.apply(
+            query, key, value, attention_mask, dropout, scaling, min(block, q_len), packed
+        )
         return out, None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 

@@ -27,7 +27,7 @@ MIN_P_VALUE = 1e-6
 
 
 def _attention(query, key, value, mask, p, block, scaling=0.125):
-    return mg._BlockwiseDropoutAttention.apply(query, key, value, mask, p, scaling, block)
+    return mg._BlockwiseDropoutAttention.apply(query, key, value, mask, p, scaling, block, None)
 
 
 def _kept(query, key, mask, p, block, seed, scaling=0.125):
@@ -154,8 +154,44 @@ def test_without_dropout_default_equals_eager_outputs_and_gradients(padding):
 def _count_blockwise_calls(monkeypatch) -> list:
     calls = []
     apply = mg._BlockwiseDropoutAttention.apply
-    monkeypatch.setattr(mg._BlockwiseDropoutAttention, "apply", lambda *a: calls.append(a[4]) or apply(*a))
+    def spy(*args):  # records (p, whether the packed q/k/v tensor was handed over)
+        calls.append((args[4], args[7] is not None))
+        return apply(*args)
+
+    monkeypatch.setattr(mg._BlockwiseDropoutAttention, "apply", spy)
     return calls
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_packed_qkv_gradient_equals_separate_gradients(p):
+    """Given the packed (batch, seq, 3, heads, head_dim) tensor q/k/v are slices of, the blockwise attention writes
+    one gradient in that layout; it equals what autograd assembles from three separate gradients, bit for bit."""
+    batch, seq, heads, head_dim = 2, 40, 3, 8
+    grads = []
+    for packed_path in (False, True):
+        torch.manual_seed(0)
+        fused = torch.randn(batch * seq, 3 * heads * head_dim, dtype=torch.float64, requires_grad=True)
+        qkv = (fused * 1).view(batch, seq, 3, heads, head_dim)  # as c_attn's output: a view of a matmul result
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        packed = mg._packed_qkv(query, key, value)
+        assert packed is not None and packed.data_ptr() == qkv.data_ptr() and packed.shape == qkv.shape
+        torch.manual_seed(1)  # the same dropout masks on both paths
+        out = mg._BlockwiseDropoutAttention.apply(query, key, value, None, p, 0.3, 16, packed if packed_path else None)
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape))
+        grads.append(fused.grad)
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_packed_qkv_only_for_the_three_slices_of_one_tensor():
+    qkv = torch.randn(2, 5, 3, 4, 8).view(2, 5, 3 * 4 * 8).view(2, 5, 3, 4, 8)
+    query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    assert mg._packed_qkv(query, key, value) is not None
+    cached_key = torch.cat([torch.randn(2, 4, 3, 8), key], dim=2)  # keys from a KV cache: not slices of qkv
+    cached_value = torch.cat([torch.randn(2, 4, 3, 8), value], dim=2)
+    assert mg._packed_qkv(query, cached_key, cached_value) is None
+    assert mg._packed_qkv(query, value, key) is None  # slices of it, but not in q, k, v order
+    assert mg._packed_qkv(query.clone(), key, value) is None
+    assert mg._packed_qkv(*torch.randn(3, 2, 4, 5, 8).unbind(0)) is None  # one stacked tensor, but not c_attn's layout
 
 
 @pytest.mark.parametrize("padding", [False, True])
@@ -176,7 +212,7 @@ def test_bf16_training_without_attention_dropout_uses_blockwise_path_and_matches
             out = model(ids, attention_mask=mask, labels=labels)
         out.loss.backward()
         outs.append((out.logits.float(), {n: p.grad for n, p in model.named_parameters()}))
-    assert calls == [0.0] * TINY["n_layer"]  # the default model's layers, and only those
+    assert calls == [(0.0, True)] * TINY["n_layer"]  # the default model's layers, and only those, with packed q/k/v
     valid = mask.bool()
     torch.testing.assert_close(outs[0][0][valid], outs[1][0][valid], atol=0.05, rtol=0.02)
     for name, grad in outs[0][1].items():
