@@ -162,20 +162,20 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
     """dropout(softmax(q·kᵀ·scale + mask))·v, one block of query rows at a time, for CPU training.
 
     Each block touches only the keys it can see (causal: about half the T×T scores), its dropout mask comes from
-    `random_keep_mask` and is saved (one byte per element); scores and probabilities are never stored: backward
-    recomputes them per block (FlashAttention-style). With p = 0 there is no mask to keep, and the block's
-    probabilities are saved instead of recomputed (bf16: 2 bytes per visible score, ~15 MB per layer at 4×512), which
-    is what makes this path faster than SDPA's CPU flash kernel in bf16 training. Everything stays in the inputs'
-    dtype (bf16 under autocast: no fp32 round trips). Query rows and their output gradients are kept as one
-    contiguous tensor per block, because CPU bf16 `bmm` (oneDNN) copies any operand that is neither contiguous nor a
-    transposed contiguous tensor; only the key/value prefixes a block sees are sliced. The output is
+    `random_keep_mask` and is saved (one byte per element); scores are never stored. With `save_probs` the block's
+    probabilities are saved too (bf16: 2 bytes per visible score, ~15 MB per layer at 4×512) and backward skips
+    recomputing them; without it backward recomputes them per block (FlashAttention-style). Saved probabilities with
+    p = 0 (no mask) are what make this path faster than SDPA's CPU flash kernel in bf16 training. Everything stays
+    in the inputs' dtype (bf16 under autocast: no fp32 round trips). Query rows and their output gradients are kept
+    as one contiguous tensor per block, because CPU bf16 `bmm` (oneDNN) copies any operand that is neither contiguous
+    nor a transposed contiguous tensor; only the key/value prefixes a block sees are sliced. The output is
     (batch, seq, heads, head_dim), as `c_proj` reads it, so the tensor c_proj saves is this one. `packed`, when given,
     is the (batch, seq, 3, heads, head_dim) tensor query/key/value are slices of (`_packed_qkv`): the gradient then
     goes to it, written straight into c_attn's output layout, and query/key/value get none of their own.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, attention_mask, p, scaling, block, packed):
+    def forward(ctx, query, key, value, attention_mask, p, scaling, block, packed, save_probs):
         batch, heads, q_len, head_dim = query.shape
         kv_len, bh = key.shape[2], batch * heads
         spans = [(start, min(q_len, start + block)) for start in range(0, q_len, block)]
@@ -187,28 +187,32 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
             k_t = _transposed(key, bh)
             v = value.reshape(bh, kv_len, head_dim)
             out = torch.empty(batch, q_len, heads, head_dim, dtype=value.dtype)
-            saved = []  # per block: its keep mask (p > 0) or its probabilities (p = 0)
+            masks, saved_probs = [], []  # per block: its keep mask (p > 0), its probabilities (save_probs)
             for q_block, (start, end) in zip(q_blocks, spans):
                 probs, kv_end = _block_probs(q_block, k_t, attention_mask, start, end, batch, heads, q_len, kv_len)
+                dropped = probs
                 if p > 0.0:
                     keep = random_keep_mask(probs.shape, p)
-                    saved.append(keep)
-                    probs.mul_(keep)
-                else:
-                    saved.append(probs)
-                block_out = torch.bmm(probs, v[:, :kv_end])
+                    masks.append(keep)
+                    dropped = probs * keep if save_probs else probs.mul_(keep)
+                if save_probs:
+                    saved_probs.append(probs)
+                block_out = torch.bmm(dropped, v[:, :kv_end])
                 out[:, start:end] = block_out.view(batch, heads, end - start, head_dim).transpose(1, 2)
             if p > 0.0:
                 out.mul_(1.0 / (1.0 - p))
-        ctx.save_for_backward(k_t, v, attention_mask, *q_blocks, *saved)
-        ctx.config = (p, scaling, block, q_len, packed is not None)
+        ctx.save_for_backward(k_t, v, attention_mask, *q_blocks, *masks, *saved_probs)
+        ctx.config = (p, scaling, block, q_len, packed is not None, save_probs)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         k_t, v, attention_mask, *blocks = ctx.saved_tensors
-        p, scaling, block, q_len, packed = ctx.config
-        q_blocks, saved = blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]
+        p, scaling, block, q_len, packed, save_probs = ctx.config
+        n_blocks = -(-q_len // block)  # then as many masks (p > 0) and as many probabilities (save_probs)
+        q_blocks, rest = blocks[:n_blocks], blocks[n_blocks:]
+        masks = rest[:n_blocks] if p > 0.0 else [None] * n_blocks
+        saved_probs = rest[-n_blocks:] if save_probs else [None] * n_blocks
         bh, head_dim, kv_len = k_t.shape
         batch, heads = grad_out.shape[0], bh // grad_out.shape[0]
         if packed:  # write dq, dk, dv into one (batch, seq, 3, heads, head_dim) gradient, in c_attn's output layout
@@ -217,21 +221,22 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
         else:
             grad_q, grad_k, grad_v = (torch.empty(batch, heads, n, head_dim, dtype=v.dtype) for n in (q_len, kv_len, kv_len))
         v_t, k = _transposed(v, bh), k_t.transpose(1, 2).contiguous()
-        acc = v.dtype if len(saved) == 1 or v.dtype == torch.float64 else torch.float32  # dk, dv sum over blocks
+        acc = v.dtype if n_blocks == 1 or v.dtype == torch.float64 else torch.float32  # dk, dv sum over blocks
         grad_k_acc = grad_v_acc = None  # (bh, kv_len, head_dim): copied into grad_k/grad_v without transposing
         # Last block first: it sees every key (causal: kv_end = kv_len), so it initialises the sums without a zero fill.
-        for q_block, block_saved, start in reversed(list(zip(q_blocks, saved, range(0, q_len, block)))):
+        for q_block, keep, probs, start in reversed(list(zip(q_blocks, masks, saved_probs, range(0, q_len, block)))):
             end = min(q_len, start + block)
             grad_o = torch.empty(batch, heads, end - start, head_dim, dtype=v.dtype)  # contiguous, as q_block
             torch.mul(grad_out[:, start:end].transpose(1, 2), 1.0 / (1.0 - p), out=grad_o)
             grad_o = grad_o.view(bh, end - start, head_dim)
-            if p > 0.0:
-                keep = block_saved
+            if probs is None:
                 probs, kv_end = _block_probs(q_block, k_t, attention_mask, start, end, batch, heads, q_len, kv_len)
+            else:
+                kv_end = probs.shape[-1]
+            if keep is not None:
                 block_grad_v = torch.bmm((probs * keep).transpose(1, 2), grad_o)
                 grad_probs = torch.bmm(grad_o, v_t[:, :, :kv_end]).mul_(keep)
             else:
-                probs, kv_end = block_saved, block_saved.shape[-1]
                 block_grad_v = torch.bmm(probs.transpose(1, 2), grad_o)
                 grad_probs = torch.bmm(grad_o, v_t[:, :, :kv_end])
             grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
@@ -251,8 +256,8 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
         grad_k.copy_(grad_k_acc.view(batch, heads, kv_len, head_dim))
         grad_v.copy_(grad_v_acc.view(batch, heads, kv_len, head_dim))
         if packed:
-            return None, None, None, None, None, None, None, grad_packed
-        return grad_q, grad_k, grad_v, None, None, None, None, None
+            return None, None, None, None, None, None, None, grad_packed, None
+        return grad_q, grad_k, grad_v, None, None, None, None, None, None
 
 
 def _packed_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor | None:
@@ -296,8 +301,12 @@ def gpt1_attention_forward(
         elements = _BLOCK_ELEMENTS if dropout > 0.0 else 2 * _BLOCK_ELEMENTS  # p = 0 saves its probabilities anyway
         block = 1 << max(4, (elements // max(1, batch * heads * key.shape[2])).bit_length() - 1)
         packed = _packed_qkv(query, key, value)
+        # 2-byte dtypes (bf16 autocast) keep each block's probabilities for backward: with dropout that is 2 more
+        # bytes per visible score next to the 1-byte mask for ~7-20% of the attention's fwd+bwd time; in fp32 it
+        # would be 4 bytes for ~5%, so fp32 recomputes them.
+        save_probs = query.element_size() <= 2
         out = _BlockwiseDropoutAttention.apply(
-            query, key, value, attention_mask, dropout, scaling, min(block, q_len), packed
+            query, key, value, attention_mask, dropout, scaling, min(block, q_len), packed, save_probs
         )
         return out, None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)

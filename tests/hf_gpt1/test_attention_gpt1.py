@@ -26,8 +26,8 @@ SIGMAS = 6.0  # statistical checks: fail only beyond 6 standard deviations (fals
 MIN_P_VALUE = 1e-6
 
 
-def _attention(query, key, value, mask, p, block, scaling=0.125):
-    return mg._BlockwiseDropoutAttention.apply(query, key, value, mask, p, scaling, block, None)
+def _attention(query, key, value, mask, p, block, scaling=0.125, save_probs=False):
+    return mg._BlockwiseDropoutAttention.apply(query, key, value, mask, p, scaling, block, None, save_probs)
 
 
 def _kept(query, key, mask, p, block, seed, scaling=0.125):
@@ -69,8 +69,9 @@ def _padding_mask(batch, q_len, kv_len, pad_rows):
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("case", ["causal", "padded", "cached", "cached_padded"])
 @pytest.mark.parametrize("block", [7, 16, 64])
-@pytest.mark.parametrize("p", [0.3, 0.0])  # p = 0: no masks, probabilities saved for backward instead of recomputed
-def test_blockwise_dropout_attention_equals_eager_with_the_same_mask(dtype, atol, case, block, p):
+@pytest.mark.parametrize("p", [0.3, 0.0])  # p = 0: no masks
+@pytest.mark.parametrize("save_probs", [False, True])  # backward recomputes the probabilities, or reads saved ones
+def test_blockwise_dropout_attention_equals_eager_with_the_same_mask(dtype, atol, case, block, p, save_probs):
     torch.manual_seed(0)
     batch, heads, head_dim = 2, 3, 64
     kv_len = 40
@@ -84,7 +85,7 @@ def test_blockwise_dropout_attention_equals_eager_with_the_same_mask(dtype, atol
         keep = torch.ones(batch, heads, q_len, kv_len, dtype=torch.bool)
 
     torch.manual_seed(11)
-    out = _attention(query, key, value, mask, p, block)
+    out = _attention(query, key, value, mask, p, block, save_probs=save_probs)
     grad = torch.randn_like(out)
     grads = torch.autograd.grad(out, (query, key, value), grad)
     ref = _eager(query, key, value, mask, keep, p)
@@ -94,14 +95,15 @@ def test_blockwise_dropout_attention_equals_eager_with_the_same_mask(dtype, atol
         torch.testing.assert_close(got, want, atol=atol, rtol=0, msg=f"grad {name}")
 
 
-def test_blockwise_attention_under_bf16_autocast_matches_eager_within_bf16_tolerance():
+@pytest.mark.parametrize("save_probs", [False, True])
+def test_blockwise_attention_under_bf16_autocast_matches_eager_within_bf16_tolerance(save_probs):
     torch.manual_seed(0)
     batch, heads, seq, head_dim, p = 2, 4, 48, 64, 0.1
     q, k, v = (torch.randn(batch, heads, seq, head_dim).to(torch.bfloat16).requires_grad_() for _ in range(3))
     keep = _kept(q.detach().double(), k.detach().double(), None, p, 16, seed=3)
     torch.manual_seed(3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = _attention(q, k, v, None, p, 16)
+        out = _attention(q, k, v, None, p, 16, save_probs=save_probs)
     assert out.dtype == torch.bfloat16
     grad = torch.randn_like(out)
     grads = torch.autograd.grad(out, (q, k, v), grad)
@@ -154,8 +156,8 @@ def test_without_dropout_default_equals_eager_outputs_and_gradients(padding):
 def _count_blockwise_calls(monkeypatch) -> list:
     calls = []
     apply = mg._BlockwiseDropoutAttention.apply
-    def spy(*args):  # records (p, whether the packed q/k/v tensor was handed over)
-        calls.append((args[4], args[7] is not None))
+    def spy(*args):  # records (p, whether the packed q/k/v tensor was handed over, save_probs)
+        calls.append((args[4], args[7] is not None, args[8]))
         return apply(*args)
 
     monkeypatch.setattr(mg._BlockwiseDropoutAttention, "apply", spy)
@@ -163,7 +165,8 @@ def _count_blockwise_calls(monkeypatch) -> list:
 
 
 @pytest.mark.parametrize("p", [0.0, 0.2])
-def test_packed_qkv_gradient_equals_separate_gradients(p):
+@pytest.mark.parametrize("save_probs", [False, True])
+def test_packed_qkv_gradient_equals_separate_gradients(p, save_probs):
     """Given the packed (batch, seq, 3, heads, head_dim) tensor q/k/v are slices of, the blockwise attention writes
     one gradient in that layout; it equals what autograd assembles from three separate gradients, bit for bit."""
     batch, seq, heads, head_dim = 2, 40, 3, 8
@@ -176,10 +179,28 @@ def test_packed_qkv_gradient_equals_separate_gradients(p):
         packed = mg._packed_qkv(query, key, value)
         assert packed is not None and packed.data_ptr() == qkv.data_ptr() and packed.shape == qkv.shape
         torch.manual_seed(1)  # the same dropout masks on both paths
-        out = mg._BlockwiseDropoutAttention.apply(query, key, value, None, p, 0.3, 16, packed if packed_path else None)
+        packed_arg = packed if packed_path else None
+        out = mg._BlockwiseDropoutAttention.apply(query, key, value, None, p, 0.3, 16, packed_arg, save_probs)
         out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape))
         grads.append(fused.grad)
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_saved_probabilities_give_the_same_bits_as_recomputed_ones(dtype, p):
+    """Saving each block's probabilities only skips recomputing them in backward: outputs and gradients are
+    bit-identical to the recomputing path (same masks, same block size)."""
+    results = []
+    for save_probs in (False, True):
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(2, 3, 50, 16, dtype=dtype, requires_grad=True) for _ in range(3))
+        torch.manual_seed(1)
+        out = _attention(q, k, v, None, p, 16, save_probs=save_probs)
+        grads = torch.autograd.grad(out, (q, k, v), torch.linspace(-1, 1, out.numel(), dtype=dtype).view(out.shape))
+        results.append((out, *grads))
+    for got, want in zip(*results):
+        assert torch.equal(got, want)
 
 
 def test_packed_qkv_only_for_the_three_slices_of_one_tensor():
@@ -212,12 +233,29 @@ def test_bf16_training_without_attention_dropout_uses_blockwise_path_and_matches
             out = model(ids, attention_mask=mask, labels=labels)
         out.loss.backward()
         outs.append((out.logits.float(), {n: p.grad for n, p in model.named_parameters()}))
-    assert calls == [(0.0, True)] * TINY["n_layer"]  # the default model's layers, and only those, with packed q/k/v
+    # the default model's layers, and only those, with packed q/k/v, saving their probabilities
+    assert calls == [(0.0, True, True)] * TINY["n_layer"]
     valid = mask.bool()
     torch.testing.assert_close(outs[0][0][valid], outs[1][0][valid], atol=0.05, rtol=0.02)
     for name, grad in outs[0][1].items():
         scale = outs[1][1][name].abs().max().item()
         torch.testing.assert_close(grad, outs[1][1][name], atol=0.03 * scale + 1e-3, rtol=0.05, msg=name)
+
+
+def test_training_with_attention_dropout_saves_probabilities_only_in_bf16(monkeypatch):
+    """With the paper's attention dropout, bf16 autocast training keeps each block's probabilities for backward
+    (2 bytes per score), fp32 training recomputes them (4 bytes per score would cost more memory than it saves time)."""
+    calls = _count_blockwise_calls(monkeypatch)
+    default, _ = _models(attn_pdrop=0.1)
+    default.train()
+    ids = torch.randint(0, TINY["vocab_size"], (2, 12))
+    default(ids, labels=ids).loss.backward()
+    assert calls == [(0.1, True, False)] * TINY["n_layer"]
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = default(ids, labels=ids).loss
+    loss.backward()
+    assert calls == [(0.1, True, True)] * TINY["n_layer"]
 
 
 def test_fp32_training_and_bf16_inference_without_attention_dropout_stay_on_sdpa(monkeypatch):
