@@ -298,13 +298,14 @@ def gpt1_attention_forward(
     bf16_training = query.dtype == torch.bfloat16 and query.requires_grad and query.shape[2] > 1
     if (dropout > 0.0 or bf16_training) and query.device.type == "cpu" and query.dtype == key.dtype == value.dtype:
         batch, heads, q_len, _ = query.shape
-        elements = _BLOCK_ELEMENTS if dropout > 0.0 else 2 * _BLOCK_ELEMENTS  # p = 0 saves its probabilities anyway
+        elements = _BLOCK_ELEMENTS if dropout > 0.0 else 2 * _BLOCK_ELEMENTS  # p = 0 (no masks): larger blocks pay
         block = 1 << max(4, (elements // max(1, batch * heads * key.shape[2])).bit_length() - 1)
         packed = _packed_qkv(query, key, value)
         # 2-byte dtypes (bf16 autocast) keep each block's probabilities for backward: with dropout that is 2 more
         # bytes per visible score next to the 1-byte mask for ~7-20% of the attention's fwd+bwd time; in fp32 it
-        # would be 4 bytes for ~5%, so fp32 recomputes them.
-        save_probs = query.element_size() <= 2
+        # would be 4 bytes for ~5%, so fp32 recomputes them. Without autograd (e.g. the first pass of gradient
+        # checkpointing) there is no backward to save them for.
+        save_probs = query.element_size() <= 2 and query.requires_grad
         out = _BlockwiseDropoutAttention.apply(
             query, key, value, attention_mask, dropout, scaling, min(block, q_len), packed, save_probs
         )

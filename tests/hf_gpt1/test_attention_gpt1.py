@@ -279,7 +279,8 @@ def test_output_attentions_still_returns_weights():
     torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, TINY["n_head"], 9))
 
 
-def test_gradient_checkpointing_replays_the_same_dropout_masks():
+@pytest.mark.parametrize("bf16", [False, True])  # bf16 autocast: the blockwise attention also saves probabilities
+def test_gradient_checkpointing_replays_the_same_dropout_masks(bf16):
     torch.manual_seed(0)
     config = GPT1Config(**TINY)  # the paper's dropout everywhere
     plain = GPT1ForCausalLM(config).train()
@@ -290,7 +291,8 @@ def test_gradient_checkpointing_replays_the_same_dropout_masks():
     losses = []
     for model in (plain, ckpt):
         torch.manual_seed(123)
-        loss = model(ids, labels=ids).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(ids, labels=ids).loss
         loss.backward()
         losses.append(loss)
     torch.testing.assert_close(losses[0], losses[1])
