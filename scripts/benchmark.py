@@ -54,12 +54,12 @@ NO_ATTN_DROPOUT = dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0)
 QUICK = dict(
     train_shapes=[(2, 256)], train_warmup=1, train_steps=2, attn0_dtypes=[], ablation=False,
     infer_shapes=[(2, 256)], infer_steps=2, gen_batches=[1], gen_new=32, gen_repeats=1,
-    mem_shapes=[(2, 256)], gc_shape=(2, 256), gc_steps=2, allocators=False, copy_mb=64,
+    mem_shapes=[(2, 256)], mem_steps=1, gc_shape=(2, 256), gc_steps=2, allocators=False, copy_mb=64,
 )
 FULL = dict(
     train_shapes=[(4, 512), (8, 128)], train_warmup=1, train_steps=3, attn0_dtypes=["fp32", "bf16"], ablation=True,
     infer_shapes=[(4, 512)], infer_steps=3, gen_batches=[1, 8], gen_new=128, gen_repeats=2,
-    mem_shapes=[(4, 512)], gc_shape=(4, 512), gc_steps=3, allocators=True, copy_mb=128,
+    mem_shapes=[(4, 512)], mem_steps=2, gc_shape=(4, 512), gc_steps=3, allocators=True, copy_mb=128,
 )
 PROMPT = 32
 
@@ -470,7 +470,7 @@ def bench_memory(cfg: dict) -> list[dict]:
     for batch, seq in cfg["mem_shapes"]:
         for which in ("reference", "ours", "ours_gc"):
             log(f"memory {which} fp32 {batch}x{seq} (subprocess) ...")
-            rows.append(run_child(["memory", which, "fp32", str(batch), str(seq), "2"]))
+            rows.append(run_child(["memory", which, "fp32", str(batch), str(seq), str(cfg["mem_steps"])]))
             log(f"  {rows[-1]}")
     return rows
 
