@@ -317,9 +317,28 @@ AttentionInterface.register(GPT1_ATTENTION, gpt1_attention_forward)
 AttentionMaskInterface.register(GPT1_ATTENTION, sdpa_mask)
 
 
+_BF16_ADDMV: Callable | bool | None = None  # hf-gpt1's compiled one-row bf16 product; False: torch's addmv
+
+
+def _bf16_addmv() -> Callable | bool:
+    """The compiled kernel of the hf-gpt1 package (`hf_gpt1.kernels`, built on first use where the CPU has
+    AVX512-BF16), or False: torch's addmv. Resolved once per process. As remote code (`trust_remote_code=True`)
+    without the package installed there is no kernel to import and decoding uses addmv."""
+    global _BF16_ADDMV
+    if _BF16_ADDMV is None:
+        try:
+            from hf_gpt1.kernels import bf16_addmv_kernel
+        except ImportError:
+            _BF16_ADDMV = False
+        else:
+            _BF16_ADDMV = bf16_addmv_kernel() or False
+    return _BF16_ADDMV
+
+
 def _project(linear: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """`linear(hidden_states)`; for a single bf16 row on CPU without autograd (batch-1 decoding with bf16 weights)
-    `addmv` instead, which streams the weight at memory speed where oneDNN's one-row bf16 GEMM does not."""
+    """`linear(hidden_states)`; for a single bf16 row on CPU without autograd (batch-1 decoding with bf16 weights) a
+    one-row product that streams the weight at memory speed, where oneDNN's one-row bf16 GEMM does not: hf-gpt1's
+    compiled kernel (about 2x oneDNN's byte rate, docs/performance.md) or else torch's `addmv`."""
     if (
         hidden_states.dtype == torch.bfloat16
         and hidden_states.numel() == hidden_states.shape[-1]
@@ -330,7 +349,14 @@ def _project(linear: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         and not (linear._forward_hooks or linear._forward_pre_hooks)
     ):
         row = hidden_states.reshape(-1)
-        out = torch.mv(linear.weight, row) if linear.bias is None else torch.addmv(linear.bias, linear.weight, row)
+        kernel = _bf16_addmv()
+        bias = linear.bias
+        if kernel and linear.weight.is_contiguous() and row.is_contiguous() and (bias is None or bias.is_contiguous()):
+            out = kernel(bias, linear.weight, row)
+        elif bias is None:
+            out = torch.mv(linear.weight, row)
+        else:
+            out = torch.addmv(bias, linear.weight, row)
         return out.view(*hidden_states.shape[:-1], -1)
     return linear(hidden_states)
 

@@ -18,6 +18,7 @@ from transformers import (
 )
 
 import hf_gpt1
+from hf_gpt1 import modeling_gpt1
 from hf_gpt1 import (
     GPT1Config,
     GPT1DoubleHeadsModel,
@@ -98,7 +99,7 @@ _BLOCK_PLUGIN = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_trust_remote_code_loads_without_the_plugin(tmp_path):
+def test_trust_remote_code_loads_without_the_plugin(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = GPT1ForSequenceClassification(tiny_gpt1_config(num_labels=3)).eval()
     model_dir = tmp_path / "ckpt"
@@ -107,6 +108,14 @@ def test_trust_remote_code_loads_without_the_plugin(tmp_path):
     torch.save(input_ids, tmp_path / "ids.pt")
     with torch.no_grad():
         expected = model(input_ids).logits
+    # Batch-1 bf16 decoding: the remote modeling file looks for hf-gpt1's compiled kernel, must not need the package
+    # (transformers checks the file's imports) and falls back to torch's addmv, as the plugin does with the kernel off.
+    lm = GPT1ForCausalLM(tiny_gpt1_config()).to(torch.bfloat16).eval()
+    lm.save_pretrained(tmp_path / "lm")
+    prompt = input_ids[0, :1]
+    monkeypatch.setattr(modeling_gpt1, "_BF16_ADDMV", False)
+    with torch.inference_mode():
+        expected_tokens = lm.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=None)
 
     code = _BLOCK_PLUGIN + textwrap.dedent(
         f"""
@@ -129,12 +138,21 @@ def test_trust_remote_code_loads_without_the_plugin(tmp_path):
             logits = model(torch.load({str(tmp_path / 'ids.pt')!r})).logits
         torch.save(logits, {str(tmp_path / 'remote_logits.pt')!r})
         print(type(model).__name__)
+        lm = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'lm')!r}, trust_remote_code=True).eval()
+        assert lm.dtype == torch.bfloat16, lm.dtype
+        with torch.inference_mode():
+            tokens = lm.generate(torch.tensor({prompt.tolist()!r}), max_new_tokens=5,
+                                 do_sample=False, pad_token_id=0, eos_token_id=None)
+        assert sys.modules[type(lm).__module__]._BF16_ADDMV is False
+        assert "hf_gpt1" not in sys.modules
+        torch.save(tokens, {str(tmp_path / 'remote_tokens.pt')!r})
         """
     )
     result = run_python(code, env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GPT1ForSequenceClassification" in result.stdout
     torch.testing.assert_close(torch.load(tmp_path / "remote_logits.pt"), expected)
+    assert torch.equal(torch.load(tmp_path / "remote_tokens.pt"), expected_tokens)
 
 
 def test_openai_gpt_checkpoint_loads_through_our_auto_class_path(tmp_path):
