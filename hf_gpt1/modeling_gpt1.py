@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from transformers import PretrainedConfig
-from transformers.activations import ACT2FN
+from transformers.activations import ACT2FN, GELUTanh
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -317,22 +317,22 @@ AttentionInterface.register(GPT1_ATTENTION, gpt1_attention_forward)
 AttentionMaskInterface.register(GPT1_ATTENTION, sdpa_mask)
 
 
-_BF16_ADDMV: Callable | bool | None = None  # hf-gpt1's compiled one-row bf16 product; False: torch's addmv
+_CPU_KERNELS = None  # torch.ops.hf_gpt1 (hf-gpt1's compiled bf16 CPU kernels) or False: torch's operators
 
 
-def _bf16_addmv() -> Callable | bool:
-    """The compiled kernel of the hf-gpt1 package (`hf_gpt1.kernels`, built on first use where the CPU has
-    AVX512-BF16), or False: torch's addmv. Resolved once per process. As remote code (`trust_remote_code=True`)
-    without the package installed there is no kernel to import and decoding uses addmv."""
-    global _BF16_ADDMV
-    if _BF16_ADDMV is None:
+def _cpu_kernels():
+    """The compiled kernels of the hf-gpt1 package (`hf_gpt1.kernels`, built on first use where the CPU has
+    AVX512-BF16) as the `torch.ops.hf_gpt1` namespace, or False: torch's operators. Resolved once per process. As
+    remote code (`trust_remote_code=True`) without the package installed there is nothing to import: torch's ops."""
+    global _CPU_KERNELS
+    if _CPU_KERNELS is None:
         try:
-            from hf_gpt1.kernels import bf16_addmv_kernel
+            from hf_gpt1.kernels import load_cpu_kernels
         except ImportError:
-            _BF16_ADDMV = False
+            _CPU_KERNELS = False
         else:
-            _BF16_ADDMV = bf16_addmv_kernel() or False
-    return _BF16_ADDMV
+            _CPU_KERNELS = load_cpu_kernels() or False
+    return _CPU_KERNELS
 
 
 def _project(linear: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -349,16 +349,47 @@ def _project(linear: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         and not (linear._forward_hooks or linear._forward_pre_hooks)
     ):
         row = hidden_states.reshape(-1)
-        kernel = _bf16_addmv()
-        bias = linear.bias
-        if kernel and linear.weight.is_contiguous() and row.is_contiguous() and (bias is None or bias.is_contiguous()):
-            out = kernel(bias, linear.weight, row)
+        kernels, bias = _cpu_kernels(), linear.bias
+        if kernels and linear.weight.is_contiguous() and row.is_contiguous() and (bias is None or bias.is_contiguous()):
+            out = kernels.bf16_addmv(bias, linear.weight, row)
         elif bias is None:
             out = torch.mv(linear.weight, row)
         else:
             out = torch.addmv(bias, linear.weight, row)
         return out.view(*hidden_states.shape[:-1], -1)
     return linear(hidden_states)
+
+
+class _GeluTanhBF16(torch.autograd.Function):
+    """tanh-GELU of a bf16 CPU tensor with hf-gpt1's kernel (same maths as `F.gelu(approximate="tanh")`, computed in
+    fp32 and rounded once; saves its input for backward, as torch's GELU does)."""
+
+    @staticmethod
+    def forward(ctx, hidden_states: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(hidden_states)
+        return _cpu_kernels().gelu_tanh_bf16(hidden_states)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        (hidden_states,) = ctx.saved_tensors
+        return _cpu_kernels().gelu_tanh_bf16_backward(grad_output.contiguous(), hidden_states)
+
+
+def _activate(act: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`act(hidden_states)`; the paper's tanh-GELU on contiguous bf16 CPU activations (bf16 autocast training, bf16
+    inference) runs on hf-gpt1's compiled kernel where it can: torch's bf16 GELU is compute-bound on CPU, ~5x slower
+    than the memory it touches (docs/performance.md)."""
+    if (
+        type(act) is GELUTanh
+        and hidden_states.dtype == torch.bfloat16
+        and hidden_states.device.type == "cpu"
+        and hidden_states.is_contiguous()
+        and not act._forward_hooks
+        and not act._forward_pre_hooks
+        and _cpu_kernels()
+    ):
+        return _GeluTanhBF16.apply(hidden_states)
+    return act(hidden_states)
 
 
 class GPT1Attention(nn.Module):
@@ -419,7 +450,7 @@ class GPT1MLP(nn.Module):
         self.dropout = GPT1Dropout(config.resid_pdrop)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.dropout(_project(self.c_proj, self.act(_project(self.c_fc, hidden_states))))
+        return self.dropout(_project(self.c_proj, _activate(self.act, _project(self.c_fc, hidden_states))))
 
 
 class GPT1Block(GradientCheckpointingLayer):

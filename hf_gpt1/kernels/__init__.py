@@ -1,13 +1,18 @@
-"""hf-gpt1's optional compiled CPU kernels.
+"""hf-gpt1's optional compiled CPU kernels, for bf16 on AVX-512 machines where torch 2.13's CPU kernels are slow.
 
-One kernel today: `torch.ops.hf_gpt1.bf16_addmv(bias, weight, x)`, the one-row product of batch-1 decoding with bf16
-weights (`bf16_gemv.cpp` explains why and how). It is compiled from source with `torch.utils.cpp_extension` the first
-time a bf16 batch-1 decode step asks for it (about a minute, once: the build is cached under
-`$TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), the way transformers builds RWKV's kernels. It needs
-Linux on x86-64, a CPU with AVX512-BF16, a C++ compiler and ninja (`pip install ninja`); anywhere else, or if the build
-fails, the model keeps using torch's `addmv` and this module says why once.
+- `torch.ops.hf_gpt1.bf16_addmv(bias, weight, x)`: the one-row product of batch-1 decoding with bf16 weights
+  (`bf16_gemv.cpp`), instead of torch's `addmv`.
+- `torch.ops.hf_gpt1.gelu_tanh_bf16(x)` and `gelu_tanh_bf16_backward(grad, x)`: the MLP's tanh-GELU on bf16
+  activations (bf16 autocast training, bf16 inference; `gelu_tanh_bf16.cpp`), instead of
+  `F.gelu(approximate="tanh")`.
 
-`HF_GPT1_CPU_KERNELS=0` turns the kernel off (torch's `addmv` everywhere); `=1` (the default) uses it where it can run.
+They are compiled from source with `torch.utils.cpp_extension` the first time the model asks for them (well under a
+minute, once: the build is cached under `$TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), the way
+transformers builds RWKV's kernels. They need Linux on x86-64, a CPU with AVX512-BF16, a C++ compiler and ninja
+(`pip install ninja`); anywhere else, or if the build fails, the model uses torch's operators and this module says
+why once.
+
+`HF_GPT1_CPU_KERNELS=0` turns them off (torch's operators everywhere); `=1` (the default) uses them where they run.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import platform
 import shutil
 import threading
 from pathlib import Path
-from typing import Callable
 
 import torch
 from transformers.utils import logging
@@ -25,17 +29,17 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 ENV_VAR = "HF_GPT1_CPU_KERNELS"
-SOURCE = Path(__file__).with_name("bf16_gemv.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("bf16_gemv.cpp", "gelu_tanh_bf16.cpp")]
 _LIBRARY_NAME = "hf_gpt1_cpu_kernels"
 
 _lock = threading.Lock()
-_resolved: dict[str, Callable | None] = {}
+_resolved: dict[str, object | None] = {}
 _unavailable_reason: dict[str, str] = {}
 
 
 def unavailable_reason() -> str | None:
-    """Why the bf16 decode kernel is not in use (None if it is, or has not been asked for yet)."""
-    return _unavailable_reason.get("bf16_addmv")
+    """Why the kernels are not in use (None if they are, or have not been asked for yet)."""
+    return _unavailable_reason.get("cpu")
 
 
 def _why_not_buildable() -> str | None:
@@ -63,16 +67,16 @@ def _build() -> None:
 
     built = (Path(_get_build_directory(_LIBRARY_NAME, verbose=False)) / f"{_LIBRARY_NAME}.so").exists()
     (logger.info if built else logger.warning)(
-        "hf-gpt1: %s the bf16 CPU decode kernel (%s). Set %s=0 to use torch's addmv instead.",
+        "hf-gpt1: %s its bf16 CPU kernels (%s). Set %s=0 to use torch's operators instead.",
         "loading" if built else "building",
-        "cached build" if built else "one time, about a minute; cached under $TORCH_EXTENSIONS_DIR",
+        "cached build" if built else "one time, well under a minute; cached under $TORCH_EXTENSIONS_DIR",
         ENV_VAR,
     )
-    # -fopenmp: at::parallel_for splits the rows over torch's OpenMP threads (without it, the loop runs on one
+    # -fopenmp: at::parallel_for splits the work over torch's OpenMP threads (without it, the loop runs on one
     # thread). The library resolves libgomp.so.1 to the copy torch has already loaded: one thread pool.
     load(
         name=_LIBRARY_NAME,
-        sources=[str(SOURCE)],
+        sources=[str(path) for path in SOURCES],
         extra_cflags=["-O3", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
         is_python_module=False,
@@ -80,26 +84,28 @@ def _build() -> None:
     )
     if not hasattr(torch.library, "register_fake"):
         return
-    # Shapes for torch.compile's tracing (the op itself is CPU-only and runs eagerly).
+    # Shapes for torch.compile's tracing (the ops themselves are CPU-only and run eagerly).
     torch.library.register_fake("hf_gpt1::bf16_addmv")(lambda bias, weight, x: weight.new_empty(weight.shape[0]))
+    torch.library.register_fake("hf_gpt1::gelu_tanh_bf16")(lambda x: torch.empty_like(x))
+    torch.library.register_fake("hf_gpt1::gelu_tanh_bf16_backward")(lambda grad, x: torch.empty_like(x))
 
 
-def bf16_addmv_kernel() -> Callable | None:
-    """`torch.ops.hf_gpt1.bf16_addmv` (bias or None, (N, K) bf16 weight, (K,) bf16 row -> (N,) bf16), built on first
-    call if needed; None where it cannot run (the reason is logged once and kept in `unavailable_reason()`)."""
+def load_cpu_kernels():
+    """The `torch.ops.hf_gpt1` namespace (`bf16_addmv`, `gelu_tanh_bf16`, `gelu_tanh_bf16_backward`), built on first
+    call if needed; None where they cannot run (the reason is logged once and kept in `unavailable_reason()`)."""
     with _lock:
-        if "bf16_addmv" not in _resolved:
+        if "cpu" not in _resolved:
             reason = _why_not_buildable()
             if reason is None:
                 try:
                     _build()
-                except Exception as error:  # a failed build must not break decoding: torch's addmv still works
-                    reason = f"building it failed ({type(error).__name__}: {str(error).strip()[-500:]})"
+                except Exception as error:  # a failed build must not break the model: torch's operators still work
+                    reason = f"building them failed ({type(error).__name__}: {str(error).strip()[-500:]})"
             if reason is None:
-                _resolved["bf16_addmv"] = torch.ops.hf_gpt1.bf16_addmv
+                _resolved["cpu"] = torch.ops.hf_gpt1
             else:
-                _resolved["bf16_addmv"] = None
-                _unavailable_reason["bf16_addmv"] = reason
+                _resolved["cpu"] = None
+                _unavailable_reason["cpu"] = reason
                 log = logger.warning if reason.startswith("building") else logger.info
-                log("hf-gpt1: bf16 batch-1 decoding uses torch's addmv: %s", reason)
-        return _resolved["bf16_addmv"]
+                log("hf-gpt1: using torch's CPU operators, not hf-gpt1's bf16 kernels: %s", reason)
+        return _resolved["cpu"]

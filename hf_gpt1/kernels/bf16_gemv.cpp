@@ -88,6 +88,6 @@ torch::Tensor bf16_addmv(const std::optional<torch::Tensor>& bias, const torch::
 
 }  // namespace
 
-TORCH_LIBRARY(hf_gpt1, m) { m.def("bf16_addmv(Tensor? bias, Tensor weight, Tensor x) -> Tensor"); }
+TORCH_LIBRARY_FRAGMENT(hf_gpt1, m) { m.def("bf16_addmv(Tensor? bias, Tensor weight, Tensor x) -> Tensor"); }
 
 TORCH_LIBRARY_IMPL(hf_gpt1, CPU, m) { m.impl("bf16_addmv", &bf16_addmv); }

@@ -1,4 +1,4 @@
-"""hf_gpt1.kernels: the compiled bf16 one-row product used by batch-1 decoding with bf16 weights."""
+"""hf_gpt1.kernels: the compiled bf16 CPU kernels (one-row product for batch-1 decoding, tanh-GELU) and their use."""
 
 from __future__ import annotations
 
@@ -15,11 +15,16 @@ needs_avx512_bf16 = pytest.mark.skipif(not AVX512_BF16, reason="the kernel needs
 
 
 @pytest.fixture(scope="module")
-def kernel():
-    op = kernels.bf16_addmv_kernel()
-    # Where the CPU can run it, the kernel must build (compiler and ninja are in the dev set-up): no silent fallback.
-    assert op is not None, kernels.unavailable_reason()
-    return op
+def ops():
+    namespace = kernels.load_cpu_kernels()
+    # Where the CPU can run them, the kernels must build (compiler and ninja are in the dev set-up): no silent fallback.
+    assert namespace is not None, kernels.unavailable_reason()
+    return namespace
+
+
+@pytest.fixture(scope="module")
+def kernel(ops):
+    return ops.bf16_addmv
 
 
 def _expected(bias, weight, x):
@@ -67,12 +72,12 @@ def test_the_environment_switch_and_its_errors(monkeypatch):
     monkeypatch.setattr(kernels, "_resolved", {})
     monkeypatch.setattr(kernels, "_unavailable_reason", {})
     monkeypatch.setenv(kernels.ENV_VAR, "0")
-    assert kernels.bf16_addmv_kernel() is None
+    assert kernels.load_cpu_kernels() is None
     assert kernels.unavailable_reason() == f"{kernels.ENV_VAR}=0"
     monkeypatch.setattr(kernels, "_resolved", {})
     monkeypatch.setenv(kernels.ENV_VAR, "fast")
     with pytest.raises(ValueError, match=r"HF_GPT1_CPU_KERNELS must be 1 .* or 0 .*; got 'fast'"):
-        kernels.bf16_addmv_kernel()
+        kernels.load_cpu_kernels()
 
 
 def test_a_failed_build_falls_back_to_addmv_and_says_why(monkeypatch):
@@ -84,8 +89,8 @@ def test_a_failed_build_falls_back_to_addmv_and_says_why(monkeypatch):
         raise RuntimeError("Error building extension 'hf_gpt1_cpu_kernels': c++: fatal error")
 
     monkeypatch.setattr(kernels, "_build", failing_build)
-    assert kernels.bf16_addmv_kernel() is None
-    assert kernels.unavailable_reason().startswith("building it failed (RuntimeError: Error building extension")
+    assert kernels.load_cpu_kernels() is None
+    assert kernels.unavailable_reason().startswith("building them failed (RuntimeError: Error building extension")
 
 
 def _bf16_model() -> GPT1ForCausalLM:
@@ -94,19 +99,28 @@ def _bf16_model() -> GPT1ForCausalLM:
     return GPT1ForCausalLM(tiny_gpt1_config(n_embd=80, n_head=4)).to(torch.bfloat16).eval()
 
 
+class _Counting:
+    """Stands in for torch.ops.hf_gpt1 in the model: records each kernel call, then runs the real kernel."""
+
+    def __init__(self, ops):
+        self.ops, self.calls = ops, []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append((name, tuple(args[-1].shape) if name == "bf16_addmv" else None))
+            return getattr(self.ops, name)(*args)
+
+        return call
+
+
 @needs_avx512_bf16
-def test_batch_1_bf16_decoding_runs_on_the_kernel_and_matches_addmv(monkeypatch, kernel):
+def test_batch_1_bf16_decoding_runs_on_the_kernel_and_matches_addmv(monkeypatch, ops):
     model = _bf16_model()
-    calls = []
-
-    def counting_kernel(bias, weight, x):
-        calls.append(tuple(weight.shape))
-        return kernel(bias, weight, x)
-
+    counting = _Counting(ops)
     prompt = torch.randint(0, model.config.vocab_size, (1, 7))
     logits = {}
-    for name, op in (("kernel", counting_kernel), ("addmv", False)):
-        monkeypatch.setattr(modeling_gpt1, "_BF16_ADDMV", op)
+    for name, namespace in (("kernel", counting), ("addmv", False)):
+        monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", namespace)
         with torch.inference_mode():
             out = model.generate(
                 prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None,
@@ -119,20 +133,110 @@ def test_batch_1_bf16_decoding_runs_on_the_kernel_and_matches_addmv(monkeypatch,
             assert torch.equal(out.sequences, tokens)
     # Prefill (7 rows) takes the matmul path except the LM head, which projects only the last row (logits_to_keep=1);
     # each of the 5 one-token steps takes 4 products per block + the LM head.
-    lm_head = (model.config.vocab_size, model.config.n_embd)
-    per_step = [(3 * 80, 80), (80, 80), (4 * 80, 80), (80, 4 * 80)] * model.config.n_layer + [lm_head]
-    assert calls == [lm_head] + per_step * 5
+    lm_head = [("bf16_addmv", (model.config.n_embd,))]
+    gelu = [("gelu_tanh_bf16", None)]
+    block = [("bf16_addmv", (80,))] * 3 + gelu + [("bf16_addmv", (320,))]  # q/k/v, attention out, MLP in, GELU, MLP out
+    assert counting.calls == gelu * model.config.n_layer + lm_head + (block * model.config.n_layer + lm_head) * 5
     torch.testing.assert_close(logits["kernel"], logits["addmv"], rtol=2e-2, atol=2e-2)
 
 
-def test_kernel_is_only_used_for_single_bf16_rows_without_autograd(monkeypatch):
+@needs_avx512_bf16
+def test_one_row_kernel_is_only_used_for_single_bf16_rows_without_autograd(monkeypatch, ops):
     model = _bf16_model()
-    calls = []
-    monkeypatch.setattr(modeling_gpt1, "_BF16_ADDMV", lambda *args: calls.append(1))
+    counting = _Counting(ops)
+    monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", counting)
     ids = torch.randint(0, model.config.vocab_size, (2, 1))
     with torch.no_grad():
         model(ids)  # batch 2: matmul
-        model.float()(ids[:1])  # fp32: matmul
-    model.to(torch.bfloat16)
-    model(ids[:1])  # autograd on: the kernel has no backward
-    assert calls == []
+    model(ids[:1])  # autograd on: the one-row kernel has no backward
+    assert {name for name, _ in counting.calls} == {"gelu_tanh_bf16"}
+    counting.calls.clear()
+    with torch.no_grad():
+        model.float()(ids[:1])  # fp32: torch's matmul and GELU
+    assert counting.calls == []
+
+
+def _gelu_reference(x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tanh-GELU and its input gradient computed in fp64, rounded once to bf16: the correctly rounded answers."""
+    x64 = x.double().requires_grad_()
+    out = torch.nn.functional.gelu(x64, approximate="tanh")
+    out.backward(grad.double())
+    return out.detach().to(torch.bfloat16), x64.grad.to(torch.bfloat16)
+
+
+def _bf16_ulps(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance in bf16 units in the last place (bit patterns mapped to a monotonic integer line)."""
+    a, b = (t.view(torch.int16).int() for t in (a, b))
+    a, b = (torch.where(t < 0, -(t & 0x7FFF), t) for t in (a, b))
+    return (a - b).abs()
+
+
+@needs_avx512_bf16
+@pytest.mark.parametrize("numel", [1, 15, 16, 17, 1000, 3 * (1 << 14) + 5])  # masked tails, several threads' worth
+def test_gelu_tanh_bf16_matches_the_correctly_rounded_answer(ops, numel):
+    torch.manual_seed(numel)
+    x = (torch.randn(numel) * 3).to(torch.bfloat16)
+    x[: min(numel, 6)] = torch.tensor([0.0, -0.0, 1e-3, -1e-3, 12.0, -12.0])[: min(numel, 6)].to(torch.bfloat16)
+    grad = torch.randn(numel).to(torch.bfloat16)
+    expected, expected_grad = _gelu_reference(x, grad)
+    out, out_grad = ops.gelu_tanh_bf16(x), ops.gelu_tanh_bf16_backward(grad, x)
+    assert out.dtype == out_grad.dtype == torch.bfloat16 and out.shape == out_grad.shape == x.shape
+    for got, want in ((out, expected), (out_grad, expected_grad)):
+        significant = want.float().abs() > 1e-6  # below that, ulps of tiny numbers say nothing (exp's tail: ~1e-16)
+        assert (_bf16_ulps(got, want)[significant] <= 1).all()
+        torch.testing.assert_close(got[~significant].float(), want[~significant].float(), atol=1e-6, rtol=0)
+
+
+@needs_avx512_bf16
+def test_gelu_tanh_bf16_is_as_accurate_as_torchs_gelu(ops):
+    """Not a regression against torch's bf16 GELU: at least as often correctly rounded (torch's vectorised tanh is
+    off by one bf16 ulp on ~7% of inputs, this kernel on ~1%)."""
+    torch.manual_seed(0)
+    x, grad = (torch.randn(1 << 16) * 3).to(torch.bfloat16), torch.randn(1 << 16).to(torch.bfloat16)
+    expected, expected_grad = _gelu_reference(x, grad)
+    ours_wrong = (ops.gelu_tanh_bf16(x) != expected).float().mean()
+    torch_wrong = (torch.nn.functional.gelu(x, approximate="tanh") != expected).float().mean()
+    assert ours_wrong <= torch_wrong
+    ours_grad_wrong = (ops.gelu_tanh_bf16_backward(grad, x) != expected_grad).float().mean()
+    torch_grad_wrong = (torch.ops.aten.gelu_backward(grad, x, approximate="tanh") != expected_grad).float().mean()
+    assert ours_grad_wrong <= torch_grad_wrong
+
+
+@needs_avx512_bf16
+def test_gelu_tanh_bf16_rejects_what_it_cannot_compute(ops):
+    x = torch.randn(4, 6, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="x must be a contiguous bf16 CPU tensor"):
+        ops.gelu_tanh_bf16(x.t())
+    with pytest.raises(RuntimeError, match="x must be a contiguous bf16 CPU tensor"):
+        ops.gelu_tanh_bf16(x.float())
+    with pytest.raises(RuntimeError, match=r"grad \[4, 5\] and x \[4, 6\] must have the same shape"):
+        ops.gelu_tanh_bf16_backward(x[:, :5].contiguous(), x)
+
+
+@needs_avx512_bf16
+def test_bf16_autocast_training_runs_gelu_on_the_kernel_with_torchs_gradients(monkeypatch, ops):
+    """The MLP's GELU under bf16 autocast: forward and backward on the kernel, loss and gradients as with torch's GELU
+    (bf16 tolerance: the kernel rounds differently on ~1% of activations), also with gradient checkpointing."""
+    torch.manual_seed(0)
+    model = GPT1ForCausalLM(tiny_gpt1_config(n_embd=80, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    ids = torch.randint(0, model.config.vocab_size, (2, 24))
+    results = {}
+    for name, namespace in (("kernel", _Counting(ops)), ("torch", False), ("kernel, checkpointed", _Counting(ops))):
+        monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", namespace)
+        if name == "kernel, checkpointed":
+            model.activation_checkpointing_enable()
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+        results[name] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+        if namespace:
+            names = [call for call, _ in namespace.calls]
+            forwards = 2 if "checkpointed" in name else 1  # checkpointing replays each block's forward
+            assert names.count("gelu_tanh_bf16") == forwards * model.config.n_layer
+            assert names.count("gelu_tanh_bf16_backward") == model.config.n_layer
+    for name in ("kernel", "kernel, checkpointed"):
+        loss, grads = results[name]
+        torch.testing.assert_close(loss, results["torch"][0], rtol=1e-2, atol=1e-2)
+        for got, want in zip(grads, results["torch"][1]):
+            torch.testing.assert_close(got, want, rtol=5e-2, atol=2e-3)
