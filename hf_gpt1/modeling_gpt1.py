@@ -807,7 +807,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     chunk is upcast, reduced to its log-sum-exp and target logit, and forgotten; backward recomputes the chunk's softmax
     and writes (softmax − one-hot)·grad straight into a gradient of the logits' own dtype. Only the logits (which
     exist anyway) and one fp32 number per row are kept. Same maths as `F.cross_entropy(..., reduction="none")`:
-    ignored rows get loss 0 and no gradient.
+    ignored rows get loss 0 and no gradient. bf16 logits on a CPU with AVX512-BF16 go through hf-gpt1's kernel
+    (`hf_gpt1/kernels/cross_entropy_bf16.cpp`): the same two passes per row, on the bf16 row itself.
     """
 
     @staticmethod
@@ -815,13 +816,17 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         rows, vocab = logits.shape
         valid = targets != ignore_index
         safe_targets = torch.where(valid, targets, 0).unsqueeze(1)
-        lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
-        picked = torch.empty(rows, dtype=torch.float32, device=logits.device)
-        step = max(1, _LOSS_CHUNK_ELEMENTS // vocab)
-        for start in range(0, rows, step):
-            chunk = logits[start : start + step].float()
-            torch.logsumexp(chunk, dim=-1, out=lse[start : start + step])
-            picked[start : start + step] = chunk.gather(1, safe_targets[start : start + step]).squeeze(1)
+        ctx.kernels = _cpu_kernels() if logits.dtype == torch.bfloat16 and logits.is_contiguous() else False
+        if ctx.kernels:  # bf16 logits (autocast): hf-gpt1's kernel reads each bf16 row in place, no fp32 copies
+            lse, picked = ctx.kernels.cross_entropy_bf16(logits, safe_targets.view(-1))
+        else:
+            lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
+            picked = torch.empty(rows, dtype=torch.float32, device=logits.device)
+            step = max(1, _LOSS_CHUNK_ELEMENTS // vocab)
+            for start in range(0, rows, step):
+                chunk = logits[start : start + step].float()
+                torch.logsumexp(chunk, dim=-1, out=lse[start : start + step])
+                picked[start : start + step] = chunk.gather(1, safe_targets[start : start + step]).squeeze(1)
         ctx.save_for_backward(logits, safe_targets, valid, lse)
         return torch.where(valid, lse - picked, 0.0)
 
@@ -830,6 +835,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         logits, safe_targets, valid, lse = ctx.saved_tensors
         rows, vocab = logits.shape
         scale = (grad_losses.float() * valid).unsqueeze(1)  # (rows, 1): ignored rows get no gradient
+        if ctx.kernels:
+            grad_logits = ctx.kernels.cross_entropy_bf16_backward(logits, safe_targets.view(-1), lse, scale.view(-1))
+            return grad_logits, None, None
         grad_logits = torch.empty_like(logits)
         step = max(1, _LOSS_CHUNK_ELEMENTS // vocab)
         for start in range(0, rows, step):

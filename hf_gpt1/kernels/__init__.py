@@ -5,6 +5,9 @@
 - `torch.ops.hf_gpt1.gelu_tanh_bf16(x)` and `gelu_tanh_bf16_backward(grad, x)`: the MLP's tanh-GELU on bf16
   activations (bf16 autocast training, bf16 inference; `gelu_tanh_bf16.cpp`), instead of
   `F.gelu(approximate="tanh")`.
+- `torch.ops.hf_gpt1.cross_entropy_bf16(logits, targets)` and `cross_entropy_bf16_backward(...)`: the LM loss's
+  log-sum-exp and gradient on bf16 logits (`cross_entropy_bf16.cpp`), instead of the chunked fp32 path in
+  modeling_gpt1.py.
 
 They are compiled from source with `torch.utils.cpp_extension` the first time the model asks for them (well under a
 minute, once: the build is cached under `$TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), the way
@@ -29,7 +32,7 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 ENV_VAR = "HF_GPT1_CPU_KERNELS"
-SOURCES = [Path(__file__).with_name(name) for name in ("bf16_gemv.cpp", "gelu_tanh_bf16.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in ("bf16_gemv.cpp", "gelu_tanh_bf16.cpp", "cross_entropy_bf16.cpp")]
 _LIBRARY_NAME = "hf_gpt1_cpu_kernels"
 
 _lock = threading.Lock()
@@ -88,11 +91,18 @@ def _build() -> None:
     torch.library.register_fake("hf_gpt1::bf16_addmv")(lambda bias, weight, x: weight.new_empty(weight.shape[0]))
     torch.library.register_fake("hf_gpt1::gelu_tanh_bf16")(lambda x: torch.empty_like(x))
     torch.library.register_fake("hf_gpt1::gelu_tanh_bf16_backward")(lambda grad, x: torch.empty_like(x))
+    torch.library.register_fake("hf_gpt1::cross_entropy_bf16")(
+        lambda logits, targets: (logits.new_empty(logits.shape[0], dtype=torch.float32),) * 2
+    )
+    torch.library.register_fake("hf_gpt1::cross_entropy_bf16_backward")(
+        lambda logits, targets, lse, scale: torch.empty_like(logits)
+    )
 
 
 def load_cpu_kernels():
-    """The `torch.ops.hf_gpt1` namespace (`bf16_addmv`, `gelu_tanh_bf16`, `gelu_tanh_bf16_backward`), built on first
-    call if needed; None where they cannot run (the reason is logged once and kept in `unavailable_reason()`)."""
+    """The `torch.ops.hf_gpt1` namespace (`bf16_addmv`, `gelu_tanh_bf16[_backward]`, `cross_entropy_bf16[_backward]`),
+    built on first call if needed; None where they cannot run (the reason is logged once and kept in
+    `unavailable_reason()`)."""
     with _lock:
         if "cpu" not in _resolved:
             reason = _why_not_buildable()

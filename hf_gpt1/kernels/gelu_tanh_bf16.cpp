@@ -9,35 +9,23 @@
 //   gelu'(x) = s + 2 x s (1 - s) sqrt(2/pi) (1 + 3 0.044715 x^2),  s (1 - s) = e^-2u s^2
 // The same identities as torch's tanh form (1 + tanh u = 2s, 1 - tanh^2 u = 4 s (1 - s)); s needs one exp and one
 // division and no cancellation near u = 0. exp: range reduction by ln 2 and a degree-6 polynomial (relative error
-// ~1e-7, far below bf16's 2^-9); -2u is clamped to [-80, 40] so e^-2u and its square stay finite.
+// ~1e-7, avx512_bf16.h); -2u is clamped to [-80, 40] so e^-2u and its square stay finite.
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
-#include <immintrin.h>
+#include "avx512_bf16.h"
 
 namespace {
 
-#define HF_GPT1_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+using hf_gpt1::exp_ps;
+using hf_gpt1::load_bf16;
+using hf_gpt1::mask_for;
+using hf_gpt1::store_bf16;
 
 constexpr float kBeta = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kKappa = 0.044715f;
-
-HF_GPT1_AVX512 inline __m512 exp_ps(__m512 y) {
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), y);  // y - n ln2, ln2 split in two for exactness
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);  // p * 2^n
-}
 
 // e^-2u for 16 inputs
 HF_GPT1_AVX512 inline __m512 exp_minus_2u(__m512 x) {
@@ -45,19 +33,6 @@ HF_GPT1_AVX512 inline __m512 exp_minus_2u(__m512 x) {
   const __m512 u = _mm512_mul_ps(_mm512_set1_ps(kBeta), _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kKappa), x2), x, x));
   const __m512 y = _mm512_mul_ps(_mm512_set1_ps(-2.0f), u);
   return exp_ps(_mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(-80.0f)), _mm512_set1_ps(40.0f)));
-}
-
-HF_GPT1_AVX512 inline __m512 load_bf16(const uint16_t* p, __mmask16 mask) {
-  const __m256i h = _mm256_maskz_loadu_epi16(mask, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-HF_GPT1_AVX512 inline void store_bf16(uint16_t* p, __m512 v, __mmask16 mask) {
-  _mm256_mask_storeu_epi16(p, mask, (__m256i)_mm512_cvtneps_pbh(v));  // round to nearest even
-}
-
-inline __mmask16 mask_for(int64_t remaining) {
-  return remaining >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << remaining) - 1u);
 }
 
 HF_GPT1_AVX512 void gelu_forward(const uint16_t* x, uint16_t* out, int64_t begin, int64_t end) {

@@ -240,3 +240,54 @@ def test_bf16_autocast_training_runs_gelu_on_the_kernel_with_torchs_gradients(mo
         torch.testing.assert_close(loss, results["torch"][0], rtol=1e-2, atol=1e-2)
         for got, want in zip(grads, results["torch"][1]):
             torch.testing.assert_close(got, want, rtol=5e-2, atol=2e-3)
+
+
+@needs_avx512_bf16
+@pytest.mark.parametrize("vocab", [1, 15, 16, 17, 33, 40478])  # masked tails, the 32-wide loop, GPT-1's vocabulary
+def test_cross_entropy_bf16_matches_fp64(ops, vocab):
+    torch.manual_seed(vocab)
+    logits = (torch.randn(5, vocab) * 4).to(torch.bfloat16)
+    logits[1] += 300  # large logits: the row maximum is subtracted before exp
+    targets = torch.randint(0, vocab, (5,))
+    scale = torch.tensor([1.0, 0.5, 0.0, 2.0, 1.0])  # 0: an ignored row gets no gradient
+    lse, picked = ops.cross_entropy_bf16(logits, targets)
+    exact = logits.double()
+    torch.testing.assert_close(lse.double(), torch.logsumexp(exact, -1), rtol=1e-6, atol=1e-6)
+    assert torch.equal(picked, logits.float().gather(1, targets[:, None]).squeeze(1))
+    grad = ops.cross_entropy_bf16_backward(logits, targets, lse, scale)
+    expected = (torch.softmax(exact, -1) - torch.nn.functional.one_hot(targets, vocab)) * scale.double()[:, None]
+    assert grad.dtype == torch.bfloat16 and not grad[2].any()
+    significant = expected.abs() > 1e-30
+    assert (_bf16_ulps(grad, expected.to(torch.bfloat16))[significant] <= 1).all()
+
+
+@needs_avx512_bf16
+def test_cross_entropy_bf16_rejects_what_it_cannot_compute(ops):
+    logits, targets = torch.randn(3, 10, dtype=torch.bfloat16), torch.tensor([0, 9, 3])
+    with pytest.raises(RuntimeError, match=r"logits must be a contiguous 2-D \(rows, vocab\) bf16 CPU tensor"):
+        ops.cross_entropy_bf16(logits.float(), targets)
+    with pytest.raises(RuntimeError, match="targets must be a contiguous int64 vector of length 3"):
+        ops.cross_entropy_bf16(logits, targets[:2])
+    with pytest.raises(RuntimeError, match=r"targets must lie in \[0, 10\), got \[0, 10\]"):
+        ops.cross_entropy_bf16(logits, torch.tensor([0, 10, 3]))
+
+
+@needs_avx512_bf16
+def test_lm_loss_on_bf16_logits_runs_on_the_kernel_and_matches_the_chunked_path(monkeypatch, ops):
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 11, 97) * 4).to(torch.bfloat16)
+    labels = torch.randint(0, 97, (3, 11))
+    labels[0, :4] = -100
+    labels[2] = -100
+    results = {}
+    for name, namespace in (("kernel", _Counting(ops)), ("chunked", False)):
+        monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", namespace)
+        leaf = logits.clone().requires_grad_()
+        loss = modeling_gpt1.causal_lm_loss(leaf, labels)
+        loss.backward()
+        results[name] = (loss.detach(), leaf.grad)
+        if namespace:
+            assert [call for call, _ in namespace.calls] == ["cross_entropy_bf16", "cross_entropy_bf16_backward"]
+    torch.testing.assert_close(results["kernel"][0], results["chunked"][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(results["kernel"][1], results["chunked"][1], rtol=1e-2, atol=1e-5)
+    assert not results["kernel"][1][2].any() and not results["kernel"][1][0, :3].any()
