@@ -220,7 +220,8 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
             grad_q, grad_k, grad_v = grad_packed.permute(2, 0, 3, 1, 4).unbind(0)
         else:
             grad_q, grad_k, grad_v = (torch.empty(batch, heads, n, head_dim, dtype=v.dtype) for n in (q_len, kv_len, kv_len))
-        v_t, k = _transposed(v, bh), k_t.transpose(1, 2).contiguous()
+        # v and k_t are contiguous: the last block reads them as transposed views (no copy); earlier blocks' key
+        # prefixes are strided slices, which bf16 bmm copies whichever layout they are sliced from.
         acc = v.dtype if n_blocks == 1 or v.dtype == torch.float64 else torch.float32  # dk, dv sum over blocks
         grad_k_acc = grad_v_acc = None  # (bh, kv_len, head_dim): copied into grad_k/grad_v without transposing
         # Last block first: it sees every key (causal: kv_end = kv_len), so it initialises the sums without a zero fill.
@@ -235,16 +236,16 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
                 kv_end = probs.shape[-1]
             if keep is not None:
                 block_grad_v = torch.bmm((probs * keep).transpose(1, 2), grad_o)
-                grad_probs = torch.bmm(grad_o, v_t[:, :, :kv_end]).mul_(keep)
+                grad_probs = torch.bmm(grad_o, v[:, :kv_end].transpose(1, 2)).mul_(keep)
             else:
                 block_grad_v = torch.bmm(probs.transpose(1, 2), grad_o)
-                grad_probs = torch.bmm(grad_o, v_t[:, :, :kv_end])
+                grad_probs = torch.bmm(grad_o, v[:, :kv_end].transpose(1, 2))
             grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             if attention_mask is not None and attention_mask.dtype == torch.bool:  # masked scores get no gradient
                 grad_scores.view(batch, heads, end - start, kv_end).masked_fill_(
                     ~_mask_block(attention_mask, start, end, kv_end), 0
                 )
-            block_grad_q = torch.bmm(grad_scores, k[:, :kv_end])
+            block_grad_q = torch.bmm(grad_scores, k_t[:, :, :kv_end].transpose(1, 2))
             torch.mul(block_grad_q.view(batch, heads, end - start, head_dim), scaling, out=grad_q[:, :, start:end])
             block_grad_k = torch.bmm(grad_scores.transpose(1, 2), q_block)
             if grad_k_acc is None:
