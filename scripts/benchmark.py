@@ -18,6 +18,7 @@ and optionally `--compile` (torch.compile of our model, falls back to eager if i
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import gc
 import json
@@ -54,7 +55,7 @@ NO_ATTN_DROPOUT = dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0)
 QUICK = dict(
     train_shapes=[(2, 256)], train_warmup=1, train_steps=2, attn0_dtypes=[], ablation=False,
     infer_shapes=[(2, 256)], infer_steps=2, gen_batches=[1], gen_new=32, gen_repeats=1,
-    mem_shapes=[(2, 256)], mem_steps=1, gc_shape=(2, 256), gc_steps=2, allocators=False, copy_mb=64,
+    mem_shapes=[(2, 256)], mem_steps=1, gc_shape=(2, 256), gc_steps=1, allocators=False, copy_mb=64,
 )
 FULL = dict(
     train_shapes=[(4, 512), (8, 128)], train_warmup=1, train_steps=3, attn0_dtypes=["fp32", "bf16"], ablation=True,
@@ -77,15 +78,23 @@ def reference_config(dropout: dict) -> OpenAIGPTConfig:
     return OpenAIGPTConfig(**dropout)  # the defaults are the paper's 117M model
 
 
+_PRISTINE_PAIRS: dict = {}  # (dropout, seed) -> the pair as built, never trained: copied for each section
+
+
 def build_pair(dropout: dict, seed: int = 0) -> tuple[nn.Module, nn.Module]:
-    """(ours, reference) with identical weights: the reference's init, converted (Conv1D -> Linear) into ours."""
-    torch.manual_seed(seed)
-    reference = OpenAIGPTLMHeadModel(reference_config(dropout))
-    config = config_from_openai_gpt(reference.config.to_dict())
-    ours = GPT1ForCausalLM(config)
-    state = convert_openai_gpt_state_dict(reference.state_dict(), GPT1ForCausalLM, config)
-    result = ours.load_state_dict(state, strict=False)
-    assert set(result.missing_keys) <= {"lm_head.weight"} and not result.unexpected_keys, result
+    """(ours, reference) with identical weights: the reference's init, converted (Conv1D -> Linear) into ours.
+    Fresh copies of one pair built per (dropout, seed): initialising 117M parameters twice takes ~4.6 s here."""
+    key = (tuple(sorted(dropout.items())), seed)
+    if key not in _PRISTINE_PAIRS:
+        torch.manual_seed(seed)
+        reference = OpenAIGPTLMHeadModel(reference_config(dropout))
+        config = config_from_openai_gpt(reference.config.to_dict())
+        ours = GPT1ForCausalLM(config)
+        state = convert_openai_gpt_state_dict(reference.state_dict(), GPT1ForCausalLM, config)
+        result = ours.load_state_dict(state, strict=False)
+        assert set(result.missing_keys) <= {"lm_head.weight"} and not result.unexpected_keys, result
+        _PRISTINE_PAIRS[key] = (ours, reference)
+    ours, reference = (copy.deepcopy(model) for model in _PRISTINE_PAIRS[key])  # deepcopy keeps the tie
     assert ours.lm_head.weight.data_ptr() == ours.transformer.tokens_embed.weight.data_ptr(), "lm_head must stay tied"
     return ours, reference
 
