@@ -13,7 +13,9 @@ layer and optimise L3 = L2 + λ·L1, where L1 is the language-modelling loss on 
 
 HF plumbing (attention interface, masks, KV cache, Auto registration) follows
 `transformers/models/gpt2/modeling_gpt2.py` (v5) and stays out of the blocks' way. This file imports
-only torch/transformers and `.configuration_gpt1` so it ships as remote code next to checkpoints.
+only torch/transformers and `.configuration_gpt1` so it ships as remote code next to checkpoints; where the
+hf-gpt1 package is installed it also uses the package's compiled bf16 CPU kernels (`_cpu_kernels`, an optional
+import: without it, torch's operators).
 
 Layout note: projections are `nn.Linear` ([out, in] weights) rather than the `Conv1D` ([in, out]) of
 transformers' `openai-gpt`, so PEFT/LoRA and quantisers see ordinary linear layers. Checkpoints in the
@@ -819,7 +821,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         rows, vocab = logits.shape
         valid = targets != ignore_index
         safe_targets = torch.where(valid, targets, 0).unsqueeze(1)
-        ctx.kernels = _cpu_kernels() if logits.dtype == torch.bfloat16 and logits.is_contiguous() else False
+        bf16_cpu = logits.dtype == torch.bfloat16 and logits.device.type == "cpu" and logits.is_contiguous()
+        ctx.kernels = _cpu_kernels() if bf16_cpu else False
         if ctx.kernels:  # bf16 logits (autocast): hf-gpt1's kernel reads each bf16 row in place, no fp32 copies
             lse, picked = ctx.kernels.cross_entropy_bf16(logits, safe_targets.view(-1))
         else:
