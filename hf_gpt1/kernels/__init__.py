@@ -50,9 +50,11 @@ def _why_not_buildable() -> str | None:
     if setting in ("0", "false", "no", "off"):
         return f"{ENV_VAR}={os.environ[ENV_VAR]}"
     if setting not in ("1", "true", "yes", "on", ""):
-        raise ValueError(f"{ENV_VAR} must be 1 (use hf-gpt1's CPU kernels where they can run) or 0 (never); got {setting!r}")
+        raise ValueError(
+            f"{ENV_VAR} must be 1 (use hf-gpt1's CPU kernels where they can run) or 0 (never); got {setting!r}"
+        )
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return f"the kernel is written for Linux on x86-64, this is {platform.system()} on {platform.machine()}"
+        return f"the kernels are written for Linux on x86-64, this is {platform.system()} on {platform.machine()}"
     if not torch.cpu._is_avx512_bf16_supported():
         return "this CPU has no AVX512-BF16 instructions"
     from torch.utils.cpp_extension import is_ninja_available
@@ -65,10 +67,20 @@ def _why_not_buildable() -> str | None:
     return None
 
 
-def _build() -> None:
-    from torch.utils.cpp_extension import _get_build_directory, load
+def _already_built() -> bool:
+    """Whether a build is cached (only to word the log line; torch's `load` decides what to rebuild)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory  # private: tolerate its absence
 
-    built = (Path(_get_build_directory(_LIBRARY_NAME, verbose=False)) / f"{_LIBRARY_NAME}.so").exists()
+        return (Path(_get_build_directory(_LIBRARY_NAME, verbose=False)) / f"{_LIBRARY_NAME}.so").exists()
+    except Exception:
+        return False
+
+
+def _build() -> None:
+    from torch.utils.cpp_extension import load
+
+    built = _already_built()
     (logger.info if built else logger.warning)(
         "hf-gpt1: %s its bf16 CPU kernels (%s). Set %s=0 to use torch's operators instead.",
         "loading" if built else "building",
