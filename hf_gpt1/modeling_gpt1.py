@@ -458,6 +458,78 @@ class GPT1MLP(nn.Module):
         return self.dropout(_project(self.c_proj, _activate(self.act, _project(self.c_fc, hidden_states))))
 
 
+def _decode_kernels(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, kwargs: dict):
+    """hf-gpt1's compiled kernels if this block call is one token of batch-1 bf16 decoding that `_decode_block` can run
+    exactly as the modules would (plain Linear/LayerNorm/GELU modules with bf16 weights, no hooks, no adapters, no
+    mask, no attention weights asked for, the default attention), else None: the modules run."""
+    if (
+        hidden_states.dtype != torch.bfloat16
+        or hidden_states.numel() != hidden_states.shape[-1]
+        or attention_mask is not None
+        or block.training
+        or torch.is_grad_enabled()
+        or hidden_states.device.type != "cpu"
+        or kwargs.get("output_attentions")
+        or block.attn.config._attn_implementation != GPT1_ATTENTION
+        or _GLOBAL_HOOKS[0]
+        or _GLOBAL_HOOKS[1]
+    ):
+        return None
+    attn, mlp = block.attn, block.mlp
+    for module, kind in (
+        (attn.c_attn, nn.Linear),
+        (attn.c_proj, nn.Linear),
+        (mlp.c_fc, nn.Linear),
+        (mlp.c_proj, nn.Linear),
+        (mlp.act, GELUTanh),
+        (block.ln_1, nn.LayerNorm),
+        (block.ln_2, nn.LayerNorm),
+        (attn, GPT1Attention),
+        (mlp, GPT1MLP),
+    ):
+        if type(module) is not kind or not _runs_unobserved(module):
+            return None
+        weight = getattr(module, "weight", None)
+        if weight is not None and (weight.dtype != torch.bfloat16 or weight.device.type != "cpu"):
+            return None
+    if block.ln_1.eps != block.ln_2.eps or attn.head_dim > 256:
+        return None
+    return _cpu_kernels() or None
+
+
+def _decode_block(kernels, block: GPT1Block, hidden_states: torch.Tensor, past_key_values: Cache | None) -> torch.Tensor:
+    """`block(hidden_states)` for one bf16 token: the q/k/v product, the cache update (any `Cache`), then one compiled
+    call for attention, output projection, both residual LayerNorms and the MLP (`decode_block_bf16.cpp`). Once the
+    products stream at memory speed, the ~25 small operators of a block cost ~0.3 ms per block in dispatch alone."""
+    attn, mlp = block.attn, block.mlp
+    qkv = kernels.bf16_addmv(attn.c_attn.bias, attn.c_attn.weight, hidden_states.reshape(-1))
+    query, key, value = qkv.view(3, 1, attn.n_head, 1, attn.head_dim).unbind(0)  # each (1, heads, 1, head_dim)
+    if past_key_values is not None:
+        key, value = past_key_values.update(key, value, attn.layer_idx)
+    return kernels.decode_block_bf16(
+        hidden_states, query, key, value,
+        attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
+        mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
+        attn.scaling, block.ln_1.eps,
+    )  # fmt: skip
+
+
+def _runs_unobserved(module: nn.Module) -> bool:
+    """No hook would see (or change) this module's call: no forward hooks but transformers' output recorders (installed
+    on the attention modules once any output is recorded, inactive unless `output_attentions` is asked for, which
+    `_decode_kernels` checks), no pre-hooks, no Accelerate hook (device offloading replaces `forward`)."""
+    return (
+        not module._forward_pre_hooks
+        and not hasattr(module, "_hf_hook")
+        and all(getattr(hook, "__module__", None) == _OUTPUT_RECORDERS for hook in module._forward_hooks.values())
+    )
+
+
+_OUTPUT_RECORDERS = "transformers.utils.output_capturing"
+# torch's global module hooks (nn.modules.module.register_module_forward_[pre_]hook): they would see the modules run.
+_GLOBAL_HOOKS = tuple(getattr(nn.modules.module, name, {}) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
+
+
 class GPT1Block(GradientCheckpointingLayer):
     """One post-LayerNorm transformer block: h = LN(x + attn(x)); out = LN(h + mlp(h))."""
 
@@ -475,6 +547,9 @@ class GPT1Block(GradientCheckpointingLayer):
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
+        kernels = _decode_kernels(self, hidden_states, attention_mask, kwargs)
+        if kernels is not None:  # one token of batch-1 bf16 decoding: the block in two compiled calls
+            return _decode_block(kernels, self, hidden_states, past_key_values)
         attn_output, _ = self.attn(hidden_states, attention_mask, past_key_values, **kwargs)
         hidden_states = self.ln_1(hidden_states + attn_output)
         return self.ln_2(hidden_states + self.mlp(hidden_states))

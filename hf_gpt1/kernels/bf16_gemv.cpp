@@ -23,6 +23,8 @@
 #include <cstring>
 #include <optional>
 
+#include "bf16_ops.h"
+
 namespace {
 
 constexpr int64_t kPrefetchBytes = 8192;  // ahead of the current position, into L2 (measured: 4-16 KB all similar)
@@ -61,7 +63,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void addmv_rows(
   }
 }
 
-torch::Tensor bf16_addmv(const std::optional<torch::Tensor>& bias, const torch::Tensor& weight, const torch::Tensor& x) {
+}  // namespace
+
+torch::Tensor hf_gpt1::bf16_addmv(const std::optional<torch::Tensor>& bias, const torch::Tensor& weight, const torch::Tensor& x) {
   TORCH_CHECK(__builtin_cpu_supports("avx512bf16"), "hf_gpt1::bf16_addmv needs a CPU with AVX512-BF16");
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kBFloat16 && weight.is_contiguous() && weight.is_cpu(),
               "hf_gpt1::bf16_addmv: weight must be a contiguous 2-D bf16 CPU tensor, got ", weight.scalar_type(), " ",
@@ -86,8 +90,6 @@ torch::Tensor bf16_addmv(const std::optional<torch::Tensor>& bias, const torch::
   return out;
 }
 
-}  // namespace
-
 TORCH_LIBRARY_FRAGMENT(hf_gpt1, m) { m.def("bf16_addmv(Tensor? bias, Tensor weight, Tensor x) -> Tensor"); }
 
-TORCH_LIBRARY_IMPL(hf_gpt1, CPU, m) { m.impl("bf16_addmv", &bf16_addmv); }
+TORCH_LIBRARY_IMPL(hf_gpt1, CPU, m) { m.impl("bf16_addmv", &hf_gpt1::bf16_addmv); }

@@ -16,6 +16,7 @@
 #include <torch/types.h>
 
 #include "avx512_bf16.h"
+#include "bf16_ops.h"
 
 namespace {
 
@@ -66,7 +67,9 @@ void check_bf16(const torch::Tensor& t, const char* what) {
 
 constexpr int64_t kGrain = 1 << 14;  // elements per task: 32 KB of bf16
 
-torch::Tensor gelu_tanh_bf16(const torch::Tensor& x) {
+}  // namespace
+
+torch::Tensor hf_gpt1::gelu_tanh_bf16(const torch::Tensor& x) {
   TORCH_CHECK(__builtin_cpu_supports("avx512bf16"), "hf_gpt1::gelu_tanh_bf16 needs a CPU with AVX512-BF16");
   check_bf16(x, "x");
   auto out = torch::empty_like(x);
@@ -75,6 +78,8 @@ torch::Tensor gelu_tanh_bf16(const torch::Tensor& x) {
   at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) { gelu_forward(xp, op, b, e); });
   return out;
 }
+
+namespace {
 
 torch::Tensor gelu_tanh_bf16_backward(const torch::Tensor& grad, const torch::Tensor& x) {
   TORCH_CHECK(__builtin_cpu_supports("avx512bf16"), "hf_gpt1::gelu_tanh_bf16 needs a CPU with AVX512-BF16");
@@ -98,6 +103,6 @@ TORCH_LIBRARY_FRAGMENT(hf_gpt1, m) {
 }
 
 TORCH_LIBRARY_IMPL(hf_gpt1, CPU, m) {
-  m.impl("gelu_tanh_bf16", &gelu_tanh_bf16);
+  m.impl("gelu_tanh_bf16", &hf_gpt1::gelu_tanh_bf16);
   m.impl("gelu_tanh_bf16_backward", &gelu_tanh_bf16_backward);
 }

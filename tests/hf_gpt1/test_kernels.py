@@ -1,9 +1,13 @@
-"""hf_gpt1.kernels: the compiled bf16 CPU kernels (one-row product for batch-1 decoding, tanh-GELU) and their use."""
+"""hf_gpt1.kernels: the compiled bf16 CPU kernels (one-row product and fused block for batch-1 decoding, tanh-GELU,
+LM loss) and their use by the model."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from transformers import DynamicCache
 
 from hf_gpt1 import kernels, modeling_gpt1
 from hf_gpt1.modeling_gpt1 import GPT1ForCausalLM
@@ -114,7 +118,7 @@ class _Counting:
 
 
 @needs_avx512_bf16
-def test_batch_1_bf16_decoding_runs_on_the_kernel_and_matches_addmv(monkeypatch, ops):
+def test_batch_1_bf16_decoding_runs_on_the_kernels_and_matches_torchs_operators(monkeypatch, ops):
     model = _bf16_model()
     counting = _Counting(ops)
     prompt = torch.randint(0, model.config.vocab_size, (1, 7))
@@ -132,10 +136,10 @@ def test_batch_1_bf16_decoding_runs_on_the_kernel_and_matches_addmv(monkeypatch,
         else:
             assert torch.equal(out.sequences, tokens)
     # Prefill (7 rows) takes the matmul path except the LM head, which projects only the last row (logits_to_keep=1);
-    # each of the 5 one-token steps takes 4 products per block + the LM head.
+    # each of the 5 one-token steps takes, per block, the q/k/v product and the fused rest of the block, then the LM head.
     lm_head = [("bf16_addmv", (model.config.n_embd,))]
     gelu = [("gelu_tanh_bf16", None)]
-    block = [("bf16_addmv", (80,))] * 3 + gelu + [("bf16_addmv", (320,))]  # q/k/v, attention out, MLP in, GELU, MLP out
+    block = [("bf16_addmv", (80,)), ("decode_block_bf16", None)]
     assert counting.calls == gelu * model.config.n_layer + lm_head + (block * model.config.n_layer + lm_head) * 5
     torch.testing.assert_close(logits["kernel"], logits["addmv"], rtol=2e-2, atol=2e-2)
 
@@ -154,6 +158,118 @@ def test_one_row_kernel_is_only_used_for_single_bf16_rows_without_autograd(monke
     with torch.no_grad():
         model.float()(ids[:1])  # fp32: torch's matmul and GELU
     assert counting.calls == []
+
+
+def _random_bf16_block(n_embd: int, n_head: int) -> modeling_gpt1.GPT1Block:
+    torch.manual_seed(n_embd + n_head)
+    block = modeling_gpt1.GPT1Block(tiny_gpt1_config(n_embd=n_embd, n_head=n_head), layer_idx=0)
+    with torch.no_grad():
+        for module in block.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):  # no zero biases or unit LayerNorms to hide in
+                module.weight.copy_(torch.randn_like(module.weight) * (0.3 if module.weight.dim() == 1 else 0.05) + 1.0 * (module.weight.dim() == 1))
+                module.bias.copy_(torch.randn_like(module.bias) * 0.1)
+    return block.to(torch.bfloat16).eval()
+
+
+def _block_tail(block, x, query, keys, values, attention):
+    """The block after its q/k/v product, run by its modules: LN_2(h + mlp(h)), h = LN_1(x + c_proj(attention))."""
+    attended = attention(query, keys, values).transpose(1, 2).reshape(1, 1, -1)
+    hidden = block.ln_1(x + block.attn.c_proj(attended))
+    return block.ln_2(hidden + block.mlp(hidden))
+
+
+@needs_avx512_bf16
+@pytest.mark.parametrize("n_embd, n_head, cached", [(80, 4, 1), (64, 4, 9), (96, 2, 33), (768, 12, 70)])
+def test_decode_block_bf16_matches_the_blocks_modules(ops, n_embd, n_head, cached):
+    """Head sizes 20, 16, 48, 64 (masked tails and whole vectors); the compiled block against the same block in fp64
+    (the exact answer for these bf16 inputs) and against torch's bf16 operators (SDPA, Linear, LayerNorm, GELU)."""
+    block = _random_bf16_block(n_embd, n_head)
+    head_dim = n_embd // n_head
+    x = torch.randn(1, 1, n_embd).to(torch.bfloat16)
+    query = torch.randn(1, n_head, 1, head_dim).to(torch.bfloat16)
+    keys, values = (torch.randn(1, n_head, cached, head_dim).to(torch.bfloat16) for _ in range(2))
+    attn, mlp = block.attn, block.mlp
+    with torch.no_grad():
+        got = ops.decode_block_bf16(
+            x, query, keys, values, attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
+            mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
+            attn.scaling, block.ln_1.eps,
+        )
+        sdpa = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=attn.scaling)  # noqa: E731
+        torch_ops = _block_tail(block, x, query, keys, values, sdpa)
+        exact = _block_tail(copy.deepcopy(block).double(), *(t.double() for t in (x, query, keys, values)), sdpa)
+    assert got.shape == x.shape and got.dtype == torch.bfloat16
+    err, torch_err = (got.double() - exact).abs().max(), (torch_ops.double() - exact).abs().max()
+    assert err <= 1.5 * torch_err + 1e-3, (err, torch_err)
+    torch.testing.assert_close(got.float(), torch_ops.float(), rtol=0.03, atol=0.03)
+
+
+@needs_avx512_bf16
+def test_decode_block_bf16_rejects_what_it_cannot_compute(ops):
+    block = _random_bf16_block(32, 4)
+    attn, mlp = block.attn, block.mlp
+    weights = (attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias, mlp.c_fc.weight,
+               mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias)
+    x, query = torch.randn(1, 1, 32, dtype=torch.bfloat16), torch.randn(1, 4, 1, 8, dtype=torch.bfloat16)
+    keys = torch.randn(1, 4, 3, 8, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=r"keys and values must be \(1, heads, cached, head_dim\)"):
+        ops.decode_block_bf16(x, query, keys[:, :2], keys[:, :2], *weights, 0.3, 1e-5)
+    with pytest.raises(RuntimeError, match="query must be one contiguous bf16 CPU row of 32 values"):
+        ops.decode_block_bf16(x, query.float(), keys, keys, *weights, 0.3, 1e-5)
+    with pytest.raises(RuntimeError, match="keys/values must be bf16 CPU tensors"):
+        ops.decode_block_bf16(x, query, keys.float(), keys.float(), *weights, 0.3, 1e-5)
+    with pytest.raises(RuntimeError, match="no cached keys"):
+        ops.decode_block_bf16(x, query, keys[:, :, :0], keys[:, :, :0], *weights, 0.3, 1e-5)
+    with pytest.raises(RuntimeError, match="MLP weights must be"):
+        ops.decode_block_bf16(x, query, keys, keys, *weights[:4], weights[6], weights[5], weights[4], *weights[7:], 0.3, 1e-5)
+
+
+def _decode_once(model, ops, **kwargs):
+    """Prefill 5 tokens, then one one-token step; the kernel calls of that step and its output."""
+    counting = _Counting(ops)
+    cache = DynamicCache(config=model.config)
+    ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(0))
+    saved, modeling_gpt1._CPU_KERNELS = modeling_gpt1._CPU_KERNELS, counting if ops else False
+    try:
+        model(ids[:, :5], past_key_values=cache, use_cache=True)
+        counting.calls.clear()
+        out = model(ids[:, 5:], past_key_values=cache, use_cache=True, **kwargs)
+    finally:
+        modeling_gpt1._CPU_KERNELS = saved
+    return [name for name, _ in counting.calls], out
+
+
+@needs_avx512_bf16
+def test_fused_decode_block_runs_only_where_it_computes_what_the_modules_would(ops):
+    model = _bf16_model()
+    with torch.no_grad():
+        calls, fused = _decode_once(model, ops, output_hidden_states=True)
+        assert calls.count("decode_block_bf16") == model.config.n_layer
+        # Each block's output, not only the last, matches the modules' (hidden states are recorded from the blocks).
+        modules = _decode_once(model, False, output_hidden_states=True)[1]
+        for a, b in zip(fused.hidden_states, modules.hidden_states, strict=True):
+            torch.testing.assert_close(a.float(), b.float(), rtol=0.03, atol=0.03)
+
+        # What the fused block would skip or get wrong: the modules run instead.
+        assert "decode_block_bf16" not in _decode_once(model, ops, output_attentions=True)[0]
+        model.train()
+        assert "decode_block_bf16" not in _decode_once(model, ops)[0]  # dropout
+        model.eval()
+        seen = []
+        handle = model.transformer.h[1].mlp.c_fc.register_forward_hook(lambda *args: seen.append(1))
+        calls = _decode_once(model, ops)[0]
+        handle.remove()
+        assert seen and calls.count("decode_block_bf16") == model.config.n_layer - 1  # only the hooked block unfused
+        eager = _bf16_model()
+        eager.set_attn_implementation("eager")  # a named implementation is what runs
+        assert "decode_block_bf16" not in _decode_once(eager, ops)[0]
+    assert "decode_block_bf16" not in _decode_once(model, ops)[0]  # autograd on
+
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(_bf16_model(), LoraConfig(r=4, target_modules=["c_fc"], init_lora_weights=False))
+    with torch.no_grad():
+        assert "decode_block_bf16" not in _decode_once(lora, ops)[0]  # the adapter's update must be applied
 
 
 def _gelu_reference(x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

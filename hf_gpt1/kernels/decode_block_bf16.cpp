@@ -1,0 +1,176 @@
+// hf-gpt1's CPU kernel for one GPT-1 block during batch-1 decoding with bf16 weights: everything after the q/k/v
+// projection and the KV-cache update, in one call.
+//
+// Why: once the weight products stream at memory speed (bf16_gemv.cpp), a decode step on two cores is ~15 ms of
+// products and ~4-5 ms of Python and operator dispatch: ~25 small operators per block (views, SDPA's wrapper, the
+// residual adds, LayerNorms, GELU), each ~5-15 us whatever its size. This kernel does the block's tail in one
+// dispatch (docs/performance.md):
+//
+//   a   = softmax(q k^T * scaling) v          per head, over every cached key (one query, so no causal mask)
+//   h   = LN_1(x + a W_o^T + b_o)
+//   out = LN_2(h + gelu_tanh(h W_fc^T + b_fc) W_p^T + b_p)
+//
+// Roundings follow the unfused bf16 path (every tensor the operators would hand each other is rounded to bf16 here
+// too: attention output, each product, each residual sum, each LayerNorm output); inside each step the maths is in
+// fp32 (scores, softmax and P.V accumulate in fp32, LayerNorm statistics in fp32 over two passes).
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "avx512_bf16.h"
+#include "bf16_ops.h"
+
+namespace {
+
+using hf_gpt1::load_bf16;
+using hf_gpt1::mask_for;
+using hf_gpt1::store_bf16;
+
+constexpr int64_t kMaxHeadDim = 256;
+
+const uint16_t* bits(const torch::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data_ptr()); }
+
+// One head: out[0:D] = softmax(q . k_t * scaling) . v, keys/values at `row_stride` elements apart.
+HF_GPT1_AVX512 void attend_head(const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t T, int64_t D,
+                                int64_t k_row, int64_t v_row, float scaling, uint16_t* out) {
+  const int64_t chunks = (D + 15) / 16;
+  __m512 qv[kMaxHeadDim / 16], acc[kMaxHeadDim / 16];
+  for (int64_t c = 0; c < chunks; ++c) {
+    qv[c] = load_bf16(q + 16 * c, mask_for(D - 16 * c));
+    acc[c] = _mm512_setzero_ps();
+  }
+  std::vector<float> scores(T);
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < T; ++t) {
+    __m512 dot = _mm512_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) {
+      dot = _mm512_fmadd_ps(load_bf16(k + t * k_row + 16 * c, mask_for(D - 16 * c)), qv[c], dot);
+    }
+    scores[t] = _mm512_reduce_add_ps(dot) * scaling;
+    max_score = std::max(max_score, scores[t]);
+  }
+  float total = 0.0f;
+  for (int64_t t = 0; t < T; ++t) {
+    const float p = std::exp(scores[t] - max_score);
+    total += p;
+    const __m512 pv = _mm512_set1_ps(p);
+    for (int64_t c = 0; c < chunks; ++c) {
+      acc[c] = _mm512_fmadd_ps(load_bf16(v + t * v_row + 16 * c, mask_for(D - 16 * c)), pv, acc[c]);
+    }
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / total);
+  for (int64_t c = 0; c < chunks; ++c) store_bf16(out + 16 * c, _mm512_mul_ps(acc[c], inv), mask_for(D - 16 * c));
+}
+
+float to_float(uint16_t b) { return static_cast<float>(c10::BFloat16(b, c10::BFloat16::from_bits())); }
+
+// LN(x + y) of two bf16 vectors: the sum rounded to bf16 (as `x + y` on bf16 tensors), statistics in fp32.
+torch::Tensor add_layer_norm(const torch::Tensor& x, const torch::Tensor& y, const std::optional<torch::Tensor>& weight,
+                             const std::optional<torch::Tensor>& bias, double eps) {
+  const int64_t n = x.numel();
+  std::vector<float> sum(n);
+  const uint16_t *xp = bits(x), *yp = bits(y);
+  double mean = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum[i] = to_float(c10::BFloat16(to_float(xp[i]) + to_float(yp[i])).x);
+    mean += sum[i];
+  }
+  mean /= n;
+  double var = 0.0;
+  for (int64_t i = 0; i < n; ++i) var += (sum[i] - mean) * (sum[i] - mean);
+  const float rstd = static_cast<float>(1.0 / std::sqrt(var / n + eps)), shift = static_cast<float>(mean);
+  auto out = torch::empty({n}, x.options());
+  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr());
+  const uint16_t* w = weight.has_value() && weight->defined() ? bits(*weight) : nullptr;
+  const uint16_t* b = bias.has_value() && bias->defined() ? bits(*bias) : nullptr;
+  for (int64_t i = 0; i < n; ++i) {
+    float value = (sum[i] - shift) * rstd;
+    if (w != nullptr) value *= to_float(w[i]);
+    if (b != nullptr) value += to_float(b[i]);
+    op[i] = c10::BFloat16(value).x;
+  }
+  return out;
+}
+
+void check_vector(const std::optional<torch::Tensor>& t, int64_t n, const char* what) {
+  if (!t.has_value() || !t->defined()) return;
+  TORCH_CHECK(t->dim() == 1 && t->size(0) == n && t->scalar_type() == at::kBFloat16 && t->is_contiguous() &&
+                  t->is_cpu(),
+              "hf_gpt1::decode_block_bf16: ", what, " must be a contiguous bf16 CPU vector of length ", n, ", got ",
+              t->scalar_type(), " ", t->sizes());
+}
+
+torch::Tensor decode_block_bf16(const torch::Tensor& x, const torch::Tensor& query, const torch::Tensor& keys,
+                                const torch::Tensor& values, const torch::Tensor& attn_proj_weight,
+                                const std::optional<torch::Tensor>& attn_proj_bias,
+                                const std::optional<torch::Tensor>& ln_1_weight,
+                                const std::optional<torch::Tensor>& ln_1_bias, const torch::Tensor& fc_weight,
+                                const std::optional<torch::Tensor>& fc_bias, const torch::Tensor& mlp_proj_weight,
+                                const std::optional<torch::Tensor>& mlp_proj_bias,
+                                const std::optional<torch::Tensor>& ln_2_weight,
+                                const std::optional<torch::Tensor>& ln_2_bias, double scaling, double eps) {
+  TORCH_CHECK(__builtin_cpu_supports("avx512bf16"), "hf_gpt1::decode_block_bf16 needs a CPU with AVX512-BF16");
+  const int64_t E = x.numel();
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.is_contiguous() && x.is_cpu(),
+              "hf_gpt1::decode_block_bf16: x must be one contiguous bf16 CPU row, got ", x.scalar_type(), " ",
+              x.sizes());
+  TORCH_CHECK(keys.dim() == 4 && keys.size(0) == 1 && values.sizes() == keys.sizes() && keys.size(1) * keys.size(3) == E,
+              "hf_gpt1::decode_block_bf16: keys and values must be (1, heads, cached, head_dim) with heads * head_dim = ",
+              E, ", got ", keys.sizes(), " and ", values.sizes());
+  const int64_t H = keys.size(1), T = keys.size(2), D = keys.size(3);
+  TORCH_CHECK(T > 0, "hf_gpt1::decode_block_bf16: no cached keys to attend to");
+  TORCH_CHECK(D <= kMaxHeadDim, "hf_gpt1::decode_block_bf16: head_dim must be at most ", kMaxHeadDim, ", got ", D);
+  for (const auto* t : {&keys, &values}) {
+    TORCH_CHECK(t->scalar_type() == at::kBFloat16 && t->is_cpu() && t->stride(3) == 1,
+                "hf_gpt1::decode_block_bf16: keys/values must be bf16 CPU tensors laid out (heads, positions, head_dim) "
+                "with head_dim contiguous, got strides ", t->strides());
+  }
+  TORCH_CHECK(query.numel() == E && query.scalar_type() == at::kBFloat16 && query.is_contiguous() && query.is_cpu(),
+              "hf_gpt1::decode_block_bf16: query must be one contiguous bf16 CPU row of ", E, " values, got ",
+              query.scalar_type(), " ", query.sizes());
+  TORCH_CHECK(attn_proj_weight.dim() == 2 && attn_proj_weight.size(0) == E && attn_proj_weight.size(1) == E,
+              "hf_gpt1::decode_block_bf16: attention output projection must be ", E, "x", E, ", got ",
+              attn_proj_weight.sizes());
+  TORCH_CHECK(fc_weight.dim() == 2 && fc_weight.size(1) == E && mlp_proj_weight.dim() == 2 &&
+                  mlp_proj_weight.size(0) == E && mlp_proj_weight.size(1) == fc_weight.size(0),
+              "hf_gpt1::decode_block_bf16: MLP weights must be (inner, ", E, ") and (", E, ", inner), got ",
+              fc_weight.sizes(), " and ", mlp_proj_weight.sizes());
+  for (const auto* t : {&ln_1_weight, &ln_1_bias, &ln_2_weight, &ln_2_bias}) check_vector(*t, E, "a LayerNorm parameter");
+
+  const auto row = x.reshape({E});
+  auto attended = torch::empty({E}, x.options());
+  {
+    const uint16_t *q = bits(query), *k = bits(keys), *v = bits(values);
+    auto* out = reinterpret_cast<uint16_t*>(attended.data_ptr());
+    const int64_t k_head = keys.stride(1), k_row = keys.stride(2), v_head = values.stride(1), v_row = values.stride(2);
+    at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t h = begin; h < end; ++h) {
+        attend_head(q + h * D, k + h * k_head, v + h * v_head, T, D, k_row, v_row, static_cast<float>(scaling),
+                    out + h * D);
+      }
+    });
+  }
+  const auto hidden = add_layer_norm(row, hf_gpt1::bf16_addmv(attn_proj_bias, attn_proj_weight, attended), ln_1_weight,
+                                     ln_1_bias, eps);
+  const auto inner = hf_gpt1::gelu_tanh_bf16(hf_gpt1::bf16_addmv(fc_bias, fc_weight, hidden));
+  return add_layer_norm(hidden, hf_gpt1::bf16_addmv(mlp_proj_bias, mlp_proj_weight, inner), ln_2_weight, ln_2_bias, eps)
+      .view(x.sizes());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(hf_gpt1, m) {
+  m.def(
+      "decode_block_bf16(Tensor x, Tensor query, Tensor keys, Tensor values, Tensor attn_proj_weight, "
+      "Tensor? attn_proj_bias, Tensor? ln_1_weight, Tensor? ln_1_bias, Tensor fc_weight, Tensor? fc_bias, "
+      "Tensor mlp_proj_weight, Tensor? mlp_proj_bias, Tensor? ln_2_weight, Tensor? ln_2_bias, float scaling, "
+      "float eps) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(hf_gpt1, CPU, m) { m.impl("decode_block_bf16", &decode_block_bf16); }
