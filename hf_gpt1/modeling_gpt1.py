@@ -769,6 +769,153 @@ def convert_openai_gpt_state_dict(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The tied token table in CPU training
+# ----------------------------------------------------------------------------------------------------------------------
+# The 40478×768 table is used twice, by the token lookup and by the LM head. With plain modules each use gets fresh
+# table-sized tensors every step, which on CPU cost more than their arithmetic (fresh memory is paged in on first
+# touch): autocast's bf16 copy of the table and the bf16 gradient of it, and the lookup's zero-filled dense gradient
+# (~0.2 s per 4×512 bf16 step on 2 cores). `_TiedLMHead` keeps the bf16 copies in buffers it reuses; `_TokenLookup`
+# reuses its dense gradient when the LM head has delivered one in the same backward pass (autograd then adds the two
+# into the LM head's and lets go of the lookup's, so reusing it next step is invisible).
+
+
+class _LookupGradient:
+    """The token lookup's reused dense gradient: zero except the rows the previous backward wrote, which the next one
+    zeroes first (at most batch·seq rows, instead of filling a fresh table-sized tensor)."""
+
+    def __init__(self):
+        self.tensor: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None
+
+    def of(self, ids: torch.Tensor, grad: torch.Tensor, num_rows: int) -> torch.Tensor:
+        """The table's gradient for `grad` (rows, dim) at row indices `ids`, as `embedding_dense_backward`."""
+        if self.tensor is None or self.tensor.shape != (num_rows, grad.shape[-1]) or self.tensor.dtype != grad.dtype:
+            self.tensor = grad.new_zeros(num_rows, grad.shape[-1])
+        elif self.rows is not None:
+            self.tensor.index_fill_(0, self.rows, 0)
+        self.rows = ids
+        return self.tensor.index_add_(0, ids, grad)
+
+
+class _TiedTable:
+    """One forward pass's link between the token lookup and the LM head tied to it: the backward pass (autograd's graph
+    task) in which the LM head delivered its dense gradient of the table, if any."""
+
+    def __init__(self, lookup_gradient: _LookupGradient):
+        self.lookup_gradient = lookup_gradient
+        self.dense_gradient_task: int | None = None
+
+    def deliver_dense_gradient(self) -> None:
+        self.dense_gradient_task = _backward_pass()
+
+    def dense_gradient_delivered(self) -> bool:
+        return self.dense_gradient_task is not None and self.dense_gradient_task == _backward_pass()
+
+
+def _backward_pass() -> int | None:
+    task = getattr(torch._C, "_current_graph_task_id", None)  # private (torch.utils.checkpoint uses it): optional
+    return task() if task is not None else None
+
+
+class _TokenLookup(torch.autograd.Function):
+    """`F.embedding(ids, table)`. Backward writes the table's gradient into `tied`'s reused tensor when the tied LM head
+    has already delivered a dense gradient of the table in this backward pass (and the pass builds no graph of its
+    own); otherwise it returns a fresh one, as nn.Embedding does."""
+
+    @staticmethod
+    def forward(ctx, ids: torch.Tensor, table: torch.Tensor, tied: _TiedTable) -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.rows, ctx.tied = table.shape[0], tied
+        return F.embedding(ids, table)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (ids,) = ctx.saved_tensors
+        ids, grad = ids.reshape(-1), grad.reshape(-1, grad.shape[-1])
+        if ctx.tied.dense_gradient_delivered() and not torch.is_grad_enabled():
+            return None, ctx.tied.lookup_gradient.of(ids, grad, ctx.rows), None
+        return None, torch.ops.aten.embedding_dense_backward(grad, ids, ctx.rows, -1, False), None
+
+
+class _BF16TableCopies:
+    """Reused bf16 buffers for the table and its gradient (not parameters or buffers of the model: not saved, not
+    moved by `.to()`). `generation` counts the table copies, so a backward can tell its copy was overwritten."""
+
+    def __init__(self):
+        self.table = self.grad = None
+        self.generation = 0
+
+    def copy_of(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.table is None or self.table.shape != weight.shape:
+            self.table = torch.empty(weight.shape, dtype=torch.bfloat16)
+            self.grad = torch.empty(weight.shape, dtype=torch.bfloat16)
+        self.generation += 1
+        return self.table.copy_(weight)
+
+
+class _TiedLMHead(torch.autograd.Function):
+    """hidden · tableᵀ (the LM head); with `copies`, in bf16 as CPU autocast computes it, from a reused bf16 copy of
+    the table. Backward tells `tied` its dense gradient of the table has been delivered."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, copies: _BF16TableCopies | None, tied: _TiedTable | None):
+        ctx.save_for_backward(hidden, weight)
+        ctx.copies, ctx.tied = copies, tied
+        if copies is None:
+            return hidden @ weight.t()
+        ctx.generation = copies.generation + 1
+        return hidden @ copies.copy_of(weight).t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight = ctx.saved_tensors
+        copies = ctx.copies
+        if copies is not None:  # its own copy, unless a later forward has overwritten it (then a fresh one)
+            weight = copies.table if copies.generation == ctx.generation else weight.to(torch.bfloat16)
+        grad_hidden = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_rows, hidden_rows = grad.reshape(-1, grad.shape[-1]), hidden.reshape(-1, hidden.shape[-1])
+            if copies is None:
+                grad_weight = grad_rows.t() @ hidden_rows
+            else:
+                grad_weight = torch.mm(grad_rows.t(), hidden_rows, out=copies.grad).float()
+            if ctx.tied is not None:
+                ctx.tied.deliver_dense_gradient()
+        return grad_hidden, grad_weight, None, None
+
+
+def _plain(module: nn.Module, kind: type) -> bool:
+    return type(module) is kind and not module._forward_hooks and not module._forward_pre_hooks
+
+
+def _lm_head_logits(model: GPT1PreTrainedModel, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`model.lm_head(hidden_states)`; in CPU training through `_TiedLMHead` (see above), elsewhere `_project`."""
+    head = model.lm_head
+    if not (
+        torch.is_grad_enabled()
+        and _plain(head, nn.Linear)
+        and head.bias is None
+        and head.weight.device.type == "cpu"
+        and hidden_states.device.type == "cpu"
+    ):
+        return _project(head, hidden_states)
+    transformer = model.transformer
+    tied = transformer.tied_table if head.weight is transformer.tokens_embed.weight else None
+    if torch.is_autocast_enabled("cpu"):
+        if torch.get_autocast_dtype("cpu") != torch.bfloat16 or head.weight.dtype != torch.float32:
+            return head(hidden_states)
+        copies = model.__dict__.get("_bf16_table_copies")
+        if copies is None:
+            copies = model._bf16_table_copies = _BF16TableCopies()
+        with torch.autocast("cpu", enabled=False):
+            return _TiedLMHead.apply(hidden_states.to(torch.bfloat16), head.weight, copies, tied)
+    if hidden_states.dtype != head.weight.dtype:
+        return head(hidden_states)
+    return _TiedLMHead.apply(hidden_states, head.weight, None, tied)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # The base model
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -783,6 +930,8 @@ class GPT1Model(GPT1PreTrainedModel):
         self.drop = GPT1Dropout(config.embd_pdrop)
         self.h = nn.ModuleList([GPT1Block(config, layer_idx=i) for i in range(config.n_layer)])
         self.gradient_checkpointing = False
+        self.tied_table: _TiedTable | None = None
+        self._lookup_gradient: _LookupGradient | None = None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -805,12 +954,13 @@ class GPT1Model(GPT1PreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("GPT1Model: pass exactly one of input_ids or inputs_embeds.")
+        self.tied_table = None  # set by the token lookup in CPU training
         # Fold leading dims (batch, choices, ...) into one batch dim; restored at the end.
         leading_shape = input_ids.shape[:-1] if input_ids is not None else inputs_embeds.shape[:-2]
         if input_ids is not None:
             input_ids = input_ids.reshape(-1, input_ids.shape[-1])
             self._check_input_ids(input_ids)
-            inputs_embeds = self.tokens_embed(input_ids)
+            inputs_embeds = self._look_up(input_ids)
         else:
             inputs_embeds = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
         seq_len = inputs_embeds.shape[1]
@@ -848,6 +998,26 @@ class GPT1Model(GPT1PreTrainedModel):
             last_hidden_state=hidden_states.reshape(*leading_shape, seq_len, -1),
             past_key_values=past_key_values if use_cache else None,
         )
+
+    def _look_up(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`tokens_embed(input_ids)`; in CPU training through `_TokenLookup`, whose `_TiedTable` (kept in
+        `self.tied_table` for the LM head of this forward pass) lets it reuse its gradient tensor (see above)."""
+        table = self.tokens_embed
+        if (
+            _plain(table, nn.Embedding)
+            and table.weight.requires_grad
+            and torch.is_grad_enabled()
+            and table.weight.device.type == "cpu"
+            and table.padding_idx is None
+            and table.max_norm is None
+            and not table.scale_grad_by_freq
+            and not table.sparse
+        ):
+            if self._lookup_gradient is None:
+                self._lookup_gradient = _LookupGradient()
+            self.tied_table = _TiedTable(self._lookup_gradient)
+            return _TokenLookup.apply(input_ids, table.weight, self.tied_table)
+        return table(input_ids)
 
     def _check_input_ids(self, input_ids: torch.Tensor) -> None:
         # An id past the table would be an opaque "index out of range" deep inside F.embedding.
@@ -1008,7 +1178,7 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = _project(self.lm_head, hidden_states)  # batch-1 bf16 decode: addmv streams the tied table
+        logits = _lm_head_logits(self, hidden_states)
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, **kwargs)
@@ -1082,7 +1252,7 @@ class _GPT1FineTuningHeadMixin:
         keep = targets != -100  # project only the scored positions onto the vocabulary
         if not bool(keep.any()):
             return hidden_states.new_zeros(())
-        token_losses = lm_cross_entropy(self.lm_head(hidden[keep.reshape(-1)]), targets[keep])
+        token_losses = lm_cross_entropy(_lm_head_logits(self, hidden[keep.reshape(-1)]), targets[keep])
         # Mean per sequence, then over sequences, as the original train.py does: every sequence weighs the same
         # whatever its length, which also keeps gradient accumulation exact for micro-batches of unequal lengths.
         sequence = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[keep]
@@ -1292,7 +1462,7 @@ class GPT1DoubleHeadsModel(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        lm_logits = self.lm_head(hidden_states)
+        lm_logits = _lm_head_logits(self, hidden_states)
         if mc_token_ids is None:  # as the reference: the last token of every sequence
             mc_token_ids = torch.full(hidden_states.shape[:-2], hidden_states.shape[-2] - 1, device=lm_logits.device)
         mc_logits = self.multiple_choice_head(self.gather_at(hidden_states, mc_token_ids)).squeeze(-1)

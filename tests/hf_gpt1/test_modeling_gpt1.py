@@ -6,6 +6,8 @@ layout, loaded through our `from_pretrained` (which converts it), and compared o
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import (
@@ -217,6 +219,100 @@ def test_gradient_checkpointing_gives_same_gradients():
     checkpointed = grads()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+
+# The tied token table in CPU training (`_TokenLookup`, `_TiedLMHead`): reused buffers instead of fresh table-sized
+# tensors. The plain modules are the reference: a no-op forward hook takes a module off that path.
+
+
+def _with_plain_table_modules(model):
+    for module in (model.transformer.tokens_embed, model.lm_head):
+        module.register_forward_hook(lambda *args: None)
+    return model
+
+
+def _grads(model):
+    return {name: param.grad for name, param in model.named_parameters() if param.grad is not None}
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16_autocast"])
+def test_tied_table_training_gives_the_plain_modules_gradients_step_after_step(autocast):
+    """Three steps with different tokens: the reused lookup gradient must forget the previous step's rows, the reused
+    bf16 table copy must follow the optimizer's updates. Every parameter's gradient, and the losses, as the plain
+    modules'; the table's gradient is dense."""
+    torch.manual_seed(0)
+    fast = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    plain = _with_plain_table_modules(copy.deepcopy(fast))
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (fast, plain)]
+    for step in range(3):
+        ids = torch.randint(0, 99, (2, 9), generator=torch.Generator().manual_seed(step))
+        losses = []
+        for model, optimizer in zip((fast, plain), optimizers):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(ids, labels=ids).loss
+            loss.backward()
+            losses.append(loss)
+        fast_grads, plain_grads = _grads(fast), _grads(plain)
+        assert fast_grads.keys() == plain_grads.keys() and fast.transformer.tokens_embed.weight.grad.layout == torch.strided
+        torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=1e-6)
+        for name in plain_grads:
+            torch.testing.assert_close(fast_grads[name], plain_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    # The fast path ran: the lookup reused its gradient tensor, autocast used the reused bf16 copies.
+    assert fast.transformer._lookup_gradient.tensor is not None
+    assert ("_bf16_table_copies" in fast.__dict__) == autocast
+    assert plain.transformer._lookup_gradient is None
+
+
+def test_tied_table_gradients_handed_out_are_never_reused():
+    """`torch.autograd.grad` hands the table's gradient to the caller: a later backward pass must not change it."""
+    torch.manual_seed(0)
+    model = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    table = model.transformer.tokens_embed.weight
+    results = []
+    for seed in range(3):
+        ids = torch.randint(0, 99, (2, 9), generator=torch.Generator().manual_seed(seed))
+        (grad,) = torch.autograd.grad(model(ids, labels=ids).loss, table)
+        results.append((grad, grad.clone()))
+    assert model.transformer._lookup_gradient.tensor is not None
+    for grad, snapshot in results:
+        assert grad is not model.transformer._lookup_gradient.tensor and torch.equal(grad, snapshot)
+
+
+def test_tied_table_special_cases_match_the_plain_modules():
+    """Two forward passes before one backward (the LM head's bf16 copy is overwritten in between), a classifier without
+    the auxiliary LM loss (no LM head gradient: the lookup's own dense gradient), a frozen table."""
+    torch.manual_seed(0)
+    fast = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    plain = _with_plain_table_modules(copy.deepcopy(fast))
+    first, second = (torch.randint(0, 99, (2, 9), generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    for model in (fast, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = [model(first, labels=first).loss, 0.5 * model(second, labels=second).loss]
+        if model is fast:
+            sum(losses).backward()
+        else:  # one backward pass would sum both LM-head gradients in bf16 (autocast's single cached bf16 copy of the
+            for loss in losses:  # table receives both); the fast path sums them in fp32, as separate passes do
+                loss.backward(retain_graph=True)
+    table = lambda model: model.transformer.tokens_embed.weight.grad  # noqa: E731
+    torch.testing.assert_close(table(fast), table(plain), rtol=1e-5, atol=1e-7)
+
+    config = tiny_gpt1_config(**no_dropout(clf_pdrop=0.0), num_labels=2, lm_coef=0.0)
+    fast = GPT1ForSequenceClassification(config).train()
+    plain = copy.deepcopy(fast)
+    plain.transformer.tokens_embed.register_forward_hook(lambda *args: None)
+    for model in (fast, plain):
+        model(first, labels=torch.tensor([0, 1])).loss.backward()
+    assert fast.transformer._lookup_gradient.tensor is None  # nothing to add the rows into: a fresh dense gradient
+    for name, grad in _grads(plain).items():
+        torch.testing.assert_close(_grads(fast)[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+    frozen = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    frozen.transformer.tokens_embed.weight.requires_grad_(False)
+    frozen(first, labels=first).loss.backward()
+    assert frozen.transformer.tokens_embed.weight.grad is None and frozen.transformer.h[0].ln_1.weight.grad is not None
 
 
 def test_resize_token_embeddings_for_special_tokens():
