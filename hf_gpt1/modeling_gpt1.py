@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -345,11 +346,10 @@ def _project(linear: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
     if (
         hidden_states.dtype == torch.bfloat16
         and hidden_states.numel() == hidden_states.shape[-1]
-        and type(linear) is nn.Linear
         and linear.weight.dtype == torch.bfloat16
         and hidden_states.device.type == "cpu"
         and not torch.is_grad_enabled()
-        and not (linear._forward_hooks or linear._forward_pre_hooks)
+        and _plain(linear, nn.Linear)
     ):
         row = hidden_states.reshape(-1)
         kernels, bias = _cpu_kernels(), linear.bias
@@ -383,12 +383,10 @@ def _activate(act: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
     inference) runs on hf-gpt1's compiled kernel where it can: torch's bf16 GELU is compute-bound on CPU, ~5x slower
     than the memory it touches (docs/performance.md)."""
     if (
-        type(act) is GELUTanh
-        and hidden_states.dtype == torch.bfloat16
+        hidden_states.dtype == torch.bfloat16
         and hidden_states.device.type == "cpu"
         and hidden_states.is_contiguous()
-        and not act._forward_hooks
-        and not act._forward_pre_hooks
+        and _plain(act, GELUTanh)
         and _cpu_kernels()
     ):
         if torch.is_grad_enabled() and hidden_states.requires_grad:
@@ -458,68 +456,132 @@ class GPT1MLP(nn.Module):
         return self.dropout(_project(self.c_proj, _activate(self.act, _project(self.c_fc, hidden_states))))
 
 
-def _decode_kernels(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, kwargs: dict):
-    """hf-gpt1's compiled kernels if this block call is one token of batch-1 bf16 decoding that `_decode_block` can run
-    exactly as the modules would (plain Linear/LayerNorm/GELU modules with bf16 weights, no hooks, no adapters, no
-    mask, no attention weights asked for, the default attention), else None: the modules run."""
+class _DecodePlan:
+    """What `_decode_plan` established about one block: its modules are exactly the plain kinds, in eval mode, unhooked,
+    with contiguous bf16 CPU weights. Kept (per block, weakly) so that later tokens only re-check that none of it has
+    changed, through the modules' own dicts: ~5 µs per block instead of ~90 µs of module attribute lookups."""
+
+    def __init__(self, block: GPT1Block):
+        attn, mlp = block.attn, block.mlp
+        kinds = {"attn": GPT1Attention, "mlp": GPT1MLP, "ln_1": nn.LayerNorm, "ln_2": nn.LayerNorm, "c_attn": nn.Linear,
+                 "c_proj": nn.Linear, "resid_dropout": GPT1Dropout, "c_fc": nn.Linear, "act": GELUTanh, "dropout": GPT1Dropout}  # fmt: skip
+        parents = [(block, name) for name in ("attn", "mlp", "ln_1", "ln_2")]
+        parents += [(attn, name) for name in ("c_attn", "c_proj", "resid_dropout")]
+        parents += [(mlp, name) for name in ("c_fc", "c_proj", "act", "dropout")]
+        # (parent's submodule dict, name, module, the kind it must be)
+        self.slots = tuple((parent._modules, name, parent._modules.get(name), kinds[name]) for parent, name in parents)
+        self.valid = all(_plain(module, kind) for _, _, module, kind in self.slots)
+        if not self.valid:  # e.g. PEFT-wrapped layers: the modules run (and the plan is rebuilt each call)
+            return
+        self.modules = (block, *(module for _, _, module, _ in self.slots))
+        self.hooks = tuple(frozenset(module._forward_hooks) for module in self.modules)  # transformers' recorders only
+        weighted = (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, block.ln_1, block.ln_2)
+        self.params = tuple((m._parameters, name, m._parameters.get(name)) for m in weighted for name in ("weight", "bias"))
+        self.config, self.ln_1, self.eps = attn.config, block.ln_1, block.ln_1.eps
+        self.qkv = (attn.c_attn.bias, attn.c_attn.weight, attn.n_head, attn.head_dim, attn.layer_idx)
+        self.rest = (
+            attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
+            mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
+            attn.scaling, block.ln_1.eps,
+        )  # fmt: skip
+        self.valid = block.ln_2.eps == self.eps and attn.head_dim <= 256 and self.holds()
+
+    def holds(self) -> bool:
+        """Still true of the block: the same modules, hooks, modes and parameters, the latter still bf16 on CPU."""
+        if not self.valid:
+            return False
+        for modules, name, module, _ in self.slots:
+            if modules.get(name) is not module:
+                return False
+        for module, hooks in zip(self.modules, self.hooks):
+            state = module.__dict__
+            if (
+                module.training
+                or module._forward_pre_hooks
+                or module._forward_hooks.keys() != hooks
+                or "_hf_hook" in state
+                or "forward" in state  # a patched forward (Accelerate's hooks do this)
+            ):
+                return False
+        for params, name, param in self.params:
+            if params.get(name) is not param:
+                return False
+            if param is not None and (param.dtype != torch.bfloat16 or not param.is_cpu or not param.is_contiguous()):
+                return False
+        return True
+
+
+_DECODE_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, kwargs: dict) -> _DecodePlan | None:
+    """The block's `_DecodePlan` if this call is one token of batch-1 bf16 decoding that `_decode_block` runs exactly
+    as the modules would (plain Linear/LayerNorm/GELU modules with bf16 weights, no hooks, no adapters, eval mode, no
+    autograd, no mask, no attention weights asked for, the default attention, the compiled kernels present), else
+    None: the modules run."""
     if (
         hidden_states.dtype != torch.bfloat16
         or hidden_states.numel() != hidden_states.shape[-1]
         or attention_mask is not None
-        or block.training
         or torch.is_grad_enabled()
         or hidden_states.device.type != "cpu"
         or kwargs.get("output_attentions")
-        or block.attn.config._attn_implementation != GPT1_ATTENTION
         or _GLOBAL_HOOKS[0]
         or _GLOBAL_HOOKS[1]
     ):
         return None
-    attn, mlp = block.attn, block.mlp
-    for module, kind in (
-        (attn.c_attn, nn.Linear),
-        (attn.c_proj, nn.Linear),
-        (mlp.c_fc, nn.Linear),
-        (mlp.c_proj, nn.Linear),
-        (mlp.act, GELUTanh),
-        (block.ln_1, nn.LayerNorm),
-        (block.ln_2, nn.LayerNorm),
-        (attn, GPT1Attention),
-        (mlp, GPT1MLP),
-    ):
-        if type(module) is not kind or not _runs_unobserved(module):
-            return None
-        weight = getattr(module, "weight", None)
-        if weight is not None and (weight.dtype != torch.bfloat16 or weight.device.type != "cpu"):
-            return None
-    if block.ln_1.eps != block.ln_2.eps or attn.head_dim > 256:
+    kernels = _cpu_kernels()
+    if not kernels or not _has_op(kernels, "decode_block_bf16"):
         return None
-    return _cpu_kernels() or None
+    plan = _DECODE_PLANS.get(block)
+    if plan is None or not plan.holds():
+        plan = _DECODE_PLANS[block] = _DecodePlan(block)
+    if not plan.valid or _attn_implementation(plan.config) != GPT1_ATTENTION or plan.ln_1.eps != plan.eps:
+        return None
+    return plan
 
 
-def _decode_block(kernels, block: GPT1Block, hidden_states: torch.Tensor, past_key_values: Cache | None) -> torch.Tensor:
-    """`block(hidden_states)` for one bf16 token: the q/k/v product, the cache update (any `Cache`), then one compiled
-    call for attention, output projection, both residual LayerNorms and the MLP (`decode_block_bf16.cpp`). Once the
-    products stream at memory speed, the ~25 small operators of a block cost ~0.3 ms per block in dispatch alone."""
-    attn, mlp = block.attn, block.mlp
-    qkv = kernels.bf16_addmv(attn.c_attn.bias, attn.c_attn.weight, hidden_states.reshape(-1))
-    query, key, value = qkv.view(3, 1, attn.n_head, 1, attn.head_dim).unbind(0)  # each (1, heads, 1, head_dim)
+def _attn_implementation(config: PretrainedConfig) -> str | None:
+    """`config._attn_implementation`, read where the property keeps it without PretrainedConfig's attribute-map lookup
+    (~4 µs a read on this VM, 12 reads per token); the property itself if that attribute is not there."""
+    try:
+        return object.__getattribute__(config, "_attn_implementation_internal")
+    except AttributeError:
+        return config._attn_implementation
+
+
+def _has_op(kernels, name: str) -> bool:
+    """Whether the installed hf-gpt1 package's kernels include `name` (this file may ship as remote code next to a
+    checkpoint and meet an older package)."""
+    if name not in _OPS_PRESENT:
+        _OPS_PRESENT[name] = hasattr(kernels, name)
+    return _OPS_PRESENT[name]
+
+
+_OPS_PRESENT: dict[str, bool] = {}
+
+
+def _decode_block(plan: _DecodePlan, hidden_states: torch.Tensor, past_key_values: Cache | None) -> torch.Tensor:
+    """The block for one bf16 token: the q/k/v product, the cache update (any `Cache`), then one compiled call for
+    attention, output projection, both residual LayerNorms and the MLP (`decode_block_bf16.cpp`). Once the products
+    stream at memory speed, the ~25 small operators of a block cost ~0.3 ms per block in dispatch alone."""
+    kernels = _cpu_kernels()
+    bias, weight, heads, head_dim, layer_idx = plan.qkv
+    qkv = kernels.bf16_addmv(bias, weight, hidden_states.reshape(-1))
+    query, key, value = qkv.view(3, 1, heads, 1, head_dim).unbind(0)  # each (1, heads, 1, head_dim)
     if past_key_values is not None:
-        key, value = past_key_values.update(key, value, attn.layer_idx)
-    return kernels.decode_block_bf16(
-        hidden_states, query, key, value,
-        attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
-        mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
-        attn.scaling, block.ln_1.eps,
-    )  # fmt: skip
+        key, value = past_key_values.update(key, value, layer_idx)
+    return kernels.decode_block_bf16(hidden_states, query, key, value, *plan.rest)
 
 
-def _runs_unobserved(module: nn.Module) -> bool:
-    """No hook would see (or change) this module's call: no forward hooks but transformers' output recorders (installed
-    on the attention modules once any output is recorded, inactive unless `output_attentions` is asked for, which
-    `_decode_kernels` checks), no pre-hooks, no Accelerate hook (device offloading replaces `forward`)."""
+def _plain(module: nn.Module, kind: type) -> bool:
+    """`module` is exactly a `kind` (not a subclass or a PEFT wrapper) and no hook would see (or change) its call: no
+    forward hooks but transformers' output recorders (installed on the attention modules once any output is recorded,
+    inactive unless `output_attentions` is asked for, which `_decode_plan` checks), no pre-hooks, no Accelerate
+    hook (device offloading replaces `forward`)."""
     return (
-        not module._forward_pre_hooks
+        type(module) is kind
+        and not module._forward_pre_hooks
         and not hasattr(module, "_hf_hook")
         and all(getattr(hook, "__module__", None) == _OUTPUT_RECORDERS for hook in module._forward_hooks.values())
     )
@@ -547,9 +609,9 @@ class GPT1Block(GradientCheckpointingLayer):
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        kernels = _decode_kernels(self, hidden_states, attention_mask, kwargs)
-        if kernels is not None:  # one token of batch-1 bf16 decoding: the block in two compiled calls
-            return _decode_block(kernels, self, hidden_states, past_key_values)
+        plan = _decode_plan(self, hidden_states, attention_mask, kwargs)
+        if plan is not None:  # one token of batch-1 bf16 decoding: the block in two compiled calls
+            return _decode_block(plan, hidden_states, past_key_values)
         attn_output, _ = self.attn(hidden_states, attention_mask, past_key_values, **kwargs)
         hidden_states = self.ln_1(hidden_states + attn_output)
         return self.ln_2(hidden_states + self.mlp(hidden_states))
@@ -883,10 +945,6 @@ class _TiedLMHead(torch.autograd.Function):
             if ctx.tied is not None:
                 ctx.tied.deliver_dense_gradient()
         return grad_hidden, grad_weight, None, None
-
-
-def _plain(module: nn.Module, kind: type) -> bool:
-    return type(module) is kind and not module._forward_hooks and not module._forward_pre_hooks
 
 
 def _lm_head_logits(model: GPT1PreTrainedModel, hidden_states: torch.Tensor) -> torch.Tensor:

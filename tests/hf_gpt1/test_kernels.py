@@ -4,6 +4,7 @@ LM loss) and their use by the model."""
 from __future__ import annotations
 
 import copy
+import types
 
 import pytest
 import torch
@@ -265,11 +266,40 @@ def test_fused_decode_block_runs_only_where_it_computes_what_the_modules_would(o
         assert "decode_block_bf16" not in _decode_once(eager, ops)[0]
     assert "decode_block_bf16" not in _decode_once(model, ops)[0]  # autograd on
 
+    # Changes after blocks have decoded (their plans are cached): each is noticed.
+    from accelerate.hooks import ModelHook, add_hook_to_module
     from peft import LoraConfig, get_peft_model
 
-    lora = get_peft_model(_bf16_model(), LoraConfig(r=4, target_modules=["c_fc"], init_lora_weights=False))
     with torch.no_grad():
+        assert _decode_once(model, ops)[0].count("decode_block_bf16") == model.config.n_layer
+        # Accelerate's hooks (device offloading) replace a module's forward: neither the block nor the layer's
+        # one-row product may bypass it.
+        add_hook_to_module(model.transformer.h[0].mlp.c_fc, ModelHook())
+        calls = _decode_once(model, ops)[0]
+        assert calls.count("decode_block_bf16") == 1 and calls.count("bf16_addmv") == 1 + 3 + 1  # block 1; block 0's
+        model.transformer.h[1].ln_2.float()  # fp32 LayerNorm parameters (torch mixes them with bf16 inputs)
+        assert "decode_block_bf16" not in _decode_once(model, ops)[0]
+        model.transformer.h[1].ln_2.bfloat16()
+        assert _decode_once(model, ops)[0].count("decode_block_bf16") == 1
+        lora = get_peft_model(model, LoraConfig(r=4, target_modules=["c_attn"], init_lora_weights=False))
         assert "decode_block_bf16" not in _decode_once(lora, ops)[0]  # the adapter's update must be applied
+
+
+@needs_avx512_bf16
+def test_decoding_with_an_older_package_without_the_block_kernel(monkeypatch, ops):
+    """As remote code, this modeling file may meet an hf-gpt1 package whose kernels predate `decode_block_bf16`."""
+    model = _bf16_model()
+    older = types.SimpleNamespace(bf16_addmv=ops.bf16_addmv, gelu_tanh_bf16=ops.gelu_tanh_bf16)
+    monkeypatch.setattr(modeling_gpt1, "_OPS_PRESENT", {})
+    with torch.no_grad():
+        expected = _decode_once(model, False)[1].logits
+        monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", older)
+        cache = DynamicCache(config=model.config)
+        ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(0))
+        model(ids[:, :5], past_key_values=cache, use_cache=True)
+        got = model(ids[:, 5:], past_key_values=cache, use_cache=True).logits
+    assert modeling_gpt1._OPS_PRESENT == {"decode_block_bf16": False}
+    torch.testing.assert_close(got.float(), expected.float(), rtol=0.03, atol=0.03)
 
 
 def _gelu_reference(x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
