@@ -458,7 +458,7 @@ class GPT1MLP(nn.Module):
 
 class _DecodePlan:
     """What `_decode_plan` established about one block: its modules are exactly the plain kinds, in eval mode, unhooked,
-    with contiguous bf16 CPU weights. Kept (per block, weakly) so that later tokens only re-check that none of it has
+    with contiguous CPU weights of one dtype (bf16 or fp32). Kept (per block, weakly) so that later tokens only re-check that none of it has
     changed, through the modules' own dicts: ~5 µs per block instead of ~90 µs of module attribute lookups."""
 
     def __init__(self, block: GPT1Block):
@@ -478,16 +478,18 @@ class _DecodePlan:
         weighted = (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, block.ln_1, block.ln_2)
         self.params = tuple((m._parameters, name, m._parameters.get(name)) for m in weighted for name in ("weight", "bias"))
         self.config, self.ln_1, self.eps = attn.config, block.ln_1, block.ln_1.eps
+        self.dtype = attn.c_attn.weight.dtype if attn.c_attn.weight.dtype in _DECODE_OPS else None
         self.qkv = (attn.c_attn.bias, attn.c_attn.weight, attn.n_head, attn.head_dim, attn.layer_idx)
         self.rest = (
             attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
             mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
             attn.scaling, block.ln_1.eps,
         )  # fmt: skip
-        self.valid = block.ln_2.eps == self.eps and attn.head_dim <= 256 and self.holds()
+        self.valid = self.dtype is not None and block.ln_2.eps == self.eps and attn.head_dim <= 256 and self.holds()
 
     def holds(self) -> bool:
-        """Still true of the block: the same modules, hooks, modes and parameters, the latter still bf16 on CPU."""
+        """Still true of the block: the same modules, hooks, modes and parameters, the latter still of one dtype on
+        CPU."""
         if not self.valid:
             return False
         for modules, name, module, _ in self.slots:
@@ -506,24 +508,27 @@ class _DecodePlan:
         for params, name, param in self.params:
             if params.get(name) is not param:
                 return False
-            if param is not None and (param.dtype != torch.bfloat16 or not param.is_cpu or not param.is_contiguous()):
+            if param is not None and (param.dtype != self.dtype or not param.is_cpu or not param.is_contiguous()):
                 return False
         return True
 
 
 _DECODE_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DECODE_OPS = {torch.bfloat16: "decode_block_bf16", torch.float32: "decode_block_fp32"}
 
 
 def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, kwargs: dict) -> _DecodePlan | None:
-    """The block's `_DecodePlan` if this call is one token of batch-1 bf16 decoding that `_decode_block` runs exactly
-    as the modules would (plain Linear/LayerNorm/GELU modules with bf16 weights, no hooks, no adapters, eval mode, no
-    autograd, no mask, no attention weights asked for, the default attention, the compiled kernels present), else
-    None: the modules run."""
+    """The block's `_DecodePlan` if this call is one token of batch-1 decoding (bf16 or fp32) that `_decode_block`
+    runs exactly as the modules would (plain Linear/LayerNorm/GELU modules with weights of the activations' dtype, no
+    hooks, no adapters, eval mode, no autograd, no mask, no attention weights asked for, the default attention, the
+    compiled kernels present), else None: the modules run."""
+    op = _DECODE_OPS.get(hidden_states.dtype)
     if (
-        hidden_states.dtype != torch.bfloat16
+        op is None
         or hidden_states.numel() != hidden_states.shape[-1]
         or attention_mask is not None
         or torch.is_grad_enabled()
+        or torch.is_autocast_enabled("cpu")  # autocast would recast inside the fp32 block: the modules keep its rules
         or hidden_states.device.type != "cpu"
         or kwargs.get("output_attentions")
         or _GLOBAL_HOOKS[0]
@@ -531,12 +536,17 @@ def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, 
     ):
         return None
     kernels = _cpu_kernels()
-    if not kernels or not _has_op(kernels, "decode_block_bf16"):
+    if not kernels or not _has_op(kernels, op):
         return None
     plan = _DECODE_PLANS.get(block)
     if plan is None or not plan.holds():
         plan = _DECODE_PLANS[block] = _DecodePlan(block)
-    if not plan.valid or _attn_implementation(plan.config) != GPT1_ATTENTION or plan.ln_1.eps != plan.eps:
+    if (
+        not plan.valid
+        or plan.dtype != hidden_states.dtype
+        or _attn_implementation(plan.config) != GPT1_ATTENTION
+        or plan.ln_1.eps != plan.eps
+    ):
         return None
     return plan
 
@@ -562,16 +572,21 @@ _OPS_PRESENT: dict[str, bool] = {}
 
 
 def _decode_block(plan: _DecodePlan, hidden_states: torch.Tensor, past_key_values: Cache | None) -> torch.Tensor:
-    """The block for one bf16 token: the q/k/v product, the cache update (any `Cache`), then one compiled call for
+    """The block for one token: the q/k/v product, the cache update (any `Cache`), then one compiled call for
     attention, output projection, both residual LayerNorms and the MLP (`decode_block_bf16.cpp`). Once the products
     stream at memory speed, the ~25 small operators of a block cost ~0.3 ms per block in dispatch alone."""
     kernels = _cpu_kernels()
     bias, weight, heads, head_dim, layer_idx = plan.qkv
-    qkv = kernels.bf16_addmv(bias, weight, hidden_states.reshape(-1))
+    row = hidden_states.reshape(-1)
+    if plan.dtype == torch.bfloat16:
+        qkv = kernels.bf16_addmv(bias, weight, row)
+    else:
+        qkv = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)
     query, key, value = qkv.view(3, 1, heads, 1, head_dim).unbind(0)  # each (1, heads, 1, head_dim)
     if past_key_values is not None:
         key, value = past_key_values.update(key, value, layer_idx)
-    return kernels.decode_block_bf16(hidden_states, query, key, value, *plan.rest)
+    block_op = kernels.decode_block_bf16 if plan.dtype == torch.bfloat16 else kernels.decode_block_fp32
+    return block_op(hidden_states, query, key, value, *plan.rest)
 
 
 def _plain(module: nn.Module, kind: type) -> bool:
@@ -610,7 +625,7 @@ class GPT1Block(GradientCheckpointingLayer):
         **kwargs,
     ) -> torch.Tensor:
         plan = _decode_plan(self, hidden_states, attention_mask, kwargs)
-        if plan is not None:  # one token of batch-1 bf16 decoding: the block in two compiled calls
+        if plan is not None:  # one token of batch-1 decoding: the block in two calls around the cache update
             return _decode_block(plan, hidden_states, past_key_values)
         attn_output, _ = self.attn(hidden_states, attention_mask, past_key_values, **kwargs)
         hidden_states = self.ln_1(hidden_states + attn_output)

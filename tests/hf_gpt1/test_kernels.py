@@ -157,8 +157,8 @@ def test_one_row_kernel_is_only_used_for_single_bf16_rows_without_autograd(monke
     assert {name for name, _ in counting.calls} == {"gelu_tanh_bf16"}
     counting.calls.clear()
     with torch.no_grad():
-        model.float()(ids[:1])  # fp32: torch's matmul and GELU
-    assert counting.calls == []
+        model.float()(ids[:1])  # fp32: torch's matmul and GELU; each block one fp32 call
+    assert counting.calls == [("decode_block_fp32", None)] * model.config.n_layer
 
 
 def _random_bf16_block(n_embd: int, n_head: int) -> modeling_gpt1.GPT1Block:
@@ -170,6 +170,17 @@ def _random_bf16_block(n_embd: int, n_head: int) -> modeling_gpt1.GPT1Block:
                 module.weight.copy_(torch.randn_like(module.weight) * (0.3 if module.weight.dim() == 1 else 0.05) + 1.0 * (module.weight.dim() == 1))
                 module.bias.copy_(torch.randn_like(module.bias) * 0.1)
     return block.to(torch.bfloat16).eval()
+
+
+def _block_weights(block) -> tuple:
+    """The block's parameters after its q/k/v product, in the order the decode-block kernels take them."""
+    attn, mlp = block.attn, block.mlp
+    return (attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias, mlp.c_fc.weight, mlp.c_fc.bias,
+            mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias)  # fmt: skip
+
+
+def _sdpa(scaling: float):
+    return lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scaling)
 
 
 def _block_tail(block, x, query, keys, values, attention):
@@ -189,14 +200,9 @@ def test_decode_block_bf16_matches_the_blocks_modules(ops, n_embd, n_head, cache
     x = torch.randn(1, 1, n_embd).to(torch.bfloat16)
     query = torch.randn(1, n_head, 1, head_dim).to(torch.bfloat16)
     keys, values = (torch.randn(1, n_head, cached, head_dim).to(torch.bfloat16) for _ in range(2))
-    attn, mlp = block.attn, block.mlp
     with torch.no_grad():
-        got = ops.decode_block_bf16(
-            x, query, keys, values, attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
-            mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
-            attn.scaling, block.ln_1.eps,
-        )
-        sdpa = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=attn.scaling)  # noqa: E731
+        got = ops.decode_block_bf16(x, query, keys, values, *_block_weights(block), block.attn.scaling, block.ln_1.eps)
+        sdpa = _sdpa(block.attn.scaling)
         torch_ops = _block_tail(block, x, query, keys, values, sdpa)
         exact = _block_tail(copy.deepcopy(block).double(), *(t.double() for t in (x, query, keys, values)), sdpa)
     assert got.shape == x.shape and got.dtype == torch.bfloat16
@@ -208,9 +214,7 @@ def test_decode_block_bf16_matches_the_blocks_modules(ops, n_embd, n_head, cache
 @needs_avx512_bf16
 def test_decode_block_bf16_rejects_what_it_cannot_compute(ops):
     block = _random_bf16_block(32, 4)
-    attn, mlp = block.attn, block.mlp
-    weights = (attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias, mlp.c_fc.weight,
-               mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, block.ln_2.weight, block.ln_2.bias)
+    weights = _block_weights(block)
     x, query = torch.randn(1, 1, 32, dtype=torch.bfloat16), torch.randn(1, 4, 1, 8, dtype=torch.bfloat16)
     keys = torch.randn(1, 4, 3, 8, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match=r"keys and values must be \(1, heads, cached, head_dim\)"):
@@ -223,6 +227,43 @@ def test_decode_block_bf16_rejects_what_it_cannot_compute(ops):
         ops.decode_block_bf16(x, query, keys[:, :, :0], keys[:, :, :0], *weights, 0.3, 1e-5)
     with pytest.raises(RuntimeError, match="MLP weights must be"):
         ops.decode_block_bf16(x, query, keys, keys, *weights[:4], weights[6], weights[5], weights[4], *weights[7:], 0.3, 1e-5)
+
+
+@needs_avx512_bf16
+def test_fp32_decoding_runs_each_block_in_one_call_with_the_modules_numbers(ops):
+    """fp32 weights: the block after its q/k/v product is one call of ATen's operators from C++
+    (`decode_block_fp32`); the same numbers as the modules (SDPA, Linear, LayerNorm, GELU) to fp32 rounding, also in
+    `generate` (same tokens, same logits), and the modules under autocast."""
+    block = _random_bf16_block(96, 2).float()
+    x, query = torch.randn(1, 1, 96), torch.randn(1, 2, 1, 48)
+    keys, values = torch.randn(1, 2, 33, 48), torch.randn(1, 2, 33, 48)
+    with torch.no_grad():
+        got = ops.decode_block_fp32(x, query, keys, values, *_block_weights(block), block.attn.scaling, block.ln_1.eps)
+        expected = _block_tail(block, x, query, keys, values, _sdpa(block.attn.scaling))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="must be fp32 CPU tensors"):
+        ops.decode_block_fp32(x.bfloat16(), query, keys, values, *_block_weights(block), 0.3, 1e-5)
+
+    model = _bf16_model().float()
+    prompt = torch.randint(0, model.config.vocab_size, (1, 7), generator=torch.Generator().manual_seed(0))
+    outs = {}
+    for name in ("fused", "modules"):
+        saved = modeling_gpt1._CPU_KERNELS
+        modeling_gpt1._CPU_KERNELS = ops if name == "fused" else False
+        try:
+            with torch.inference_mode():
+                outs[name] = model.generate(
+                    prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None,
+                    output_logits=True, return_dict_in_generate=True,
+                )
+        finally:
+            modeling_gpt1._CPU_KERNELS = saved
+    assert torch.equal(outs["fused"].sequences, outs["modules"].sequences)
+    torch.testing.assert_close(torch.stack(outs["fused"].logits), torch.stack(outs["modules"].logits), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert _decode_once(model, ops)[0] == ["decode_block_fp32"] * model.config.n_layer
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert "decode_block_fp32" not in _decode_once(model, ops)[0]
 
 
 def _decode_once(model, ops, **kwargs):
