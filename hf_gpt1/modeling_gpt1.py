@@ -458,8 +458,9 @@ class GPT1MLP(nn.Module):
 
 class _DecodePlan:
     """What `_decode_plan` established about one block: its modules are exactly the plain kinds, in eval mode, unhooked,
-    with contiguous CPU weights of one dtype (bf16 or fp32). Kept (per block, weakly) so that later tokens only re-check that none of it has
-    changed, through the modules' own dicts: ~5 µs per block instead of ~90 µs of module attribute lookups."""
+    with contiguous CPU weights of one dtype (bf16 or fp32). Kept (per block, weakly) so that later tokens only
+    re-check that none of it has changed, through the modules' own dicts: ~20 µs per block on this VM instead of ~90 µs
+    of module attribute lookups."""
 
     def __init__(self, block: GPT1Block):
         attn, mlp = block.attn, block.mlp
