@@ -1,4 +1,5 @@
-"""hf-gpt1's optional compiled CPU kernels, for bf16 on AVX-512 machines where torch 2.13's CPU kernels are slow.
+"""hf-gpt1's optional compiled CPU kernels, for bf16 (and batch-1 fp32 decoding) on AVX-512 machines where torch
+2.13's CPU kernels or their dispatch from Python are slow.
 
 - `torch.ops.hf_gpt1.bf16_addmv(bias, weight, x)`: the one-row product of batch-1 decoding with bf16 weights
   (`bf16_gemv.cpp`), instead of torch's `addmv`.
