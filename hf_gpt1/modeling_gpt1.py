@@ -479,7 +479,7 @@ class _DecodePlan:
         weighted = (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, block.ln_1, block.ln_2)
         self.params = tuple((m._parameters, name, m._parameters.get(name)) for m in weighted for name in ("weight", "bias"))
         self.config, self.ln_1, self.eps = attn.config, block.ln_1, block.ln_1.eps
-        self.dtype = attn.c_attn.weight.dtype if attn.c_attn.weight.dtype in _DECODE_OPS else None
+        self.dtype = attn.c_attn.weight.dtype if attn.c_attn.weight.dtype in _DECODE_DTYPES else None
         self.qkv = (attn.c_attn.bias, attn.c_attn.weight, attn.n_head, attn.head_dim, attn.layer_idx)
         self.rest = (
             attn.c_proj.weight, attn.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
@@ -515,7 +515,7 @@ class _DecodePlan:
 
 
 _DECODE_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_DECODE_OPS = {torch.bfloat16: "decode_block_bf16", torch.float32: "decode_block_fp32"}
+_DECODE_DTYPES = (torch.bfloat16, torch.float32)  # what `hf_gpt1::decode_block` computes in
 
 
 def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, kwargs: dict) -> _DecodePlan | None:
@@ -523,9 +523,8 @@ def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, 
     runs exactly as the modules would (plain Linear/LayerNorm/GELU modules with weights of the activations' dtype, no
     hooks, no adapters, eval mode, no autograd, no mask, no attention weights asked for, the default attention, the
     compiled kernels present), else None: the modules run."""
-    op = _DECODE_OPS.get(hidden_states.dtype)
     if (
-        op is None
+        hidden_states.dtype not in _DECODE_DTYPES
         or hidden_states.numel() != hidden_states.shape[-1]
         or attention_mask is not None
         or torch.is_grad_enabled()
@@ -537,7 +536,7 @@ def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, 
     ):
         return None
     kernels = _cpu_kernels()
-    if not kernels or not _has_op(kernels, op):
+    if not kernels or not _has_op(kernels, "decode_block"):
         return None
     plan = _DECODE_PLANS.get(block)
     if plan is None or not plan.holds():
@@ -574,7 +573,7 @@ _OPS_PRESENT: dict[str, bool] = {}
 
 def _decode_block(plan: _DecodePlan, hidden_states: torch.Tensor, past_key_values: Cache | None) -> torch.Tensor:
     """The block for one token: the q/k/v product, the cache update (any `Cache`), then one compiled call for
-    attention, output projection, both residual LayerNorms and the MLP (`decode_block_bf16.cpp`). Once the products
+    attention, output projection, both residual LayerNorms and the MLP (`kernels/decode_block.cpp`). Once the products
     stream at memory speed, the ~25 small operators of a block cost ~0.3 ms per block in dispatch alone."""
     kernels = _cpu_kernels()
     bias, weight, heads, head_dim, layer_idx = plan.qkv
@@ -586,8 +585,7 @@ def _decode_block(plan: _DecodePlan, hidden_states: torch.Tensor, past_key_value
     query, key, value = qkv.view(3, 1, heads, 1, head_dim).unbind(0)  # each (1, heads, 1, head_dim)
     if past_key_values is not None:
         key, value = past_key_values.update(key, value, layer_idx)
-    block_op = kernels.decode_block_bf16 if plan.dtype == torch.bfloat16 else kernels.decode_block_fp32
-    return block_op(hidden_states, query, key, value, *plan.rest)
+    return kernels.decode_block(hidden_states, query, key, value, *plan.rest)
 
 
 def _plain(module: nn.Module, kind: type) -> bool:

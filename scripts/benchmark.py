@@ -350,7 +350,7 @@ def bench_generation(cfg: dict) -> list[dict]:
     # Batch-1 bf16 decoding uses hf-gpt1's compiled one-row product and fused block where they can run
     # (hf_gpt1/kernels): resolve (and if needed build) them now, outside the timed runs, and record what ran.
     bf16_gemv = (
-        "hf_gpt1::bf16_addmv + decode_block_bf16"
+        "hf_gpt1::bf16_addmv + decode_block"
         if modeling_gpt1._cpu_kernels()
         else f"torch addmv + operators ({kernels.unavailable_reason()})"
     )

@@ -6,11 +6,10 @@
 - `torch.ops.hf_gpt1.gelu_tanh_bf16(x)` and `gelu_tanh_bf16_backward(grad, x)`: the MLP's tanh-GELU on bf16
   activations (bf16 autocast training, bf16 inference; `gelu_tanh_bf16.cpp`), instead of
   `F.gelu(approximate="tanh")`.
-- `torch.ops.hf_gpt1.decode_block_bf16(x, query, keys, values, <the block's weights>, scaling, eps)`: a GPT-1 block
-  after its q/k/v projection and KV-cache update, for one token of batch-1 decoding with bf16 weights
-  (`decode_block_bf16.cpp`): attention over the cache, output projection, both residual LayerNorms and the MLP in one
-  call instead of ~25 operators; `decode_block_fp32(...)` the same for fp32 weights, with ATen's operators called
-  from C++.
+- `torch.ops.hf_gpt1.decode_block(x, query, keys, values, <the block's weights>, scaling, eps)`: a GPT-1 block after
+  its q/k/v projection and KV-cache update, for one token of batch-1 decoding with bf16 or fp32 weights
+  (`decode_block.cpp`): attention over the cache, output projection, both residual LayerNorms and the MLP in one
+  call instead of ~25 operators (bf16 hand-written, fp32 as ATen's operators called from C++).
 - `torch.ops.hf_gpt1.cross_entropy_bf16(logits, targets)` and `cross_entropy_bf16_backward(...)`: the LM loss's
   log-sum-exp and gradient on bf16 logits (`cross_entropy_bf16.cpp`), instead of the chunked fp32 path in
   modeling_gpt1.py.
@@ -39,7 +38,7 @@ logger = logging.get_logger(__name__)
 
 ENV_VAR = "HF_GPT1_CPU_KERNELS"
 SOURCES = [Path(__file__).with_name(name) for name in (
-        "bf16_gemv.cpp", "gelu_tanh_bf16.cpp", "cross_entropy_bf16.cpp", "decode_block_bf16.cpp"
+        "bf16_gemv.cpp", "gelu_tanh_bf16.cpp", "cross_entropy_bf16.cpp", "decode_block.cpp"
     )]
 _LIBRARY_NAME = "hf_gpt1_cpu_kernels"
 
@@ -117,13 +116,12 @@ def _build() -> None:
     torch.library.register_fake("hf_gpt1::cross_entropy_bf16_backward")(
         lambda logits, targets, lse, scale: torch.empty_like(logits)
     )
-    torch.library.register_fake("hf_gpt1::decode_block_bf16")(lambda x, *args: torch.empty_like(x))
-    torch.library.register_fake("hf_gpt1::decode_block_fp32")(lambda x, *args: torch.empty_like(x))
+    torch.library.register_fake("hf_gpt1::decode_block")(lambda x, *args: torch.empty_like(x))
 
 
 def load_cpu_kernels():
     """The `torch.ops.hf_gpt1` namespace (`bf16_addmv`, `gelu_tanh_bf16[_backward]`, `cross_entropy_bf16[_backward]`,
-    `decode_block_bf16`, `decode_block_fp32`), built on first call if needed; None where they cannot run (the reason is logged once and kept in
+    `decode_block`), built on first call if needed; None where they cannot run (the reason is logged once and kept in
     `unavailable_reason()`)."""
     with _lock:
         if "cpu" not in _resolved:

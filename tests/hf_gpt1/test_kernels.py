@@ -140,7 +140,7 @@ def test_batch_1_bf16_decoding_runs_on_the_kernels_and_matches_torchs_operators(
     # each of the 5 one-token steps takes, per block, the q/k/v product and the fused rest of the block, then the LM head.
     lm_head = [("bf16_addmv", (model.config.n_embd,))]
     gelu = [("gelu_tanh_bf16", None)]
-    block = [("bf16_addmv", (80,)), ("decode_block_bf16", None)]
+    block = [("bf16_addmv", (80,)), ("decode_block", None)]
     assert counting.calls == gelu * model.config.n_layer + lm_head + (block * model.config.n_layer + lm_head) * 5
     torch.testing.assert_close(logits["kernel"], logits["addmv"], rtol=2e-2, atol=2e-2)
 
@@ -158,7 +158,7 @@ def test_one_row_kernel_is_only_used_for_single_bf16_rows_without_autograd(monke
     counting.calls.clear()
     with torch.no_grad():
         model.float()(ids[:1])  # fp32: torch's matmul and GELU; each block one fp32 call
-    assert counting.calls == [("decode_block_fp32", None)] * model.config.n_layer
+    assert counting.calls == [("decode_block", None)] * model.config.n_layer
 
 
 def _random_bf16_block(n_embd: int, n_head: int) -> modeling_gpt1.GPT1Block:
@@ -201,7 +201,7 @@ def test_decode_block_bf16_matches_the_blocks_modules(ops, n_embd, n_head, cache
     query = torch.randn(1, n_head, 1, head_dim).to(torch.bfloat16)
     keys, values = (torch.randn(1, n_head, cached, head_dim).to(torch.bfloat16) for _ in range(2))
     with torch.no_grad():
-        got = ops.decode_block_bf16(x, query, keys, values, *_block_weights(block), block.attn.scaling, block.ln_1.eps)
+        got = ops.decode_block(x, query, keys, values, *_block_weights(block), block.attn.scaling, block.ln_1.eps)
         sdpa = _sdpa(block.attn.scaling)
         torch_ops = _block_tail(block, x, query, keys, values, sdpa)
         exact = _block_tail(copy.deepcopy(block).double(), *(t.double() for t in (x, query, keys, values)), sdpa)
@@ -212,37 +212,49 @@ def test_decode_block_bf16_matches_the_blocks_modules(ops, n_embd, n_head, cache
 
 
 @needs_avx512_bf16
-def test_decode_block_bf16_rejects_what_it_cannot_compute(ops):
-    block = _random_bf16_block(32, 4)
-    weights = _block_weights(block)
-    x, query = torch.randn(1, 1, 32, dtype=torch.bfloat16), torch.randn(1, 4, 1, 8, dtype=torch.bfloat16)
-    keys = torch.randn(1, 4, 3, 8, dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match=r"keys and values must be \(1, heads, cached, head_dim\)"):
-        ops.decode_block_bf16(x, query, keys[:, :2], keys[:, :2], *weights, 0.3, 1e-5)
-    with pytest.raises(RuntimeError, match="query must be one contiguous bf16 CPU row of 32 values"):
-        ops.decode_block_bf16(x, query.float(), keys, keys, *weights, 0.3, 1e-5)
-    with pytest.raises(RuntimeError, match="keys/values must be bf16 CPU tensors"):
-        ops.decode_block_bf16(x, query, keys.float(), keys.float(), *weights, 0.3, 1e-5)
-    with pytest.raises(RuntimeError, match="no cached keys"):
-        ops.decode_block_bf16(x, query, keys[:, :, :0], keys[:, :, :0], *weights, 0.3, 1e-5)
-    with pytest.raises(RuntimeError, match="MLP weights must be"):
-        ops.decode_block_bf16(x, query, keys, keys, *weights[:4], weights[6], weights[5], weights[4], *weights[7:], 0.3, 1e-5)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_decode_block_rejects_what_it_cannot_compute(ops, dtype):
+    """Both dtypes go through the same checks, each error naming the input and what was expected."""
+    block = _random_bf16_block(32, 4).to(dtype)
+    w = _block_weights(block)
+    x, query = torch.randn(1, 1, 32, dtype=dtype), torch.randn(1, 4, 1, 8, dtype=dtype)
+    keys = torch.randn(1, 4, 3, 8, dtype=dtype)
+    other = torch.float32 if dtype == torch.bfloat16 else torch.bfloat16
+
+    def rejects(pattern: str, *args):
+        with pytest.raises(RuntimeError, match=pattern):
+            ops.decode_block(*args, 0.3, 1e-5)
+
+    rejects("x must be bf16 or fp32, got Double", x.double(), query, keys, keys, *w)
+    rejects(r"keys and values must be \(1, heads, cached, head_dim\)", x, query, keys[:, :2], keys[:, :2], *w)
+    rejects("query must be a CPU tensor of x's dtype", x, query.to(other), keys, keys, *w)
+    rejects("query must be one contiguous row of 32 values", x, query[:, :2], keys, keys, *w)
+    rejects("values must be a CPU tensor of x's dtype", x, query, keys, keys.to(other), *w)
+    rejects("no cached keys", x, query, keys[:, :, :0], keys[:, :, :0], *w)
+    strided = keys.transpose(2, 3).contiguous().transpose(2, 3)  # positions contiguous, head_dim strided
+    rejects("with head_dim contiguous", x, query, strided, strided, *w)
+    swapped = (*w[:4], w[6], w[5], w[4], *w[7:])  # the MLP's two weights swapped
+    first_layer = r"fc_weight \(the MLP's first layer, \(inner, n_embd\)\)"
+    rejects(first_layer + r" must be a contiguous 32x32 matrix, got \[32, 128\]", x, query, keys, keys, *swapped)
+    rejects(r"attn_proj_weight \(the attention's output projection\) must be a contiguous 32x32 matrix",
+            x, query, keys, keys, w[0].t(), *w[1:])  # fmt: skip
+    short_bias = (*w[:5], w[5][:100], *w[6:])
+    rejects(r"fc_bias must be a contiguous vector of length 128, got \[100\]", x, query, keys, keys, *short_bias)
+    rejects("ln_2_weight must be a CPU tensor of x's dtype", x, query, keys, keys, *w[:8], w[8].to(other), w[9])
 
 
 @needs_avx512_bf16
 def test_fp32_decoding_runs_each_block_in_one_call_with_the_modules_numbers(ops):
     """fp32 weights: the block after its q/k/v product is one call of ATen's operators from C++
-    (`decode_block_fp32`); the same numbers as the modules (SDPA, Linear, LayerNorm, GELU) to fp32 rounding, also in
+    (`decode_block`); the same numbers as the modules (SDPA, Linear, LayerNorm, GELU) to fp32 rounding, also in
     `generate` (same tokens, same logits), and the modules under autocast."""
     block = _random_bf16_block(96, 2).float()
     x, query = torch.randn(1, 1, 96), torch.randn(1, 2, 1, 48)
     keys, values = torch.randn(1, 2, 33, 48), torch.randn(1, 2, 33, 48)
     with torch.no_grad():
-        got = ops.decode_block_fp32(x, query, keys, values, *_block_weights(block), block.attn.scaling, block.ln_1.eps)
+        got = ops.decode_block(x, query, keys, values, *_block_weights(block), block.attn.scaling, block.ln_1.eps)
         expected = _block_tail(block, x, query, keys, values, _sdpa(block.attn.scaling))
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RuntimeError, match="must be fp32 CPU tensors"):
-        ops.decode_block_fp32(x.bfloat16(), query, keys, values, *_block_weights(block), 0.3, 1e-5)
 
     model = _bf16_model().float()
     prompt = torch.randint(0, model.config.vocab_size, (1, 7), generator=torch.Generator().manual_seed(0))
@@ -261,9 +273,9 @@ def test_fp32_decoding_runs_each_block_in_one_call_with_the_modules_numbers(ops)
     assert torch.equal(outs["fused"].sequences, outs["modules"].sequences)
     torch.testing.assert_close(torch.stack(outs["fused"].logits), torch.stack(outs["modules"].logits), rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        assert _decode_once(model, ops)[0] == ["decode_block_fp32"] * model.config.n_layer
+        assert _decode_once(model, ops)[0] == ["decode_block"] * model.config.n_layer
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert "decode_block_fp32" not in _decode_once(model, ops)[0]
+            assert "decode_block" not in _decode_once(model, ops)[0]
 
 
 def _decode_once(model, ops, **kwargs):
@@ -286,49 +298,49 @@ def test_fused_decode_block_runs_only_where_it_computes_what_the_modules_would(o
     model = _bf16_model()
     with torch.no_grad():
         calls, fused = _decode_once(model, ops, output_hidden_states=True)
-        assert calls.count("decode_block_bf16") == model.config.n_layer
+        assert calls.count("decode_block") == model.config.n_layer
         # Each block's output, not only the last, matches the modules' (hidden states are recorded from the blocks).
         modules = _decode_once(model, False, output_hidden_states=True)[1]
         for a, b in zip(fused.hidden_states, modules.hidden_states, strict=True):
             torch.testing.assert_close(a.float(), b.float(), rtol=0.03, atol=0.03)
 
         # What the fused block would skip or get wrong: the modules run instead.
-        assert "decode_block_bf16" not in _decode_once(model, ops, output_attentions=True)[0]
+        assert "decode_block" not in _decode_once(model, ops, output_attentions=True)[0]
         model.train()
-        assert "decode_block_bf16" not in _decode_once(model, ops)[0]  # dropout
+        assert "decode_block" not in _decode_once(model, ops)[0]  # dropout
         model.eval()
         seen = []
         handle = model.transformer.h[1].mlp.c_fc.register_forward_hook(lambda *args: seen.append(1))
         calls = _decode_once(model, ops)[0]
         handle.remove()
-        assert seen and calls.count("decode_block_bf16") == model.config.n_layer - 1  # only the hooked block unfused
+        assert seen and calls.count("decode_block") == model.config.n_layer - 1  # only the hooked block unfused
         eager = _bf16_model()
         eager.set_attn_implementation("eager")  # a named implementation is what runs
-        assert "decode_block_bf16" not in _decode_once(eager, ops)[0]
-    assert "decode_block_bf16" not in _decode_once(model, ops)[0]  # autograd on
+        assert "decode_block" not in _decode_once(eager, ops)[0]
+    assert "decode_block" not in _decode_once(model, ops)[0]  # autograd on
 
     # Changes after blocks have decoded (their plans are cached): each is noticed.
     from accelerate.hooks import ModelHook, add_hook_to_module
     from peft import LoraConfig, get_peft_model
 
     with torch.no_grad():
-        assert _decode_once(model, ops)[0].count("decode_block_bf16") == model.config.n_layer
+        assert _decode_once(model, ops)[0].count("decode_block") == model.config.n_layer
         # Accelerate's hooks (device offloading) replace a module's forward: neither the block nor the layer's
         # one-row product may bypass it.
         add_hook_to_module(model.transformer.h[0].mlp.c_fc, ModelHook())
         calls = _decode_once(model, ops)[0]
-        assert calls.count("decode_block_bf16") == 1 and calls.count("bf16_addmv") == 1 + 3 + 1  # block 1; block 0's
+        assert calls.count("decode_block") == 1 and calls.count("bf16_addmv") == 1 + 3 + 1  # block 1; block 0's
         model.transformer.h[1].ln_2.float()  # fp32 LayerNorm parameters (torch mixes them with bf16 inputs)
-        assert "decode_block_bf16" not in _decode_once(model, ops)[0]
+        assert "decode_block" not in _decode_once(model, ops)[0]
         model.transformer.h[1].ln_2.bfloat16()
-        assert _decode_once(model, ops)[0].count("decode_block_bf16") == 1
+        assert _decode_once(model, ops)[0].count("decode_block") == 1
         lora = get_peft_model(model, LoraConfig(r=4, target_modules=["c_attn"], init_lora_weights=False))
-        assert "decode_block_bf16" not in _decode_once(lora, ops)[0]  # the adapter's update must be applied
+        assert "decode_block" not in _decode_once(lora, ops)[0]  # the adapter's update must be applied
 
 
 @needs_avx512_bf16
 def test_decoding_with_an_older_package_without_the_block_kernel(monkeypatch, ops):
-    """As remote code, this modeling file may meet an hf-gpt1 package whose kernels predate `decode_block_bf16`."""
+    """As remote code, this modeling file may meet an hf-gpt1 package whose kernels predate `decode_block`."""
     model = _bf16_model()
     older = types.SimpleNamespace(bf16_addmv=ops.bf16_addmv, gelu_tanh_bf16=ops.gelu_tanh_bf16)
     monkeypatch.setattr(modeling_gpt1, "_OPS_PRESENT", {})
@@ -339,7 +351,7 @@ def test_decoding_with_an_older_package_without_the_block_kernel(monkeypatch, op
         ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(0))
         model(ids[:, :5], past_key_values=cache, use_cache=True)
         got = model(ids[:, 5:], past_key_values=cache, use_cache=True).logits
-    assert modeling_gpt1._OPS_PRESENT == {"decode_block_bf16": False}
+    assert modeling_gpt1._OPS_PRESENT == {"decode_block": False}
     torch.testing.assert_close(got.float(), expected.float(), rtol=0.03, atol=0.03)
 
 
