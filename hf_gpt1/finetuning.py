@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "each --predict split (for quick checks; a submission needs them all).")
     io.add_argument("--max-length", type=int, default=None, help=f"Max tokens per sequence, special tokens included "
                     f"(paper: {d['max_length']}); default: {d['max_length']} capped at the model's n_positions.")
+    io.add_argument("--no-standardize-text", dest="standardize_text", action="store_false", help="Tokenize texts as "
+                    "they are (by default curly quotes, dashes and ellipses are mapped to ASCII first, as the original "
+                    "GPT-1 code did; the GPT-1 BPE has none of them and would emit <unk>).")
 
     opt = parser.add_argument_group("optimisation (paper defaults)")
     opt.add_argument("--learning-rate", type=float, default=d["learning_rate"], help="Peak learning rate.")
@@ -629,10 +632,15 @@ def prepare_datasets(args: argparse.Namespace, spec, adapter, tokenizer, max_len
         if args.max_predict_samples is not None:
             predict_sets = {s: ds.select(range(min(args.max_predict_samples, len(ds)))) for s, ds in predict_sets.items()}
 
-    train_enc = adapter.encode(train, tokenizer, max_length)
-    eval_enc = {name: adapter.encode(ds, tokenizer, max_length) for name, ds in eval_sets.items()}
+    standardize = args.standardize_text
+    train_enc = adapter.encode(train, tokenizer, max_length, standardize=standardize)
+    eval_enc = {
+        name: adapter.encode(ds, tokenizer, max_length, standardize=standardize) for name, ds in eval_sets.items()
+    }
     predict_enc = {
-        name: adapter.encode(ds, tokenizer, max_length, keep_columns=["idx"] if "idx" in ds.column_names else [])
+        name: adapter.encode(
+            ds, tokenizer, max_length, keep_columns=["idx"] if "idx" in ds.column_names else [], standardize=standardize
+        )
         for name, ds in predict_sets.items()
     }
     eval_dataset = eval_enc["validation"] if list(eval_enc) == ["validation"] else eval_enc

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from .configuration_gpt1 import GPT1Config
+from .tokenization_gpt1 import standardize_text
 
 if TYPE_CHECKING:
     import datasets
@@ -160,15 +161,6 @@ def preset_for(model_config: str | None) -> Preset | None:
 _BOM = "\ufeff"
 _GUTENBERG_MARKER = re.compile(r"^\s*\*\*\*\s*(START|END) OF\b.*$", re.IGNORECASE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\f\v]*\n")
-# ftfy.fix_text(uncurl_quotes=True) + text_utils.text_standardize of the original GPT-1 code.
-_STANDARDIZE_TABLE = str.maketrans(
-    {
-        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",  # single curly quotes
-        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',  # double curly quotes
-        "\u2014": "-", "\u2013": "-", "\u2015": "-",  # em dash, en dash, horizontal bar
-        "\u2026": "...", "\u00b4": "'",  # ellipsis, acute accent
-    }
-)
 # Bump when cleaning/tokenisation changes what a corpus turns into, so cached token streams are rebuilt.
 TEXT_PIPELINE_VERSION = "1"
 
@@ -191,11 +183,6 @@ def clean_text(text: str) -> str:
         last = ends[0] if ends else len(lines)
         lines = [line for line in lines[first:last] if not _GUTENBERG_MARKER.match(line)]
     return "\n".join(lines)
-
-
-def standardize_text(text: str) -> str:
-    """Map curly quotes, dashes, ellipses and acute accents to the ASCII forms the GPT-1 BPE knows."""
-    return text.translate(_STANDARDIZE_TABLE)
 
 
 def split_paragraphs(text: str) -> list[str]:

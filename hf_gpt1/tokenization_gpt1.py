@@ -73,6 +73,26 @@ HF_TOKENIZER_FILE = "tokenizer.json"
 HF_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 _COMPATIBLE_TOKENIZER_CLASSES = {"OpenAIGPTTokenizer", "OpenAIGPTTokenizerFast"}
+
+# What the original GPT-1 code did to every text before its BPE, pretraining and fine-tuning alike
+# (openai/finetune-transformer-lm, `text_utils.TextEncoder.encode`: `ftfy.fix_text` with its default
+# `uncurl_quotes=True`, then `text_standardize`): the BPE vocabulary has no curly quotes, dashes or ellipses, so
+# transformers' OpenAIGPTTokenizer (which does neither) turns them into `<unk>`.
+_STANDARDIZE_TABLE = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",  # single curly quotes
+        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',  # double curly quotes
+        "\u2014": "-", "\u2013": "-", "\u2015": "-",  # em dash, en dash, horizontal bar
+        "\u2026": "...", "\u00b4": "'",  # ellipsis, acute accent
+    }
+)  # fmt: skip
+
+
+def standardize_text(text: str) -> str:
+    """Map curly quotes, dashes, ellipses and acute accents to the ASCII forms the GPT-1 BPE knows, as the original
+    GPT-1 pipeline did before tokenizing (`ftfy.fix_text` + `text_standardize`; the rest of those functions, spacing
+    around punctuation and newlines, is what the tokenizer's BERT normaliser and pre-tokenizer already do)."""
+    return text.translate(_STANDARDIZE_TABLE)
 # from_pretrained arguments that only locate files; meaningless for (and not to be saved by) a tokenizer built from
 # the original release files.
 _FILE_LOCATION_KWARGS = (
@@ -343,4 +363,5 @@ __all__ = [
     "gpt1_special_token_ids",
     "gpt1_post_processor",
     "add_special_tokens",
+    "standardize_text",
 ]

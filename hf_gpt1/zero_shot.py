@@ -10,7 +10,8 @@ scoring tasks with the *language model* only, no fine-tuning:
 - CoLA: the average token log-probability of the sentence, thresholded (we fit the threshold on
   training sentences, then report Matthews correlation on held-out ones).
 
-All scoring uses plain BPE (`add_special_tokens=False`), the form the LM saw during pretraining.
+All scoring uses plain BPE (`add_special_tokens=False`) of standardized text (`standardize_text`: ASCII quotes,
+dashes and ellipses), the form the LM saw during pretraining.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from .tokenization_gpt1 import standardize_text
 
 
 @torch.no_grad()
@@ -42,8 +45,8 @@ def continuation_logprobs(
     device = next(model.parameters()).device
     encoded = []
     for context, continuation in zip(contexts, continuations):
-        ctx = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        ctx = tokenizer(standardize_text(context), add_special_tokens=False)["input_ids"] if context else []
+        cont = tokenizer(standardize_text(continuation), add_special_tokens=False)["input_ids"]
         ids = (ctx + cont)[-limit:]
         n_cont = min(len(cont), len(ids) - 1)  # the first token of a sequence is never predicted
         encoded.append((ids, n_cont))

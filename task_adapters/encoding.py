@@ -46,6 +46,8 @@ try:  # datasets >= 4
 except ImportError:  # pragma: no cover - datasets 3.x
     from datasets import Sequence as _ListFeature
 
+from hf_gpt1.tokenization_gpt1 import standardize_text
+
 from .metrics import load_metric
 from .specs import TaskFamily, TaskSpec
 from .validation import (
@@ -153,6 +155,7 @@ class TaskAdapter:
         batch_size: int = 1000,
         keep_columns: Sequence[str] = (),
         load_from_cache_file: bool | None = None,
+        standardize: bool = True,
     ) -> Dataset | DatasetDict:
         """Encode a split (``Dataset``), all splits (``DatasetDict``) or a dict of columns.
 
@@ -166,6 +169,9 @@ class TaskAdapter:
             keep_columns: Input columns to carry over (e.g. ``["idx"]`` for GLUE test
                 submissions); all others are dropped so the result feeds a ``Trainer`` directly.
             load_from_cache_file: Passed to ``datasets.map``.
+            standardize: Map curly quotes, dashes, ellipses and acute accents to ASCII before tokenizing
+                (``hf_gpt1.tokenization_gpt1.standardize_text``), as the original GPT-1 code did for every
+                text; the GPT-1 BPE has none of them, so without this they become ``<unk>``.
 
         Returns:
             Same container type as ``data`` with columns :data:`OUTPUT_COLUMNS` (+ ``keep_columns``).
@@ -208,7 +214,7 @@ class TaskAdapter:
         for split, ds in splits.items():
             encoded[split], stats[split] = self._encode_split(
                 ds, split, tokenizer, specials, max_length, num_proc, batch_size, tuple(keep_columns),
-                load_from_cache_file,
+                load_from_cache_file, standardize,
             )
         self.last_truncation_stats = stats
         for st in stats.values():
@@ -228,6 +234,7 @@ class TaskAdapter:
         batch_size: int,
         keep_columns: tuple[str, ...],
         load_from_cache_file: bool | None,
+        standardize: bool,
     ) -> tuple[Dataset, TruncationStats]:
         features = self.output_features()
         for col in keep_columns:
@@ -247,6 +254,7 @@ class TaskAdapter:
                 "max_length": max_length,
                 "pad_id": specials.pad,
                 "keep_columns": keep_columns,
+                "standardize": standardize,  # also part of datasets' cache fingerprint
             },
             remove_columns=list(ds.column_names),
             features=features,
@@ -290,9 +298,13 @@ class TaskAdapter:
         max_length: int,
         pad_id: int,
         keep_columns: tuple[str, ...] = (),
+        standardize: bool = True,
     ) -> pa.Table:
         columns = {c: batch.column(c).to_pylist() for c in self.spec.required_columns}
         firsts, seconds = self._pairs(columns)
+        if standardize:
+            firsts = [standardize_text(text) for text in firsts]
+            seconds = None if seconds is None else [standardize_text(text) for text in seconds]
         ids, truncated = self._tokenize(tokenizer, firsts, seconds, max_length, indices)
         labels = self._encode_labels(columns[self.spec.label_column], indices)
         out = self._arrays(ids, pad_id)

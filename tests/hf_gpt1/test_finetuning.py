@@ -119,6 +119,21 @@ def test_cli_defaults_are_the_papers_and_reach_training_arguments(tmp_path):
     assert training.metric_for_best_model == "f1"
 
 
+def test_texts_are_standardized_unless_switched_off(tokenizer, glue_dir, tmp_path):
+    """MRPC's sentences have curly quotes and dashes the GPT-1 BPE lacks: by default they reach the model as ASCII
+    (as in the original code), with --no-standardize-text as `<unk>`s."""
+    base = ["--task", "mrpc", "--model", "m", "--output-dir", str(tmp_path), "--data-dir", str(glue_dir)]
+    spec, adapter, unk = ta.get_task_spec("mrpc"), ta.get_adapter("mrpc"), tokenizer.unk_token_id
+    unks = {}
+    for flag in ([], ["--no-standardize-text"]):
+        args = ft.parse_args(base + flag)
+        assert args.standardize_text is not bool(flag)
+        train, evaluation, _, _ = ft.prepare_datasets(args, spec, adapter, tokenizer, 128)
+        sequences = [*train["input_ids"], *evaluation["input_ids"]]
+        unks[bool(flag)] = sum(int(np.count_nonzero(np.asarray(ids) == unk)) for ids in sequences)
+    assert unks[True] - unks[False] > 100, unks  # (the few left are characters standardization does not map)
+
+
 @pytest.mark.parametrize(
     "task, eval_names, expected",
     [("sst2", ["validation"], "accuracy"), ("cola", ["validation"], "matthews_correlation"),

@@ -60,3 +60,14 @@ def test_sst2_and_story_cloze_scoring_follow_the_logprobs(tokenizer_dir, glue_di
     scores = story_cloze_zero_shot(model, tokenizer, stories, endings, [0, 1])
     # the two examples are mirror images, so a consistent scorer gets both right or both wrong
     assert scores["accuracy"] in (0.0, 1.0)
+
+
+def test_texts_are_scored_as_the_lm_saw_them_in_pretraining(tokenizer_dir):
+    """Pretraining standardizes curly quotes and dashes (the GPT-1 BPE has none): the zero-shot scores do too, so
+    typographic and ASCII spellings of a text get the same score and no `<unk>` is scored."""
+    model, tokenizer = _model_and_tokenizer(tokenizer_dir)
+    typographic = continuation_logprobs(
+        model, tokenizer, ["she said \u201cit\u2019s late\u201d \u2013 and"], ["left\u2026"]
+    )
+    ascii_ = continuation_logprobs(model, tokenizer, ['she said "it\'s late" - and'], ["left..."])
+    assert typographic == ascii_ and ascii_[0][1] == len(tokenizer("left...", add_special_tokens=False)["input_ids"])

@@ -10,6 +10,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 import task_adapters as ta
+from hf_gpt1.tokenization_gpt1 import standardize_text
 from task_adapters import TaskDataError, TokenizerMismatchError
 
 START, DELIM, EXTRACT, PAD = 40478, 40479, 40480, 40481
@@ -18,7 +19,8 @@ NAMES = {START: "_start_", DELIM: "_delimiter_", EXTRACT: "_classify_"}
 
 # ----------------------------------------------------------------------------- helpers
 def bpe(tok, text: str) -> list[int]:
-    return tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    """Plain BPE of the standardized text (curly quotes, dashes, ellipses to ASCII), as the adapters tokenize it."""
+    return tok(standardize_text(text), add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def framed(tok, first: str, second: str | None = None) -> list[int]:
@@ -30,15 +32,16 @@ def framed(tok, first: str, second: str | None = None) -> list[int]:
 
 
 def norm(tok, text: str) -> str:
-    """What decoding the BPE of ``text`` gives: lower-cased, BERT-pre-tokenized words."""
+    """What decoding the BPE of ``text`` gives: standardized, lower-cased, BERT-pre-tokenized words."""
     backend = tok.backend_tokenizer
-    return " ".join(w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)))
+    normalized = backend.normalizer.normalize_str(standardize_text(text))
+    return " ".join(w for w, _ in backend.pre_tokenizer.pre_tokenize_str(normalized))
 
 
 def seg(tok, text: str) -> str:
-    """Expected decoded text of one segment. Characters outside GPT-1's vocabulary (e.g. ``’``,
-    ``–``; the original code ran ftfy first) become ``<unk>`` glued to the next word, so such
-    segments are compared with the decode of their own BPE instead."""
+    """Expected decoded text of one segment. Characters outside GPT-1's vocabulary that standardization does not
+    map (e.g. ``→``) become ``<unk>`` glued to the next word, so such segments are compared
+    with the decode of their own BPE instead."""
     ids = bpe(tok, text)
     return tok.decode(ids) if tok.unk_token_id in ids else norm(tok, text)
 
@@ -113,6 +116,48 @@ def test_qnli_real_rows_decode(glue, gpt1_tokenizer):
         assert ex["input_ids"].count(DELIM) == 1
         check_sequence(ex["input_ids"], ex["attention_mask"], ex["lm_labels"], ex["mc_token_ids"])
         assert ex["labels"] == row["label"]
+
+
+def test_text_is_standardized_before_the_bpe_as_in_the_original_code(glue, gpt1_tokenizer):
+    """QNLI's dev set has hundreds of curly quotes and en/em dashes, which the GPT-1 BPE lacks: transformers'
+    tokenizer alone makes each an `<unk>`. Standardized (the default), each becomes its ASCII form instead, and
+    every other token is unchanged."""
+    tok, rows = gpt1_tokenizer, glue["qnli"]["validation"]
+    adapter = ta.get_adapter("qnli")
+    raw = adapter.encode(rows, tok, standardize=False)["input_ids"]
+    std = adapter.encode(rows, tok)["input_ids"]
+    unk = tok.unk_token_id
+    raw_unks, std_unks = (sum(ids.count(unk) for ids in col) for col in (raw, std))
+    # Each of these is one <unk> unstandardized (a punctuation token of its own, or ´ inside a word) and none after.
+    mapped = "\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2014\u2013\u2015\u2026\u00b4"
+    occurrences = sum(text.count(c) for c in mapped for text in [*rows["question"], *rows["sentence"]])
+    assert occurrences > 400 and raw_unks - std_unks == occurrences, (raw_unks, std_unks, occurrences)
+    changed = [i for i, (a, b) in enumerate(zip(raw, std)) if a != b]
+    assert changed
+    for i in changed[:50]:
+        a, b = raw[i], std[i]
+        assert len(a) == len(b) or "\u2026" in rows[i]["question"] + rows[i]["sentence"]  # … becomes three dots
+        if len(a) == len(b):  # the same tokens, except where the <unk>s were
+            assert all(x == y for x, y in zip(a, b) if x != unk) and unk not in b
+    row = next(r for r in rows if "\u2013" in r["sentence"])  # an en dash: "-" in the standardized encoding
+    dash = tok.convert_tokens_to_ids("-</w>")
+    assert std[list(rows["sentence"]).index(row["sentence"])].count(dash) >= row["sentence"].count("\u2013")
+
+
+def test_standardize_false_is_part_of_the_cache_fingerprint(tmp_path, gpt1_tokenizer):
+    """`datasets` caches map results by fingerprint: switching standardization off must not reuse the cached
+    standardized encoding (and back)."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"sentence": "it\u2019s \u201cfine\u201d", "label": 1}\n', encoding="utf-8")
+    from datasets import load_dataset
+
+    rows = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    rows = rows.cast_column("label", ClassLabel(names=["negative", "positive"]))
+    adapter = ta.get_adapter("sst2")
+    unk = gpt1_tokenizer.unk_token_id
+    assert unk not in adapter.encode(rows, gpt1_tokenizer)[0]["input_ids"]
+    assert adapter.encode(rows, gpt1_tokenizer, standardize=False)[0]["input_ids"].count(unk) == 3
+    assert unk not in adapter.encode(rows, gpt1_tokenizer)[0]["input_ids"]
 
 
 ENTAILMENT_ROWS = {
