@@ -694,6 +694,17 @@ class GPT1PreTrainedModel(PreTrainedModel):
             requested_attention = GPT1_ATTENTION
         return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
+    def train(self, mode: bool = True):
+        """`nn.Module.train`; leaving training also lets go of the tied token table's reused training buffers (the
+        LM head's bf16 table copy and gradient, the lookup's dense gradient: ~250 MB for the released vocabulary),
+        which inference never reads. They are made again by the next training step that needs them; a backward pass
+        still pending keeps the ones its graph holds."""
+        if not mode:
+            self.__dict__.pop("_bf16_table_copies", None)
+            if "_lookup_gradient" in self.__dict__:
+                self._lookup_gradient = self.tied_table = None
+        return super().train(mode)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """N(0, initializer_range) for weights and embeddings, zero biases, unit LayerNorm (paper §4.1)."""

@@ -266,6 +266,32 @@ def test_tied_table_training_gives_the_plain_modules_gradients_step_after_step(a
     assert plain.transformer._lookup_gradient is None
 
 
+def test_tied_table_buffers_are_released_by_eval_and_made_again_by_training():
+    """A model trained and then used for inference keeps no table-sized training buffers; training after `eval()`
+    (Trainer's evaluation loop does this) makes them again and gives the same gradients as the plain modules."""
+    torch.manual_seed(0)
+    fast = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    plain = _with_plain_table_modules(copy.deepcopy(fast))
+    ids = torch.randint(0, 99, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = fast(ids, labels=ids).loss
+    fast.eval()  # between forward and backward: the pending graph keeps its buffers
+    loss.backward()
+    assert "_bf16_table_copies" not in fast.__dict__ and fast.transformer._lookup_gradient is None
+    assert fast.transformer.tied_table is None
+    with torch.no_grad():
+        fast(ids)
+    assert "_bf16_table_copies" not in fast.__dict__ and fast.transformer._lookup_gradient is None
+    for model in (fast, plain):
+        model.zero_grad(set_to_none=True)
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(ids, labels=ids).loss.backward()
+    assert "_bf16_table_copies" in fast.__dict__ and fast.transformer._lookup_gradient.tensor is not None
+    for name, grad in _grads(plain).items():
+        torch.testing.assert_close(_grads(fast)[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_tied_table_gradients_handed_out_are_never_reused():
     """`torch.autograd.grad` hands the table's gradient to the caller: a later backward pass must not change it."""
     torch.manual_seed(0)
