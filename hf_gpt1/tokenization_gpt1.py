@@ -93,6 +93,8 @@ def standardize_text(text: str) -> str:
     GPT-1 pipeline did before tokenizing (`ftfy.fix_text` + `text_standardize`; the rest of those functions, spacing
     around punctuation and newlines, is what the tokenizer's BERT normaliser and pre-tokenizer already do)."""
     return text.translate(_STANDARDIZE_TABLE)
+
+
 # from_pretrained arguments that only locate files; meaningless for (and not to be saved by) a tokenizer built from
 # the original release files.
 _FILE_LOCATION_KWARGS = (

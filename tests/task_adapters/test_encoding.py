@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 
 import task_adapters as ta
 from hf_gpt1.tokenization_gpt1 import standardize_text
@@ -40,8 +40,8 @@ def norm(tok, text: str) -> str:
 
 def seg(tok, text: str) -> str:
     """Expected decoded text of one segment. Characters outside GPT-1's vocabulary that standardization does not
-    map (e.g. ``→``) become ``<unk>`` glued to the next word, so such segments are compared
-    with the decode of their own BPE instead."""
+    map (e.g. ``→``) become ``<unk>`` glued to the next word, so such segments are compared with the decode of their
+    own BPE instead."""
     ids = bpe(tok, text)
     return tok.decode(ids) if tok.unk_token_id in ids else norm(tok, text)
 
@@ -149,8 +149,6 @@ def test_standardize_false_is_part_of_the_cache_fingerprint(tmp_path, gpt1_token
     standardized encoding (and back)."""
     path = tmp_path / "rows.jsonl"
     path.write_text('{"sentence": "it\u2019s \u201cfine\u201d", "label": 1}\n', encoding="utf-8")
-    from datasets import load_dataset
-
     rows = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
     rows = rows.cast_column("label", ClassLabel(names=["negative", "positive"]))
     adapter = ta.get_adapter("sst2")
