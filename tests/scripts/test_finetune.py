@@ -119,6 +119,7 @@ def test_one_task_per_family_end_to_end(task, tiny_gpt1_dir, shared_data, tmp_pa
     settings = results["settings"]
     assert (settings["lm_coef"], settings["learning_rate"], settings["max_steps"], settings["global_step"]) == (0.5, 1e-3, 6, 6)
     assert settings["train_examples"] == 40 and settings["eval_examples"] == {"validation": max_eval}
+    assert settings["standardize_text"] is True  # curly quotes etc. mapped to ASCII, as the original code did
     assert settings["best_checkpoint"] in {"checkpoint-3", "checkpoint-6"}
     if task == "story_cloze":
         assert settings["data_rows"] == {"train": 1497, "validation": 374}
