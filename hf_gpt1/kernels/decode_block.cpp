@@ -162,7 +162,9 @@ void check_inputs(const torch::Tensor& x, const torch::Tensor& query, const torc
               "contiguous, got strides ", keys.strides(), " and ", values.strides());
   TORCH_CHECK(dtype != at::kBFloat16 || keys.size(3) <= kMaxHeadDim,
               "hf_gpt1::decode_block: bf16 head_dim must be at most ", kMaxHeadDim, ", got ", keys.size(3));
-  const int64_t inner = w.fc_weight.dim() == 2 ? w.fc_weight.size(0) : -1;
+  TORCH_CHECK(w.fc_weight.dim() == 2, "hf_gpt1::decode_block: fc_weight (the MLP's first layer) must be an (inner, ",
+              E, ") matrix, got ", w.fc_weight.sizes());
+  const int64_t inner = w.fc_weight.size(0);  // the MLP's width, which the other MLP tensors must match
   check_matrix(w.attn_proj_weight, dtype, E, E, "attn_proj_weight (the attention's output projection)");
   check_matrix(w.fc_weight, dtype, inner, E, "fc_weight (the MLP's first layer, (inner, n_embd))");
   check_matrix(w.mlp_proj_weight, dtype, E, inner, "mlp_proj_weight (the MLP's second layer, (n_embd, inner))");

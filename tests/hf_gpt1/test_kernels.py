@@ -236,6 +236,9 @@ def test_decode_block_rejects_what_it_cannot_compute(ops, dtype):
     swapped = (*w[:4], w[6], w[5], w[4], *w[7:])  # the MLP's two weights swapped
     first_layer = r"fc_weight \(the MLP's first layer, \(inner, n_embd\)\)"
     rejects(first_layer + r" must be a contiguous 32x32 matrix, got \[32, 128\]", x, query, keys, keys, *swapped)
+    flat = (*w[:4], w[4].reshape(-1), *w[5:])
+    not_2d = r"fc_weight \(the MLP's first layer\) must be an \(inner, 32\) matrix, got \[4096\]"
+    rejects(not_2d, x, query, keys, keys, *flat)
     rejects(r"attn_proj_weight \(the attention's output projection\) must be a contiguous 32x32 matrix",
             x, query, keys, keys, w[0].t(), *w[1:])  # fmt: skip
     short_bias = (*w[:5], w[5][:100], *w[6:])
