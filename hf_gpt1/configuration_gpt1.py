@@ -47,7 +47,7 @@ class GPT1Config(PretrainedConfig):
     }
     # Trainer gathers every output tensor except these during evaluation: the scalar loss parts
     # are logged separately, and the cache is never a prediction.
-    keys_to_ignore_at_inference = ["past_key_values", "task_loss", "lm_loss"]
+    keys_to_ignore_at_inference = ["cache", "task_loss", "lm_loss"]
 
     vocab_size: int = 40478
     n_positions: int = 512

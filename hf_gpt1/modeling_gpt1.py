@@ -43,7 +43,9 @@ from transformers.masking_utils import AttentionMaskInterface, create_causal_mas
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface, PreTrainedModel, slice_logits_to_keep
-from transformers.utils import ModelOutput, can_return_tuple, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -296,9 +298,7 @@ def gpt1_attention_forward(
     """GPT-1's default attention: `sdpa`, except for CPU training with attention dropout, where
     `_BlockwiseDropoutAttention` keeps the paper's dropout without SDPA's math fallback, and for CPU bf16 training
     without it, where the same blockwise path (saving its probabilities) beats SDPA's flash kernel by ~25% per layer
-    (in fp32 they are even, so fp32 stays on SDPA); `output_attentions=True` gets eager's weights."""
-    if kwargs.get("output_attentions"):
-        return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout)
+    (in fp32 they are even, so fp32 stays on SDPA). (`output_attentions=True` runs eager instead: GPT1Attention.)"""
     bf16_training = query.dtype == torch.bfloat16 and query.requires_grad and query.shape[2] > 1
     if (dropout > 0.0 or bf16_training) and query.device.type == "cpu" and query.dtype == key.dtype == value.dtype:
         batch, heads, q_len, _ = query.shape
@@ -415,19 +415,20 @@ class GPT1Attention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        **kwargs,
+        cache: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq, _ = hidden_states.shape
         qkv = _project(self.c_attn, hidden_states).view(batch, seq, 3, self.n_head, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, seq, head_dim)
 
-        if past_key_values is not None:  # append this step's keys/values, get the whole history back
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:  # append this step's keys/values, get the whole history back
+            key, value = cache.update(key, value, self.layer_idx)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        if kwargs.get("output_attentions") and implementation in ("sdpa", GPT1_ATTENTION):
+            implementation = "eager"  # fused kernels never form the weights; asked for, they come from the written-out softmax
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -516,6 +517,9 @@ class _DecodePlan:
 
 _DECODE_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _DECODE_DTYPES = (torch.bfloat16, torch.float32)  # what `hf_gpt1::decode_block` computes in
+# Attention implementations that, for one query over an unmasked cache, are what the decode block computes (a
+# named `eager` is honoured: the modules run).
+_DECODE_ATTENTIONS = frozenset(("sdpa", GPT1_ATTENTION))
 
 
 def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, kwargs: dict) -> _DecodePlan | None:
@@ -544,7 +548,7 @@ def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, 
     if (
         not plan.valid
         or plan.dtype != hidden_states.dtype
-        or _attn_implementation(plan.config) != GPT1_ATTENTION
+        or _attn_implementation(plan.config) not in _DECODE_ATTENTIONS
         or plan.ln_1.eps != plan.eps
     ):
         return None
@@ -571,7 +575,7 @@ def _has_op(kernels, name: str) -> bool:
 _OPS_PRESENT: dict[str, bool] = {}
 
 
-def _decode_block(plan: _DecodePlan, hidden_states: torch.Tensor, past_key_values: Cache | None) -> torch.Tensor:
+def _decode_block(plan: _DecodePlan, hidden_states: torch.Tensor, cache: Cache | None) -> torch.Tensor:
     """The block for one token: the q/k/v product, the cache update (any `Cache`), then one compiled call for
     attention, output projection, both residual LayerNorms and the MLP (`kernels/decode_block.cpp`). Once the products
     stream at memory speed, the ~25 small operators of a block cost ~0.3 ms per block in dispatch alone."""
@@ -583,8 +587,8 @@ def _decode_block(plan: _DecodePlan, hidden_states: torch.Tensor, past_key_value
     else:
         qkv = torch.mv(weight, row) if bias is None else torch.addmv(bias, weight, row)
     query, key, value = qkv.view(3, 1, heads, 1, head_dim).unbind(0)  # each (1, heads, 1, head_dim)
-    if past_key_values is not None:
-        key, value = past_key_values.update(key, value, layer_idx)
+    if cache is not None:
+        key, value = cache.update(key, value, layer_idx)
     return kernels.decode_block(hidden_states, query, key, value, *plan.rest)
 
 
@@ -620,13 +624,13 @@ class GPT1Block(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        **kwargs,
+        cache: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         plan = _decode_plan(self, hidden_states, attention_mask, kwargs)
         if plan is not None:  # one token of batch-1 decoding: the block in two calls around the cache update
-            return _decode_block(plan, hidden_states, past_key_values)
-        attn_output, _ = self.attn(hidden_states, attention_mask, past_key_values, **kwargs)
+            return _decode_block(plan, hidden_states, cache)
+        attn_output, _ = self.attn(hidden_states, attention_mask, cache, **kwargs)
         hidden_states = self.ln_1(hidden_states + attn_output)
         return self.ln_2(hidden_states + self.mlp(hidden_states))
 
@@ -677,7 +681,7 @@ class GPT1PreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GPT1Block"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False  # input validation reads tensor values (clear errors beat opaque ones)
@@ -687,12 +691,6 @@ class GPT1PreTrainedModel(PreTrainedModel):
     }
     # `openai-gpt` checkpoints carry the causal mask as a buffer; we build masks per call instead.
     _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$"]
-
-    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
-        # Unless the caller names one (`eager`, `sdpa`, ...), use `gpt1_fused`: sdpa plus the CPU blockwise training path.
-        if requested_attention is None:
-            requested_attention = GPT1_ATTENTION
-        return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
     def train(self, mode: bool = True):
         """`nn.Module.train`; leaving training also lets go of the tied token table's reused training buffers (the
@@ -1003,6 +1001,23 @@ def _lm_head_logits(model: GPT1PreTrainedModel, hidden_states: torch.Tensor) -> 
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# What `**kwargs` of a forward may carry: transformers' model-agnostic keyword arguments (outputs to record, attention
+# arguments passed on to the attention function, Trainer's `num_items_in_batch`), as its own models type them.
+# Anything else would be accepted and silently ignored, so it is an error instead.
+ACCEPTED_MODEL_KWARGS = frozenset(TransformersKwargs.__optional_keys__) | frozenset(TransformersKwargs.__required_keys__)
+
+
+def check_model_kwargs(model: nn.Module, kwargs: dict) -> None:
+    """Raise a TypeError naming every keyword argument in `kwargs` that no GPT-1 forward uses."""
+    unknown = sorted(set(kwargs) - ACCEPTED_MODEL_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"{type(model).__name__}.forward() got keyword argument(s) it does not use: {', '.join(unknown)}. It takes "
+            f"its named arguments plus transformers' model kwargs ({', '.join(sorted(ACCEPTED_MODEL_KWARGS))}); "
+            f"check the spelling, or drop arguments meant for another model."
+        )
+
+
 class GPT1Model(GPT1PreTrainedModel):
     """The bare decoder. Accepts any leading shape, e.g. (batch, choices, seq), and keeps it in the output."""
 
@@ -1023,18 +1038,23 @@ class GPT1Model(GPT1PreTrainedModel):
     def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
         self.tokens_embed = new_embeddings
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @merge_with_config_defaults
     @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        """token_type_ids: optional ids embedded with the token table and added to the input, as in the original
+        code and transformers' `OpenAIGPTModel` (GPT-1 has no separate segment table)."""
+        check_model_kwargs(self, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("GPT1Model: pass exactly one of input_ids or inputs_embeds.")
         self.tied_table = None  # set by the token lookup in CPU training
@@ -1052,9 +1072,9 @@ class GPT1Model(GPT1PreTrainedModel):
         if position_ids is not None:
             position_ids = position_ids.reshape(-1, position_ids.shape[-1])
 
-        if use_cache and past_key_values is None and not self.training:
-            past_key_values = DynamicCache(config=self.config)
-        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None and not self.training:
+            cache = DynamicCache(config=self.config)
+        past_seen = cache.get_seq_length() if cache is not None else 0
 
         if position_ids is None:
             position_ids = self._position_ids(attention_mask, past_seen, seq_len, inputs_embeds.device)
@@ -1065,21 +1085,24 @@ class GPT1Model(GPT1PreTrainedModel):
                 f"Truncate inputs to at most n_positions={self.config.n_positions} tokens (tokenizer: "
                 f"truncation=True, max_length={self.config.n_positions})."
             )
-        hidden_states = self.drop(inputs_embeds + self.positions_embed(position_ids))
+        hidden_states = inputs_embeds + self.positions_embed(position_ids)
+        if token_type_ids is not None:
+            hidden_states = hidden_states + self.tokens_embed(token_type_ids.reshape(-1, token_type_ids.shape[-1]))
+        hidden_states = self.drop(hidden_states)
 
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             position_ids=position_ids,
         )
         for block in self.h:
-            hidden_states = block(hidden_states, causal_mask, past_key_values, position_ids=position_ids, **kwargs)
+            hidden_states = block(hidden_states, causal_mask, cache, position_ids=position_ids, **kwargs)
 
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states.reshape(*leading_shape, seq_len, -1),
-            past_key_values=past_key_values if use_cache else None,
+            cache=cache if use_cache else None,
         )
 
     def _look_up(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -1237,25 +1260,29 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         """`labels` are shifted inside (set labels = input_ids); -100 marks positions that are not scored."""
+        check_model_kwargs(self, kwargs)
         outputs = self.transformer(
             input_ids,
             attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -1268,7 +1295,7 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -1344,11 +1371,15 @@ class _GPT1FineTuningHeadMixin:
         scored = counts > 0
         return (per_sequence[scored] / counts[scored]).mean()
 
-    def encode_extract_states(self, input_ids, attention_mask, position_ids, inputs_embeds, mc_token_ids, **kwargs):
+    def encode_extract_states(
+        self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
+    ):
         """Run the transformer; return its outputs, the final hidden states and h_l^m at each extract token."""
+        check_model_kwargs(self, kwargs)
         outputs = self.transformer(
             input_ids,
             attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=False,
@@ -1413,18 +1444,19 @@ class GPT1ForSequenceClassification(_GPT1FineTuningHeadMixin, GPT1PreTrainedMode
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         mc_token_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
         lm_labels: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> GPT1ClassifierOutput:
         """mc_token_ids: extract-token index per sequence ((batch,) or (batch, 2)); found from the ids if omitted.
         labels: class ids (batch,), or float targets for regression. lm_labels: targets of the auxiliary LM loss
         (default: the input ids with padding masked)."""
         outputs, hidden_states, pooled = self.encode_extract_states(
-            input_ids, attention_mask, position_ids, inputs_embeds, mc_token_ids, **kwargs
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
         )
         if pooled.dim() == 3:  # similarity: sum the representations of both orderings
             pooled = pooled.sum(dim=1)
@@ -1474,12 +1506,13 @@ class GPT1ForMultipleChoice(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         mc_token_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         lm_labels: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> GPT1ClassifierOutput:
         """input_ids (batch, choices, seq); mc_token_ids (batch, choices); labels (batch,) = index of the right choice."""
         shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
@@ -1488,7 +1521,7 @@ class GPT1ForMultipleChoice(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
                 f"GPT1ForMultipleChoice expects input_ids of shape (batch, num_choices, seq_len), got {tuple(shape)}."
             )
         outputs, hidden_states, extract_states = self.encode_extract_states(
-            input_ids, attention_mask, position_ids, inputs_embeds, mc_token_ids, **kwargs
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
         )  # hidden_states (batch, choices, seq, E)
         logits = self.score(self.clf_dropout(extract_states)).squeeze(-1)
         task_loss = None
@@ -1529,16 +1562,19 @@ class GPT1DoubleHeadsModel(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         mc_token_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         mc_labels: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> GPT1DoubleHeadsModelOutput:
+        check_model_kwargs(self, kwargs)
         outputs = self.transformer(
             input_ids,
             attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=False,

@@ -727,7 +727,11 @@ def build_model(
     from .modeling_gpt1 import GPT1ForCausalLM
     from .tokenization_gpt1 import add_special_tokens
 
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    # Training defaults to GPT-1's CPU training attention (`gpt1_fused`: sdpa plus the blockwise dropout path); a plain
+    # `from_pretrained` gets transformers' default (sdpa).
+    from .modeling_gpt1 import GPT1_ATTENTION
+
+    kwargs = {"attn_implementation": attn_implementation or GPT1_ATTENTION}
     if init_from is not None:
         overrides = dropout_overrides(dropout)
         try:

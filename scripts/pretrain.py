@@ -123,7 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "openai-community/openai-gpt).",
     )
     model.add_argument("--dropout", type=float, default=None, help="Override residual/embedding/attention dropout (paper 0.1).")
-    model.add_argument("--attn-implementation", choices=["eager", "sdpa"], default=None, help="Attention kernel.")
+    model.add_argument("--attn-implementation", choices=["eager", "sdpa", "gpt1_fused"], default=None,
+                       help="Attention implementation (default gpt1_fused: sdpa plus the CPU blockwise dropout path).")
     model.add_argument(
         "--peft",
         choices=pt.PEFT_METHODS,

@@ -1,4 +1,5 @@
-"""Numerics of GPT-1's fast attention/dropout path (`gpt1_fused`, the default implementation).
+"""Numerics of GPT-1's fast attention/dropout path (`gpt1_fused`, what the training scripts select; a plain
+`from_pretrained` gets transformers' default, `sdpa`).
 
 - without dropout it is sdpa, and equal to eager (outputs and gradients); bf16 CPU training without attention dropout
   runs the blockwise attention with p = 0 instead, equal to eager within bf16 tolerance;
@@ -118,19 +119,21 @@ def test_blockwise_attention_under_bf16_autocast_matches_eager_within_bf16_toler
 def _models(**config):
     torch.manual_seed(0)
     default = GPT1ForCausalLM(GPT1Config(**{**TINY, **config}))
+    default.set_attn_implementation(mg.GPT1_ATTENTION)
     eager = GPT1ForCausalLM(GPT1Config(**{**TINY, **config}))
     eager.load_state_dict(default.state_dict())
     eager.set_attn_implementation("eager")
     return default, eager
 
 
-def test_default_implementation_is_gpt1_fused_and_eager_sdpa_stay_selectable(tmp_path):
+def test_default_implementation_is_sdpa_and_gpt1_fused_eager_stay_selectable(tmp_path):
     model = GPT1ForCausalLM(GPT1Config(**TINY))
-    assert model.config._attn_implementation == mg.GPT1_ATTENTION
-    model.save_pretrained(tmp_path)
-    for choice in ("eager", "sdpa"):
+    assert model.config._attn_implementation == "sdpa"  # transformers' contract for a model that supports sdpa
+    model.set_attn_implementation(mg.GPT1_ATTENTION)
+    model.save_pretrained(tmp_path)  # the runtime choice is not written into config.json
+    for choice in ("eager", "sdpa", mg.GPT1_ATTENTION):
         assert GPT1ForCausalLM.from_pretrained(tmp_path, attn_implementation=choice).config._attn_implementation == choice
-    assert GPT1ForCausalLM.from_pretrained(tmp_path).config._attn_implementation == mg.GPT1_ATTENTION
+    assert GPT1ForCausalLM.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
 
 
 @pytest.mark.parametrize("padding", [False, True])
@@ -283,6 +286,7 @@ def test_output_attentions_still_returns_weights():
 def test_gradient_checkpointing_replays_the_same_dropout_masks(bf16):
     torch.manual_seed(0)
     config = GPT1Config(**TINY)  # the paper's dropout everywhere
+    config._attn_implementation = mg.GPT1_ATTENTION
     plain = GPT1ForCausalLM(config).train()
     ckpt = GPT1ForCausalLM(config).train()
     ckpt.load_state_dict(plain.state_dict())

@@ -288,9 +288,9 @@ def _decode_once(model, ops, **kwargs):
     ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(0))
     saved, modeling_gpt1._CPU_KERNELS = modeling_gpt1._CPU_KERNELS, counting if ops else False
     try:
-        model(ids[:, :5], past_key_values=cache, use_cache=True)
+        model(ids[:, :5], cache=cache, use_cache=True)
         counting.calls.clear()
-        out = model(ids[:, 5:], past_key_values=cache, use_cache=True, **kwargs)
+        out = model(ids[:, 5:], cache=cache, use_cache=True, **kwargs)
     finally:
         modeling_gpt1._CPU_KERNELS = saved
     return [name for name, _ in counting.calls], out
@@ -352,8 +352,8 @@ def test_decoding_with_an_older_package_without_the_block_kernel(monkeypatch, op
         monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", older)
         cache = DynamicCache(config=model.config)
         ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(0))
-        model(ids[:, :5], past_key_values=cache, use_cache=True)
-        got = model(ids[:, 5:], past_key_values=cache, use_cache=True).logits
+        model(ids[:, :5], cache=cache, use_cache=True)
+        got = model(ids[:, 5:], cache=cache, use_cache=True).logits
     assert modeling_gpt1._OPS_PRESENT == {"decode_block": False}
     torch.testing.assert_close(got.float(), expected.float(), rtol=0.03, atol=0.03)
 

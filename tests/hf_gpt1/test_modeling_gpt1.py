@@ -409,12 +409,12 @@ def test_cache_object_and_positions_in_manual_decoding(lm_pair):
     with torch.no_grad():
         full = ours(ids).logits
         first = ours(ids[:, :6], use_cache=True)
-        assert first.past_key_values.get_seq_length() == 6
-        logits, cache = [first.logits], first.past_key_values
+        assert first.cache.get_seq_length() == 6
+        logits, cache = [first.logits], first.cache
         for t in range(6, 10):
-            step = ours(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            step = ours(ids[:, t : t + 1], cache=cache, use_cache=True)
             logits.append(step.logits)
-            cache = step.past_key_values
+            cache = step.cache
     torch.testing.assert_close(torch.cat(logits, dim=1), full, atol=ATOL, rtol=0)
 
 
