@@ -69,8 +69,12 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q·kᵀ/√d + mask) · v, written out; the reference for every other implementation."""
+    """softmax(q·kᵀ/√d + mask) · v, written out; the reference for every other implementation. Without a mask it is
+    causal, the queries being the last positions of the keys (what sdpa's `is_causal` does when the mask is skipped)."""
     attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    q_len, kv_len = query.shape[-2], key.shape[-2]
+    if attention_mask is None and q_len > 1:
+        attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:  # True = may attend
             attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
