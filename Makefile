@@ -1,6 +1,11 @@
 # Two entry points (see README): `make demo` runs the main job, `make test` runs the test suite.
-# Each creates .venv on first use and installs what it needs. torch is pinned to the CPU build
+# Each creates .venv on first use and installs what it needs, at the versions of requirements/lock.txt
+# (the known-good set CI tests; `make lock` refreshes it). torch is pinned to the CPU build
 # that our machines carry (2.13.0); on a CUDA machine pip picks the matching CUDA wheel instead.
+#
+# Compatibility (README, "Supported versions"): `make test-newest` / `make test-lowest` build .venv-newest /
+# .venv-lowest afresh, with the newest releases our ranges allow / exactly the floors pyproject.toml declares,
+# and run the COMPAT_TESTS there. .ci/run runs `make test`, then both.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,14 +13,23 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 SHARED ?= ../shared/data
 BUDGET ?= quick
+LOCK   := requirements/lock.txt
 
-.PHONY: demo test test-fast bench clean
+# model, generation, contract, PEFT, Auto-class, remote-code, Trainer and warnings-as-errors tests: the part that breaks when a dependency moves
+COMPAT_TESTS ?= tests/hf_gpt1/test_modeling_gpt1.py tests/hf_gpt1/test_generation_cache.py \
+	tests/hf_gpt1/test_model_contract.py tests/hf_gpt1/test_peft_integration.py \
+	tests/hf_gpt1/test_auto_classes.py tests/hf_gpt1/test_finetuning.py tests/test_warnings.py
+# printed before the compatibility tests run, so the log shows what was tested
+COMPAT_PKGS := torch transformers accelerate peft datasets huggingface_hub tokenizers safetensors
+COMPAT_PYTEST_ARGS := -n 2 --dist loadgroup -q -rs $(COMPAT_TESTS)
 
-$(STAMP): pyproject.toml
+.PHONY: demo test test-fast bench lock test-newest test-lowest clean
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,tensorboard]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,tensorboard]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,5 +45,42 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py --quick
 
+# Re-resolve requirements/lock.txt to today's newest releases within pyproject.toml's ranges (in a throwaway venv);
+# review the diff, run `make test`, commit both.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet "$(TORCH)"
+	.venv-lock/bin/python -m pip install --quiet "$(TORCH)" -e ".[dev,tensorboard]"
+	mkdir -p $(dir $(LOCK))
+	{ echo "# Known-good versions that \`make test\`/\`make demo\` install (pip -c). Resolved by \`make lock\` on"; \
+	  echo "# Python $$(.venv-lock/bin/python -c 'import platform; print(platform.python_version(), platform.machine())'), $$(date -u +%Y-%m-%d); do not edit by hand."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^#' | sed -E 's/^(torch==[^+]*)\+.*/\1/'; \
+	} > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .venv-lock
+
+# Newest: no constraint but torch, every dependency upgraded to the newest release the ranges allow.
+test-newest:
+	rm -rf .venv-newest
+	$(PYTHON) -m venv .venv-newest
+	.venv-newest/bin/python -m pip install --quiet --upgrade pip
+	.venv-newest/bin/python -m pip install --quiet "$(TORCH)"
+	.venv-newest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager "$(TORCH)" -e ".[dev]"
+	.venv-newest/bin/python .ci/versions.py newest $(COMPAT_PKGS)
+	OMP_NUM_THREADS=1 .venv-newest/bin/python -m pytest $(COMPAT_PYTEST_ARGS)
+
+# Lowest: each declared dependency (and dev tool) at exactly its floor; what they need in turn resolves freely.
+test-lowest:
+	rm -rf .venv-lowest
+	$(PYTHON) -m venv .venv-lowest
+	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
+	.venv-lowest/bin/python -m pip install --quiet "$(TORCH)"
+	.venv-lowest/bin/python .ci/lowest_constraints.py --extras dev > .venv-lowest/constraints.txt
+	.venv-lowest/bin/python -m pip install --quiet -c .venv-lowest/constraints.txt "$(TORCH)" -e ".[dev]"
+	.venv-lowest/bin/python .ci/versions.py lowest $(COMPAT_PKGS)
+	OMP_NUM_THREADS=1 .venv-lowest/bin/python -m pytest $(COMPAT_PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-newest .venv-lowest .venv-lock build *.egg-info

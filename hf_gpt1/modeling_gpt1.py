@@ -130,7 +130,7 @@ class GPT1Dropout(nn.Dropout):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return hidden_states
-        if hidden_states.device.type != "cpu" or self.inplace or self.p >= 1.0:
+        if hidden_states.device.type != "cpu" or self.inplace or self.p >= 1.0 or _tracing():
             return F.dropout(hidden_states, self.p, True, self.inplace)
         return _Dropout.apply(hidden_states, self.p)
 
@@ -304,7 +304,7 @@ def gpt1_attention_forward(
     without it, where the same blockwise path (saving its probabilities) beats SDPA's flash kernel by ~25% per layer
     (in fp32 they are even, so fp32 stays on SDPA). (`output_attentions=True` runs eager instead: GPT1Attention.)"""
     bf16_training = query.dtype == torch.bfloat16 and query.requires_grad and query.shape[2] > 1
-    if (dropout > 0.0 or bf16_training) and query.device.type == "cpu" and query.dtype == key.dtype == value.dtype:
+    if (dropout > 0.0 or bf16_training) and not _tracing() and query.device.type == "cpu" and query.dtype == key.dtype == value.dtype:
         batch, heads, q_len, _ = query.shape
         elements = _BLOCK_ELEMENTS if dropout > 0.0 else 2 * _BLOCK_ELEMENTS  # p = 0 (no masks): larger blocks pay
         block = 1 << max(4, (elements // max(1, batch * heads * key.shape[2])).bit_length() - 1)
@@ -354,6 +354,7 @@ def _project(linear: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         and hidden_states.device.type == "cpu"
         and not torch.is_grad_enabled()
         and _plain(linear, nn.Linear)
+        and not _tracing()
     ):
         row = hidden_states.reshape(-1)
         kernels, bias = _cpu_kernels(), linear.bias
@@ -391,6 +392,7 @@ def _activate(act: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         and hidden_states.device.type == "cpu"
         and hidden_states.is_contiguous()
         and _plain(act, GELUTanh)
+        and not _tracing()
         and _cpu_kernels()
     ):
         if torch.is_grad_enabled() and hidden_states.requires_grad:
@@ -541,6 +543,7 @@ def _decode_plan(block: GPT1Block, hidden_states: torch.Tensor, attention_mask, 
         or kwargs.get("output_attentions")
         or _GLOBAL_HOOKS[0]
         or _GLOBAL_HOOKS[1]
+        or _tracing()
     ):
         return None
     kernels = _cpu_kernels()
@@ -688,7 +691,7 @@ class GPT1PreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False  # input validation reads tensor values (clear errors beat opaque ones)
+    _can_compile_fullgraph = True
     _can_record_outputs = {
         "hidden_states": GPT1Block,
         "attentions": OutputRecorder(GPT1Attention, index=1),
@@ -983,6 +986,7 @@ def _lm_head_logits(model: GPT1PreTrainedModel, hidden_states: torch.Tensor) -> 
         and head.bias is None
         and head.weight.device.type == "cpu"
         and hidden_states.device.type == "cpu"
+        and not _tracing()
     ):
         return _project(head, hidden_states)
     transformer = model.transformer
@@ -1020,6 +1024,13 @@ def check_model_kwargs(model: nn.Module, kwargs: dict) -> None:
             f"its named arguments plus transformers' model kwargs ({', '.join(sorted(ACCEPTED_MODEL_KWARGS))}); "
             f"check the spelling, or drop arguments meant for another model."
         )
+
+
+def _tracing() -> bool:
+    """Inside torch.compile or torch.export: input checks that read tensor values are skipped there (they would be
+    host syncs); eager calls keep their clear errors."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return torch.compiler.is_compiling() or (exporting is not None and exporting())
 
 
 class GPT1Model(GPT1PreTrainedModel):
@@ -1061,12 +1072,15 @@ class GPT1Model(GPT1PreTrainedModel):
         check_model_kwargs(self, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("GPT1Model: pass exactly one of input_ids or inputs_embeds.")
+        # The config's output_attentions reaches the attention modules too (they switch to eager to form the weights).
+        kwargs.setdefault("output_attentions", self.config.output_attentions)
         self.tied_table = None  # set by the token lookup in CPU training
         # Fold leading dims (batch, choices, ...) into one batch dim; restored at the end.
         leading_shape = input_ids.shape[:-1] if input_ids is not None else inputs_embeds.shape[:-2]
         if input_ids is not None:
             input_ids = input_ids.reshape(-1, input_ids.shape[-1])
-            self._check_input_ids(input_ids)
+            if not _tracing():  # reads values: a host sync that torch.compile/export cannot trace
+                self._check_input_ids(input_ids)
             inputs_embeds = self._look_up(input_ids)
         else:
             inputs_embeds = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
@@ -1082,7 +1096,9 @@ class GPT1Model(GPT1PreTrainedModel):
 
         if position_ids is None:
             position_ids = self._position_ids(attention_mask, past_seen, seq_len, inputs_embeds.device)
-        if past_seen + seq_len > self.config.n_positions or int(position_ids.max()) >= self.config.n_positions:
+        if not _tracing() and (
+            past_seen + seq_len > self.config.n_positions or int(position_ids.max()) >= self.config.n_positions
+        ):
             raise ValueError(
                 f"GPT-1 has {self.config.n_positions} learned positions, but this call needs positions up to "
                 f"{max(past_seen + seq_len, int(position_ids.max()) + 1)} (cached {past_seen} + {seq_len} new tokens). "
@@ -1122,6 +1138,7 @@ class GPT1Model(GPT1PreTrainedModel):
             and table.max_norm is None
             and not table.scale_grad_by_freq
             and not table.sparse
+            and not _tracing()
         ):
             if self._lookup_gradient is None:
                 self._lookup_gradient = _LookupGradient()
@@ -1145,10 +1162,12 @@ class GPT1Model(GPT1PreTrainedModel):
     def _position_ids(attention_mask, past_seen: int, seq_len: int, device) -> torch.Tensor:
         """Absolute positions counted over real tokens, so a left-padded row starts at position 0 like an
         unpadded one (matters for incremental decoding of padded batches). Without padding: past_seen + arange."""
-        if attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.all()):
-            positions = attention_mask.long().cumsum(-1) - 1
-            return positions.clamp(min=0)[:, -seq_len:]
-        return (torch.arange(seq_len, device=device) + past_seen).unsqueeze(0)
+        plain = (torch.arange(seq_len, device=device) + past_seen).unsqueeze(0)
+        if attention_mask is None or attention_mask.dim() != 2 or attention_mask.shape[-1] < seq_len:
+            return plain
+        counted = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
+        # A mask without padding keeps past_seen + arange (whatever length it has); chosen without a host sync.
+        return torch.where(attention_mask.bool().all(-1, keepdim=True), plain, counted)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1213,7 +1232,7 @@ def lm_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: 
     """Per-token losses (fp32, 0 where `targets == ignore_index`) of logits (..., V) against targets (...), as
     `F.cross_entropy(logits.float(), targets, reduction="none")`; chunked on CPU (see `_ChunkedCrossEntropy`)."""
     flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-    if logits.device.type != "cpu":  # fused GPU kernels do not write the N×V intermediates to memory the same way
+    if logits.device.type != "cpu" or _tracing():  # GPU kernels / compiled graphs fuse the N×V intermediates
         losses = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=ignore_index, reduction="none")
     else:
         scored = flat_targets[flat_targets != ignore_index]
@@ -1364,6 +1383,12 @@ class _GPT1FineTuningHeadMixin:
         hidden = hidden_states[..., :-1, :].reshape(-1, hidden_states.shape[-1])
         targets = lm_labels[..., 1:].reshape(-1, lm_labels.shape[-1] - 1)  # (sequences, seq - 1)
         keep = targets != -100  # project only the scored positions onto the vocabulary
+        if _tracing():  # compiled: every position (static shapes), the same per-sequence means
+            token_losses = lm_cross_entropy(_lm_head_logits(self, hidden), targets.reshape(-1)).view(targets.shape)
+            counts = keep.sum(dim=1)
+            scored = (counts > 0).to(token_losses.dtype)
+            per_sequence = token_losses.sum(dim=1) / counts.clamp(min=1)
+            return (per_sequence * scored).sum() / scored.sum().clamp(min=1)
         if not bool(keep.any()):
             return hidden_states.new_zeros(())
         token_losses = lm_cross_entropy(_lm_head_logits(self, hidden[keep.reshape(-1)]), targets[keep])
@@ -1481,7 +1506,7 @@ class GPT1ForSequenceClassification(_GPT1FineTuningHeadMixin, GPT1PreTrainedMode
         if problem_type == "regression":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float().reshape(-1))
         if problem_type == "single_label_classification":
-            if labels.numel() and (int(labels.max()) >= self.num_labels or int(labels.min()) < 0):
+            if not _tracing() and labels.numel() and (int(labels.max()) >= self.num_labels or int(labels.min()) < 0):
                 raise ValueError(
                     f"labels must be class ids in [0, {self.num_labels}) for this {self.num_labels}-way classifier, "
                     f"got values in [{int(labels.min())}, {int(labels.max())}]. Set num_labels (or id2label) to match "
@@ -1530,7 +1555,7 @@ class GPT1ForMultipleChoice(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
         logits = self.score(self.clf_dropout(extract_states)).squeeze(-1)
         task_loss = None
         if labels is not None:
-            if labels.numel() and (int(labels.max()) >= shape[1] or int(labels.min()) < 0):
+            if not _tracing() and labels.numel() and (int(labels.max()) >= shape[1] or int(labels.min()) < 0):
                 raise ValueError(f"labels must be choice indices in [0, {shape[1]}), got {labels.tolist()}.")
             task_loss = F.cross_entropy(logits.float(), labels.reshape(-1))
         return self.classifier_output(outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels)
