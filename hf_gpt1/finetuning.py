@@ -52,6 +52,14 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 from .configuration_gpt1 import GPT1Config
+from .model_cards import (  # noqa: F401  (fill_model_card, MODEL_CARD_TEMPLATE, PAPER_CITATION: public here too)
+    GLUE_SUBMISSION_NAMES,
+    MODEL_CARD_TEMPLATE,
+    PAPER_CITATION,
+    fill_model_card,
+    is_hub_id,
+    pipeline_tag_for,
+)
 from .modeling_gpt1 import GPT1_ATTENTION
 from .hub import CheckpointError, HubCardCallback, HubPushError, check_hub_access, push_folder
 from .peft_integration import (
@@ -98,20 +106,6 @@ BEST_METRIC_BY_TASK: dict[str, str] = {
     "cola": "matthews_correlation",
 }
 
-#: GLUE leaderboard file names (a submission zip holds these TSVs).
-GLUE_SUBMISSION_NAMES: dict[str, str] = {
-    "cola": "CoLA",
-    "sst2": "SST-2",
-    "mrpc": "MRPC",
-    "qqp": "QQP",
-    "stsb": "STS-B",
-    "qnli": "QNLI",
-    "rte": "RTE",
-    "wnli": "WNLI",
-    "mnli/test_matched": "MNLI-m",
-    "mnli/test_mismatched": "MNLI-mm",
-    "ax": "AX",
-}
 #: GLUE tasks whose official TSVs (hence the leaderboard) use label *strings*; the others use integer ids 0/1.
 GLUE_STRING_LABEL_TASKS = frozenset({"mnli", "qnli", "rte", "ax"})
 
@@ -121,14 +115,6 @@ MERGED_DIR_NAME = "merged"  # --merge-adapter: the plain gpt1 checkpoint with th
 PEFT_METHODS = ("none", "lora", "ia3")
 CURVES_FILE_NAME = "training_curves.png"
 EVAL_RESULTS_FILE_NAME = "eval_results.json"
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
-PAPER_CITATION = """@techreport{radford2018improving,
-  title       = {Improving Language Understanding by Generative Pre-Training},
-  author      = {Radford, Alec and Narasimhan, Karthik and Salimans, Tim and Sutskever, Ilya},
-  institution = {OpenAI},
-  year        = {2018},
-  url         = {https://cdn.openai.com/research-covers/language-unsupervised/language_understanding_paper.pdf}
-}"""
 _SUPPORTED_MODEL_TYPES = ("gpt1", "openai-gpt")
 
 
@@ -359,11 +345,6 @@ def head_auto_class(family) -> type:
     `AutoModelForSequenceClassification`; one sequence per answer -> `AutoModelForMultipleChoice`."""
     family = getattr(family, "value", family)
     return AutoModelForMultipleChoice if family == "multiple_choice" else AutoModelForSequenceClassification
-
-
-def pipeline_tag_for(family) -> str:
-    family = getattr(family, "value", family)
-    return "multiple-choice" if family == "multiple_choice" else "text-classification"
 
 
 def metric_for_best_model(spec, eval_names: Sequence[str] | None = None) -> str:
@@ -1065,174 +1046,6 @@ class NonFiniteLossCallback(TrainerCallback):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _is_hub_id(name: str | None) -> bool:
-    if not name or os.path.exists(name) or os.path.isabs(name) or name.startswith((".", "~")):
-        return False
-    parts = name.split("/")
-    return 1 <= len(parts) <= 2 and all(parts)
-
-
-def _task_title(spec) -> str:
-    glue = GLUE_SUBMISSION_NAMES.get(spec.name)
-    return f"GLUE {glue}" if glue and spec.hub_path == "nyu-mll/glue" else spec.name.replace("_", " ").title()
-
-
-def fill_model_card(
-    *,
-    spec,
-    metrics: Mapping[str, float],
-    settings: Mapping[str, Any],
-    model_name: str,
-    base_model: str | None = None,
-    template_path: str | os.PathLike | None = None,
-    usage_path: str | None = None,
-    adapter: Mapping[str, Any] | None = None,
-) -> str:
-    """The model card (README.md) of a fine-tuned checkpoint, from `model_card.md` (a Jinja template).
-
-    The YAML front matter is built with `huggingface_hub.ModelCardData` (library_name, pipeline_tag, tags, datasets,
-    license, base_model and a `model-index` with every eval metric), so it is valid Hub metadata by construction.
-
-    `adapter` (a `--peft` run's output folder): {"method", "base_model_name_or_path", "path", "merged_path"}. The card
-    then says `library_name: peft`, is tagged with the method, and ends with how to load the adapter.
-    """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    family = getattr(spec.family, "value", spec.family)
-    pipeline_tag = pipeline_tag_for(spec.family)
-    dataset_id = spec.hub_path or spec.name
-    eval_results = []
-    for key, value in metrics.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not key.startswith("eval_"):
-            continue
-        metric = key[len("eval_") :]
-        if metric.endswith(("loss", "runtime", "per_second", "epoch")) or metric in ("steps_per_second",):
-            continue
-        split = "validation"
-        for short in settings.get("eval_splits", []):
-            if short != "validation" and metric.startswith(short + "_"):
-                split, metric = f"validation_{short}", metric[len(short) + 1 :]
-        eval_results.append(
-            EvalResult(
-                task_type=pipeline_tag,
-                dataset_type=dataset_id,
-                dataset_name=_task_title(spec),
-                dataset_config=spec.hub_config,
-                dataset_split=settings.get("eval_split_description", {}).get(split, split),
-                metric_type=metric,
-                metric_value=round(float(value), 4),
-            )
-        )
-    tags = ["gpt1", "openai-gpt", "hf-gpt1", pipeline_tag, spec.name, "generated_from_trainer"]
-    if adapter is not None:
-        tags += ["peft", str(adapter.get("method", "lora"))]
-    card_data = ModelCardData(
-        library_name="peft" if adapter is not None else "transformers",
-        license="mit",
-        base_model=base_model,
-        pipeline_tag=pipeline_tag,
-        tags=tags,
-        datasets=[spec.hub_path] if spec.hub_path else None,
-        metrics=sorted({r.metric_type for r in eval_results}) or None,
-        model_name=model_name,
-        eval_results=eval_results or None,
-    )
-    results_rows = "\n".join(
-        f"| {r.dataset_split} | {r.metric_type} | {r.metric_value:.4f} |" for r in eval_results
-    ) or "| - | - | - |"
-    hyper_rows = "\n".join(f"| {k} | {v} |" for k, v in settings.items() if k not in ("eval_split_description",))
-    template = Path(template_path) if template_path else MODEL_CARD_TEMPLATE
-    kwargs = dict(
-        model_name=model_name,
-        task=spec.name,
-        task_title=_task_title(spec),
-        task_family=family,
-        task_description=spec.description or "",
-        label_names=", ".join(spec.label_names or ()) if not spec.is_regression else "(regression score)",
-        dataset_id=dataset_id,
-        base_model=base_model or settings.get("model", "?"),
-        results_table=results_rows,
-        hyperparameters_table=hyper_rows,
-        pipeline_tag=pipeline_tag,
-        usage_path=usage_path or model_name,
-        lm_coef=settings.get("lm_coef"),
-        citation=PAPER_CITATION,
-        is_multiple_choice=family == "multiple_choice",
-        is_pair=family in ("entailment", "similarity"),
-        is_regression=bool(spec.is_regression),
-    )
-    if template.is_file():
-        card = ModelCard.from_template(card_data, template_path=str(template), **kwargs)
-    else:  # installed without the repository's template: a minimal card, same metadata
-        card = ModelCard.from_template(card_data, template_str=_FALLBACK_CARD, **kwargs)
-    text = str(card)
-    if adapter is not None:  # before the citation when the template has one, else at the end
-        section = _adapter_card_section(spec, adapter)
-        head, marker, tail = text.partition("\n## Citation")
-        text = f"{head.rstrip()}\n\n{section}{marker}{tail}" if marker else f"{text.rstrip()}\n\n{section}"
-    return text
-
-
-def _adapter_card_section(spec, adapter: Mapping[str, Any]) -> str:
-    family = getattr(spec.family, "value", spec.family)
-    method = {"lora": "LoRA", "ia3": "IA³"}.get(str(adapter.get("method")), str(adapter.get("method")))
-    path = adapter.get("path") or "."
-    if family == "multiple_choice":  # PEFT has no multiple-choice task type: AutoPeftModel follows the auto mapping
-        load = (f'from peft import AutoPeftModel\nmodel = AutoPeftModel.from_pretrained("{path}", '
-                f'import_allowlist=["hf_gpt1"])')
-    else:
-        load = (f"from peft import AutoPeftModelForSequenceClassification\n"
-                f'model = AutoPeftModelForSequenceClassification.from_pretrained("{path}")')
-    contents = (
-        "the adapted weights, the task head and the rows of the added special tokens"
-        if adapter.get("special_rows", True)
-        else "the adapted weights and the task head (the special tokens' rows are the base's)"
-    )
-    merged = adapter.get("merged_path")
-    merged_line = (
-        f"The same model with the adapter merged in, a plain GPT-1 checkpoint that needs no PEFT (the pipeline above "
-        f"uses it), is in `{merged}`."
-        if merged
-        else "`scripts/finetune.py --merge-adapter` also saves the merged model, a plain GPT-1 checkpoint that loads "
-        "without PEFT (e.g. in `pipeline`)."
-    )
-    return f"""## Adapter ({method}, PEFT)
-
-This folder holds a {method} adapter, not a full model: {contents} (`adapter_model.safetensors`,
-`adapter_config.json`). It applies to the GPT-1 base `{adapter.get("base_model_name_or_path")}` (recorded in
-`adapter_config.json`):
-
-```python
-import hf_gpt1  # registers model_type "gpt1"
-{load}
-```
-
-{merged_line}
-"""
-
-
-_FALLBACK_CARD = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-GPT-1 (Radford et al., 2018) fine-tuned on {{ task_title }} ({{ task_family }}) with hf-gpt1.
-
-| split | metric | value |
-|---|---|---|
-{{ results_table }}
-
-| setting | value |
-|---|---|
-{{ hyperparameters_table }}
-
-```bibtex
-{{ citation }}
-```
-"""
-
-
 def write_predictions(
     predictions: Any,
     dataset,
@@ -1556,7 +1369,7 @@ def _setup(args: argparse.Namespace):
 
 
 def _card_base_model(args: argparse.Namespace) -> str | None:
-    return args.base_model_id or (args.model if _is_hub_id(args.model) else None)
+    return args.base_model_id or (args.model if is_hub_id(args.model) else None)
 
 
 def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, settings: dict[str, Any],

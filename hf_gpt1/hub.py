@@ -43,7 +43,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 from transformers import TrainerCallback
 
+from .model_cards import fill_model_card, is_hub_id, pretrained_model_card
 from .tokenization_gpt1 import DELIMITER_TOKEN, EXTRACT_TOKEN, PAD_TOKEN, START_TOKEN
 
 CONFIG_FILE = "config.json"
@@ -332,40 +332,17 @@ def _check_weights(folder: Path, config: Mapping[str, Any], problems: list[str])
 
 
 def _read_safetensors_header(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape from the safetensors header; ValueError if the file is truncated or malformed.
+    """Tensor name -> shape, read by `safetensors` from the file's header (no tensor data is loaded); ValueError if
+    the file is truncated, padded or not a safetensors file (safetensors checks the header against the file size)."""
+    from safetensors import SafetensorError, safe_open
 
-    Layout: 8-byte little-endian header length N, N bytes of JSON ({name: {dtype, shape, data_offsets}}), data.
-    """
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise ValueError(f"only {size} bytes long")
-        (header_length,) = struct.unpack("<Q", head)
-        if header_length > size - 8:
-            raise ValueError(f"header length {header_length} exceeds the file size {size} (truncated?)")
-        try:
-            header = json.loads(handle.read(header_length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"header is not JSON ({error})") from error
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    shapes: dict[str, list[int]] = {}
-    data_end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = entry["data_offsets"]
-            shapes[name] = list(entry["shape"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"bad header entry for {name!r}") from error
-        data_end = max(data_end, end)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except SafetensorError as error:
+        raise ValueError(f"truncated or corrupted ({error})") from error
     if not shapes:
         raise ValueError("no tensors")
-    expected = 8 + header_length + data_end
-    if size != expected:
-        raise ValueError(f"{size} bytes, but its header describes {expected} (truncated or padded)")
     return shapes
 
 
@@ -732,30 +709,6 @@ def _human_size(size: int) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-#: Hub metadata of every GPT-1 card (the fine-tuning card of `hf_gpt1.finetuning.fill_model_card` sets the same).
-CARD_LICENSE = "mit"  # the license of the original release (openai/finetune-transformer-lm) and of this package
-CARD_TAGS = ("gpt1", "openai-gpt", "hf-gpt1")
-
-_PIPELINE_TAG_BY_HEAD = (  # architecture name suffix -> Hub pipeline tag
-    ("ForSequenceClassification", "text-classification"),
-    ("ForMultipleChoice", "multiple-choice"),
-    ("ForCausalLM", "text-generation"),
-    ("LMHeadModel", "text-generation"),
-    ("DoubleHeadsModel", "text-generation"),
-    ("Model", "feature-extraction"),
-)
-_EXCLUDED_METRICS = ("loss", "runtime", "per_second", "epoch", "samples")
-
-
-def pipeline_tag_for_config(config: Mapping[str, Any]) -> str:
-    """The Hub pipeline tag of a saved GPT-1 model, from `config.json`'s `architectures`."""
-    for architecture in config.get("architectures") or ():
-        for suffix, tag in _PIPELINE_TAG_BY_HEAD:
-            if architecture.endswith(suffix):
-                return tag
-    return "text-generation"
-
-
 def render_model_card(
     output_dir: str | os.PathLike,
     *,
@@ -784,7 +737,7 @@ def render_model_card(
 
     `repo_id` names the model in the card and in its usage snippet (default: the folder's name).
     """
-    from .finetuning import _is_hub_id, fill_model_card, get_task_spec
+    from task_adapters import get_task_spec
 
     folder = Path(output_dir).expanduser()
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -797,7 +750,7 @@ def render_model_card(
     settings = dict((results.get("settings") or pretrain_settings) if settings is None else settings)
     task = task or results.get("task") or settings.get("task")
     model_name = repo_id or folder.resolve().name
-    if base_model is None and _is_hub_id(settings.get("model")):
+    if base_model is None and is_hub_id(settings.get("model")):
         base_model = settings["model"]
 
     if task:
@@ -811,7 +764,7 @@ def render_model_card(
             usage_path=repo_id or str(folder),
         )
         return ModelCard(text)
-    return _pretrained_model_card(config, metrics, settings, model_name, repo_id or str(folder), base_model, datasets)
+    return pretrained_model_card(config, metrics, settings, model_name, repo_id or str(folder), base_model, datasets)
 
 
 def _pretraining_record(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -846,124 +799,6 @@ def _pretraining_record(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             settings.setdefault("global_step", record.get("step"))
             break
     return settings, metrics
-
-
-def _pretrained_model_card(config, metrics, settings, model_name, usage_path, base_model, datasets) -> ModelCard:
-    from huggingface_hub import EvalResult, ModelCardData
-
-    from .finetuning import PAPER_CITATION
-
-    pipeline_tag = pipeline_tag_for_config(config)
-    datasets = datasets if datasets is not None else settings.get("dataset")
-    dataset_list = [datasets] if isinstance(datasets, str) else list(datasets or [])
-    values = {
-        key.removeprefix("eval_"): value
-        for key, value in metrics.items()
-        if key.startswith("eval_") or key == "perplexity"
-    }
-    values = {
-        key: value
-        for key, value in values.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.endswith(_EXCLUDED_METRICS)
-    }
-    if "perplexity" not in values and isinstance(metrics.get("eval_loss"), (int, float)):
-        import math
-
-        values["perplexity"] = math.exp(min(float(metrics["eval_loss"]), 700.0))
-    eval_results = [
-        EvalResult(
-            task_type=pipeline_tag,
-            dataset_type=dataset_list[0],
-            dataset_name=dataset_list[0],
-            dataset_split=str(settings.get("eval_split", "validation")),
-            metric_type=key,
-            metric_value=round(float(value), 4),
-        )
-        for key, value in sorted(values.items())
-    ] if dataset_list else []
-    card_data = ModelCardData(
-        library_name="transformers",
-        license=CARD_LICENSE,
-        language="en",
-        base_model=base_model,
-        pipeline_tag=pipeline_tag,
-        tags=[*CARD_TAGS, pipeline_tag],
-        datasets=dataset_list or None,
-        metrics=sorted(values) or None,
-        model_name=model_name if eval_results else None,  # only used (as model-index name) with results
-        eval_results=eval_results or None,
-    )
-    size = ", ".join(
-        f"{name}={config[name]}" for name in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size") if name in config
-    )
-    architecture = (config.get("architectures") or ["GPT1ForCausalLM"])[0]
-    auto_class = next(
-        (name for name, ref in (config.get("auto_map") or {}).items() if str(ref).endswith("." + architecture)),
-        "AutoModelForCausalLM",
-    )
-    return ModelCard.from_template(
-        card_data,
-        template_str=_PRETRAINED_CARD,
-        model_name=model_name,
-        usage_path=usage_path,
-        architecture=architecture,
-        auto_class=auto_class,
-        is_lm=pipeline_tag == "text-generation",
-        size=size,
-        results_table="\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(values.items())) or "| - | - |",
-        hyperparameters_table="\n".join(f"| {k} | {v} |" for k, v in settings.items()) or "| - | - |",
-        citation=PAPER_CITATION,
-    )
-
-
-# The card of checkpoints that are not fine-tuned on a task (fine-tuned ones use the repository's model_card.md).
-_PRETRAINED_CARD = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-A GPT-1 model ("Improving Language Understanding by Generative Pre-Training", Radford et al., 2018) published with
-the `hf-gpt1` plugin: `{{ architecture }}` ({{ size }}), the paper's post-LayerNorm Transformer decoder with learned
-positions, and its `</w>` BPE tokenizer with the `_start_` / `_delimiter_` / `_classify_` / `<pad>` tokens.
-
-## How to use
-
-```python
-import hf_gpt1  # registers model_type "gpt1" (or pass trust_remote_code=True without the package)
-from transformers import {{ auto_class }}, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{{ usage_path }}")
-model = {{ auto_class }}.from_pretrained("{{ usage_path }}")
-{% if is_lm %}inputs = tokenizer("the old man looked at the sea and", add_special_tokens=False, return_tensors="pt")
-print(tokenizer.decode(model.generate(**inputs, max_new_tokens=20, do_sample=True)[0]))
-{% else %}inputs = tokenizer("a gripping , funny film", return_tensors="pt")  # _start_ text _classify_
-outputs = model(**inputs)
-{% endif %}```
-
-## Results
-
-| metric | value |
-|---|---|
-{{ results_table }}
-
-## Training settings
-
-| setting | value |
-|---|---|
-{{ hyperparameters_table }}
-
-## Limitations
-
-Intended for research and education. GPT-1 models inherit the biases of their pretraining text and are not
-suitable for decisions about people; the tokenizer lower-cases its input and the context is at most 512 tokens.
-
-## Citation
-
-```bibtex
-{{ citation }}
-```
-"""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
