@@ -1126,7 +1126,7 @@ def clean_output_dir(output_dir: Path) -> None:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
         elif child.is_file() and (
             child.suffix in (".safetensors", ".bin", ".pt", ".pth")
-            or re.fullmatch(r"(configuration|modeling|tokenization)_\w+\.py", child.name)  # remote code of save_pretrained
+            or re.fullmatch(r"(configuration|conversion|modeling|tokenization)_\w+\.py", child.name)  # remote code of save_pretrained
             or child.name in ("config.json", "generation_config.json", "model.safetensors.index.json", ADAPTER_CONFIG_FILE)
             or child.name in _TOKENIZER_FILES
         ):
