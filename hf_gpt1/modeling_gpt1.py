@@ -162,8 +162,7 @@ class GPT1Block(GradientCheckpointingLayer):
         cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        attn_output, _ = self.attn(hidden_states, attention_mask, cache, **kwargs)
-        hidden_states = self.ln_1(hidden_states + attn_output)
+        hidden_states = self.ln_1(hidden_states + self.attn(hidden_states, attention_mask, cache, **kwargs)[0])
         return self.ln_2(hidden_states + self.mlp(hidden_states))
 
 

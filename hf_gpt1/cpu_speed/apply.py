@@ -53,6 +53,13 @@ def _set_dropout(module: nn.Module, fast: bool) -> None:
         _swap(module, GPT1Dropout, nn.Dropout)
 
 
+def _rename_no_split(model: nn.Module, old: str, new: str) -> None:
+    """FSDP and `device_map` find the blocks by class name (`_no_split_modules`): name the swapped class."""
+    names = list(getattr(model, "_no_split_modules", None) or [])
+    if old in names:
+        model._no_split_modules = [new if name == old else name for name in names]
+
+
 def enable_cpu_speedups(model: nn.Module, *, attention: bool = True, dropout: bool = True) -> nn.Module:
     """Turn on hf-gpt1's CPU speed paths in `model` (a GPT-1 model, in place; returned for chaining). Numerics are
     those of the plain modules (dropout: the same keep probability from another random stream). `attention=True`
@@ -83,12 +90,15 @@ def enable_cpu_speedups(model: nn.Module, *, attention: bool = True, dropout: bo
                 if type(head) is GPT1TiedLMHead and isinstance(transformer, GPT1Model):
                     head.__dict__["tied_embedding"] = transformer.tokens_embed  # not a submodule: same state dict
             module.loss_function = causal_lm_loss
+            _rename_no_split(module, "GPT1Block", "GPT1DecodeBlock")
             if hasattr(module, "token_lm_losses"):
                 module.token_lm_losses = lm_cross_entropy
             if attention:
                 module.set_attn_implementation(GPT1_ATTENTION)
-    if attention and isinstance(model, GPT1Model):
-        model.set_attn_implementation(GPT1_ATTENTION)
+    if isinstance(model, GPT1Model):
+        _rename_no_split(model, "GPT1Block", "GPT1DecodeBlock")
+        if attention:
+            model.set_attn_implementation(GPT1_ATTENTION)
     return model
 
 
@@ -105,6 +115,7 @@ def disable_cpu_speedups(model: nn.Module) -> nn.Module:
             module.__class__ = plain
         if isinstance(module, GPT1PreTrainedModel):
             module.__dict__.pop("_loss_function", None)
+            module.__dict__.pop("_no_split_modules", None)
             module.__dict__.pop("token_lm_losses", None)
             if getattr(module.config, "_attn_implementation", None) == GPT1_ATTENTION:
                 module.set_attn_implementation("sdpa")

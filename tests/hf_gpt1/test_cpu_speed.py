@@ -34,6 +34,7 @@ def test_enable_swaps_modules_keeping_the_model_and_disable_undoes_it(head, tmp_
     swapped = {name for name, kind in _types(model).items() if kind is not plain_types[name]}
     assert swapped and all(isinstance(dict(model.named_modules())[n], FAST_TYPES) for n in swapped)
     assert model.loss_function is cpu_speed.causal_lm_loss
+    assert model._no_split_modules == ["GPT1DecodeBlock"]  # FSDP/device_map find the blocks by class name
     assert list(model.state_dict()) == list(state) and all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, expected)
@@ -46,6 +47,7 @@ def test_enable_swaps_modules_keeping_the_model_and_disable_undoes_it(head, tmp_
     assert disable_cpu_speedups(model) is model
     assert _types(model) == plain_types and not cpu_speed.cpu_speedups_enabled(model)
     assert model.config._attn_implementation == "sdpa" and "_loss_function" not in model.__dict__
+    assert model._no_split_modules == ["GPT1Block"]
     assert "token_lm_losses" not in model.__dict__
 
 
