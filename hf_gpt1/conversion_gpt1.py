@@ -6,7 +6,10 @@ import), so it imports only torch/transformers and `.configuration_gpt1`.
 
 from __future__ import annotations
 
+import os
+
 import torch
+from transformers import PretrainedConfig
 from transformers.utils import cached_file, logging
 
 from .configuration_gpt1 import GPT1Config
@@ -87,3 +90,60 @@ def load_openai_gpt_state_dict(path, hub_kwargs: dict) -> dict[str, torch.Tensor
 
         return load_file(weights_file)
     return torch.load(weights_file, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+
+
+class OpenAIGPTLoadingMixin:
+    """`from_pretrained` of the GPT-1 model classes (mixed in before `PreTrainedModel`): also loads checkpoints in
+    transformers' `openai-gpt` layout, and refuses other architectures' checkpoints with a clear error."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus checkpoints in transformers' `openai-gpt` layout.
+
+        An `openai-gpt` folder or Hub id (e.g. `openai-community/openai-gpt`) is converted on the fly:
+        its config becomes a `GPT1Config` and its Conv1D weights are transposed into our Linear layout.
+        """
+        config = kwargs.get("config")
+        if pretrained_model_name_or_path is not None and (config is None or isinstance(config, (str, os.PathLike))):
+            source = config if config is not None else pretrained_model_name_or_path
+            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            try:
+                config_dict, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
+            except OSError:
+                config_dict = {}  # let the regular path raise its usual, detailed error
+            model_type = config_dict.get("model_type")
+            if model_type == "openai-gpt":
+                return cls._from_openai_gpt(pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
+            if model_type not in (None, GPT1Config.model_type):
+                # transformers would only warn and then initialise a GPT-1 from scratch around foreign weights.
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} holds a '{model_type}' checkpoint; {cls.__name__} loads 'gpt1' "
+                    f"checkpoints (and converts transformers' 'openai-gpt' ones). Load it with its own class, or "
+                    f"point to a GPT-1 checkpoint."
+                )
+        elif isinstance(config, PretrainedConfig) and config.model_type == "openai-gpt":
+            return cls._from_openai_gpt(pretrained_model_name_or_path, config.to_dict(), *model_args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":
+                raise
+            raise OSError(
+                f"Could not read the weights of {pretrained_model_name_or_path}: {err}. The safetensors file is "
+                f"truncated or corrupted (an interrupted download, copy or save); re-download or re-save it."
+            ) from err
+
+    @classmethod
+    def _from_openai_gpt(cls, path, openai_config: dict, *model_args, **kwargs):
+        kwargs.pop("config", None)
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        config = config_from_openai_gpt(openai_config)
+        for key in list(kwargs):  # config overrides such as num_labels=3, as from_pretrained accepts them
+            if hasattr(config, key) and key not in _HUB_KWARGS:
+                setattr(config, key, kwargs.pop(key))
+        state_dict = load_openai_gpt_state_dict(path, hub_kwargs)
+        state_dict = convert_openai_gpt_state_dict(state_dict, cls, config)
+        logger.info(f"Converted openai-gpt checkpoint {path} to the gpt1 layout ({len(state_dict)} tensors).")
+        for key in _HUB_KWARGS:
+            kwargs.pop(key, None)
+        return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)

@@ -23,7 +23,6 @@ transformers' `openai-gpt`, so PEFT/LoRA and quantisers see ordinary linear laye
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +30,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
@@ -46,7 +44,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_gpt1 import GPT1Config
-from .conversion_gpt1 import _HUB_KWARGS, config_from_openai_gpt, convert_openai_gpt_state_dict, load_openai_gpt_state_dict
+from .conversion_gpt1 import OpenAIGPTLoadingMixin, config_from_openai_gpt, convert_openai_gpt_state_dict
 
 logger = logging.get_logger(__name__)
 
@@ -206,7 +204,7 @@ class GPT1DoubleHeadsModelOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class GPT1PreTrainedModel(PreTrainedModel):
+class GPT1PreTrainedModel(OpenAIGPTLoadingMixin, PreTrainedModel):
     config: GPT1Config
     config_class = GPT1Config
     base_model_prefix = "transformer"
@@ -220,7 +218,8 @@ class GPT1PreTrainedModel(PreTrainedModel):
         "hidden_states": GPT1Block,
         "attentions": OutputRecorder(GPT1Attention, index=1),
     }
-    # `openai-gpt` checkpoints carry the causal mask as a buffer; we build masks per call instead.
+    # `openai-gpt` checkpoints (converted on load by OpenAIGPTLoadingMixin) carry the causal mask as a buffer; we build
+    # masks per call instead.
     _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$"]
 
     @torch.no_grad()
@@ -235,43 +234,6 @@ class GPT1PreTrainedModel(PreTrainedModel):
             module.weight.fill_(1.0)
             module.bias.zero_()
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, plus checkpoints in transformers' `openai-gpt` layout.
-
-        An `openai-gpt` folder or Hub id (e.g. `openai-community/openai-gpt`) is converted on the fly:
-        its config becomes a `GPT1Config` and its Conv1D weights are transposed into our Linear layout.
-        """
-        config = kwargs.get("config")
-        if pretrained_model_name_or_path is not None and (config is None or isinstance(config, (str, os.PathLike))):
-            source = config if config is not None else pretrained_model_name_or_path
-            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-            try:
-                config_dict, _ = PretrainedConfig.get_config_dict(source, **hub_kwargs)
-            except OSError:
-                config_dict = {}  # let the regular path raise its usual, detailed error
-            model_type = config_dict.get("model_type")
-            if model_type == "openai-gpt":
-                return cls._from_openai_gpt(pretrained_model_name_or_path, config_dict, *model_args, **kwargs)
-            if model_type not in (None, GPT1Config.model_type):
-                # transformers would only warn and then initialise a GPT-1 from scratch around foreign weights.
-                raise ValueError(
-                    f"{pretrained_model_name_or_path} holds a '{model_type}' checkpoint; {cls.__name__} loads 'gpt1' "
-                    f"checkpoints (and converts transformers' 'openai-gpt' ones). Load it with its own class, or "
-                    f"point to a GPT-1 checkpoint."
-                )
-        elif isinstance(config, PretrainedConfig) and config.model_type == "openai-gpt":
-            return cls._from_openai_gpt(pretrained_model_name_or_path, config.to_dict(), *model_args, **kwargs)
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        except Exception as err:
-            if type(err).__name__ != "SafetensorError":
-                raise
-            raise OSError(
-                f"Could not read the weights of {pretrained_model_name_or_path}: {err}. The safetensors file is "
-                f"truncated or corrupted (an interrupted download, copy or save); re-download or re-save it."
-            ) from err
-
     def push_to_hub(self, repo_id: str, *args, **kwargs):
         """`PreTrainedModel.push_to_hub`, then hf-gpt1's model card (Hub metadata, hyperparameters, the paper's
         citation) replaces transformers' generic README. As remote code without the plugin: the generic card."""
@@ -282,22 +244,6 @@ class GPT1PreTrainedModel(PreTrainedModel):
             return result
         upload_model_card(self, repo_id, token=kwargs.get("token"), revision=kwargs.get("revision"))
         return result
-
-    @classmethod
-    def _from_openai_gpt(cls, path, openai_config: dict, *model_args, **kwargs):
-        kwargs.pop("config", None)
-        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-        config = config_from_openai_gpt(openai_config)
-        for key in list(kwargs):  # config overrides such as num_labels=3, as from_pretrained accepts them
-            if hasattr(config, key) and key not in _HUB_KWARGS:
-                setattr(config, key, kwargs.pop(key))
-        state_dict = load_openai_gpt_state_dict(path, hub_kwargs)
-        state_dict = convert_openai_gpt_state_dict(state_dict, cls, config)
-        logger.info(f"Converted openai-gpt checkpoint {path} to the gpt1 layout ({len(state_dict)} tensors).")
-        for key in _HUB_KWARGS:
-            kwargs.pop(key, None)
-        return super().from_pretrained(None, *model_args, config=config, state_dict=state_dict, **kwargs)
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The base model
@@ -794,21 +740,15 @@ class GPT1DoubleHeadsModel(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
         mc_labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> GPT1DoubleHeadsModelOutput:
-        check_model_kwargs(self, kwargs)
-        outputs = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            **kwargs,
-        )
-        hidden_states = outputs.last_hidden_state
-        lm_logits = self.lm_head(hidden_states)
         if mc_token_ids is None:  # as the reference: the last token of every sequence
-            mc_token_ids = torch.full(hidden_states.shape[:-2], hidden_states.shape[-2] - 1, device=lm_logits.device)
-        mc_logits = self.multiple_choice_head(self.gather_at(hidden_states, mc_token_ids)).squeeze(-1)
+            shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+            device = input_ids.device if input_ids is not None else inputs_embeds.device
+            mc_token_ids = torch.full(shape[:-1], shape[-1] - 1, device=device)
+        outputs, hidden_states, extract_states = self.encode_extract_states(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
+        )
+        lm_logits = self.lm_head(hidden_states)
+        mc_logits = self.multiple_choice_head(extract_states).squeeze(-1)
         mc_loss = F.cross_entropy(mc_logits.reshape(-1, mc_logits.shape[-1]), mc_labels.reshape(-1)) if mc_labels is not None else None
         lm_loss = None
         if labels is not None:
