@@ -64,14 +64,14 @@ def enable_cpu_speedups(model: nn.Module, *, attention: bool = True, dropout: bo
     """Turn on hf-gpt1's CPU speed paths in `model` (a GPT-1 model, in place; returned for chaining). Numerics are
     those of the plain modules (dropout: the same keep probability from another random stream). `attention=True`
     selects the `gpt1_fused` attention implementation; `dropout=False` keeps (or puts back) `nn.Dropout`. Calling it
-    again is harmless. A no-op with
-    `HF_GPT1_CPU_SPEEDUPS=0`. Undo with `disable_cpu_speedups`."""
+    again is harmless. A no-op with `HF_GPT1_CPU_SPEEDUPS=0`. Undo with `disable_cpu_speedups`."""
     if not cpu_speedups_requested():
         return model
     for module in list(model.modules()):
         if isinstance(module, GPT1Model):
             _set_dropout(module.drop, dropout)
             _swap(module.tokens_embed, nn.Embedding, GPT1TokenEmbedding)
+            _rename_no_split(module, "GPT1Block", "GPT1DecodeBlock")
         elif isinstance(module, GPT1Block):
             _swap(module, GPT1Block, GPT1DecodeBlock)
         elif isinstance(module, GPT1Attention):
@@ -95,10 +95,8 @@ def enable_cpu_speedups(model: nn.Module, *, attention: bool = True, dropout: bo
                 module.token_lm_losses = lm_cross_entropy
             if attention:
                 module.set_attn_implementation(GPT1_ATTENTION)
-    if isinstance(model, GPT1Model):
-        _rename_no_split(model, "GPT1Block", "GPT1DecodeBlock")
-        if attention:
-            model.set_attn_implementation(GPT1_ATTENTION)
+    if attention and isinstance(model, GPT1Model):
+        model.set_attn_implementation(GPT1_ATTENTION)
     return model
 
 
