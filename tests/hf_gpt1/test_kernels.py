@@ -1,5 +1,5 @@
 """hf_gpt1.kernels: the compiled bf16 CPU kernels (one-row product and fused block for batch-1 decoding, tanh-GELU,
-LM loss) and their use by the model."""
+LM loss) and their use by the fast modules of hf_gpt1.cpu_speed (swapped in by enable_cpu_speedups)."""
 
 from __future__ import annotations
 
@@ -345,7 +345,7 @@ def test_fused_decode_block_runs_only_where_it_computes_what_the_modules_would(o
 
 @needs_avx512_bf16
 def test_decoding_with_an_older_package_without_the_block_kernel(monkeypatch, ops):
-    """As remote code, this modeling file may meet an hf-gpt1 package whose kernels predate `decode_block`."""
+    """A kernels namespace without `decode_block` (an older build): the block's modules run, with the other kernels."""
     model = _bf16_model()
     older = types.SimpleNamespace(bf16_addmv=ops.bf16_addmv, gelu_tanh_bf16=ops.gelu_tanh_bf16)
     monkeypatch.setattr(_runtime, "_OPS_PRESENT", {})
