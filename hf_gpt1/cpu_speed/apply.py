@@ -64,7 +64,8 @@ def enable_cpu_speedups(model: nn.Module, *, attention: bool = True, dropout: bo
     """Turn on hf-gpt1's CPU speed paths in `model` (a GPT-1 model, in place; returned for chaining). Numerics are
     those of the plain modules (dropout: the same keep probability from another random stream). `attention=True`
     selects the `gpt1_fused` attention implementation; `dropout=False` keeps (or puts back) `nn.Dropout`. Calling it
-    again is harmless. A no-op with `HF_GPT1_CPU_SPEEDUPS=0`. Undo with `disable_cpu_speedups`."""
+    again is harmless. A no-op with `HF_GPT1_CPU_SPEEDUPS=0`. Undo with `disable_cpu_speedups`. Calling it after
+    anything that replaces modules (e.g. a resize of the embeddings that builds a new table) covers the new ones."""
     if not cpu_speedups_requested():
         return model
     for module in list(model.modules()):
