@@ -27,6 +27,7 @@ from .modeling_gpt1 import (
     GPT1Model,
     GPT1PreTrainedModel,
 )
+from .cpu_speed import disable_cpu_speedups, enable_cpu_speedups  # also registers the `gpt1_fused` attention
 from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
 from .convert_openai_checkpoint import convert_openai_checkpoint
 from .peft_integration import make_peft_model, register_peft_mappings
@@ -57,6 +58,8 @@ __all__ = [
     "add_special_tokens",
     "convert_openai_checkpoint",
     "make_peft_model",
+    "enable_cpu_speedups",
+    "disable_cpu_speedups",
     "register_peft_mappings",
     "GPT1Config",
     "GPT1PreTrainedModel",

@@ -52,6 +52,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 from .configuration_gpt1 import GPT1Config
+from .cpu_speed import enable_cpu_speedups
 from .model_cards import (  # noqa: F401  (fill_model_card, MODEL_CARD_TEMPLATE, PAPER_CITATION: public here too)
     GLUE_SUBMISSION_NAMES,
     MODEL_CARD_TEMPLATE,
@@ -60,7 +61,6 @@ from .model_cards import (  # noqa: F401  (fill_model_card, MODEL_CARD_TEMPLATE,
     is_hub_id,
     pipeline_tag_for,
 )
-from .modeling_gpt1 import GPT1_ATTENTION
 from .hub import CheckpointError, HubCardCallback, HubPushError, check_hub_access, push_folder
 from .peft_integration import (
     EMBEDDING_MODES,
@@ -415,7 +415,6 @@ def load_model_for_task(
         set_seed(seed)  # the new head's weights are drawn from the global RNG
     auto_class = head_auto_class(spec.family)
     overrides = head_config_overrides(spec, lm_coef, clf_dropout)
-    overrides["attn_implementation"] = GPT1_ATTENTION  # CPU training attention (sdpa + the blockwise dropout path)
     if model_type == "gpt1":
         model = auto_class.from_pretrained(
             model_name_or_path, ignore_mismatched_sizes=ignore_mismatched_sizes, **overrides, **hub_kwargs
@@ -428,7 +427,8 @@ def load_model_for_task(
     model.config.finetuning_task = spec.name  # recorded in config.json (not an __init__ argument in v5)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     add_special_tokens(model, tokenizer, generator=generator)
-    return model
+    # hf-gpt1's CPU speed paths and the CPU training attention (`HF_GPT1_CPU_SPEEDUPS=0`: the plain model, sdpa)
+    return enable_cpu_speedups(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -727,11 +727,9 @@ def build_model(
     from .modeling_gpt1 import GPT1ForCausalLM
     from .tokenization_gpt1 import add_special_tokens
 
-    # Training defaults to GPT-1's CPU training attention (`gpt1_fused`: sdpa plus the blockwise dropout path); a plain
-    # `from_pretrained` gets transformers' default (sdpa).
-    from .modeling_gpt1 import GPT1_ATTENTION
+    from .cpu_speed import enable_cpu_speedups
 
-    kwargs = {"attn_implementation": attn_implementation or GPT1_ATTENTION}
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if init_from is not None:
         overrides = dropout_overrides(dropout)
         try:
@@ -746,7 +744,9 @@ def build_model(
             config.vocab_size = len(tokenizer)
         model = GPT1ForCausalLM._from_config(config, **kwargs)
     add_special_tokens(model, tokenizer)
-    return model
+    # hf-gpt1's CPU speed paths (`HF_GPT1_CPU_SPEEDUPS=0`: the plain model), with GPT-1's CPU training attention
+    # (`gpt1_fused`: sdpa plus the blockwise dropout path) unless an implementation was named.
+    return enable_cpu_speedups(model, attention=not attn_implementation)
 
 
 def _explicit_fields(model_config: str | None) -> set[str]:
@@ -1126,7 +1126,7 @@ def clean_output_dir(output_dir: Path) -> None:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
         elif child.is_file() and (
             child.suffix in (".safetensors", ".bin", ".pt", ".pth")
-            or re.fullmatch(r"(configuration|modeling|tokenization)_\w+\.py", child.name)  # remote code of save_pretrained
+            or re.fullmatch(r"(configuration|conversion|modeling|tokenization)_\w+\.py", child.name)  # remote code of save_pretrained
             or child.name in ("config.json", "generation_config.json", "model.safetensors.index.json", ADAPTER_CONFIG_FILE)
             or child.name in _TOKENIZER_FILES
         ):

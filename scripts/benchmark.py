@@ -44,7 +44,7 @@ from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_gpt1 import GPT1ForCausalLM  # noqa: E402
-from hf_gpt1 import kernels, modeling_gpt1  # noqa: E402
+from hf_gpt1 import cpu_speed, enable_cpu_speedups, kernels  # noqa: E402
 from hf_gpt1.modeling_gpt1 import config_from_openai_gpt, convert_openai_gpt_state_dict  # noqa: E402
 
 hf_logging.set_verbosity_error()
@@ -95,6 +95,7 @@ def build_pair(dropout: dict, seed: int = 0) -> tuple[nn.Module, nn.Module]:
         assert set(result.missing_keys) <= {"lm_head.weight"} and not result.unexpected_keys, result
         _PRISTINE_PAIRS[key] = (ours, reference)
     ours, reference = (copy.deepcopy(model) for model in _PRISTINE_PAIRS[key])  # deepcopy keeps the tie
+    enable_cpu_speedups(ours)  # hf-gpt1's CPU speed paths, as the training code applies them
     assert ours.lm_head.weight.data_ptr() == ours.transformer.tokens_embed.weight.data_ptr(), "lm_head must stay tied"
     return ours, reference
 
@@ -266,14 +267,6 @@ def bench_training(cfg: dict, machine: dict) -> list[dict]:
     return rows
 
 
-def _set_fast_dropout(model: nn.Module, enabled: bool) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout) and module.__class__ in (nn.Dropout, modeling_gpt1.GPT1Dropout):
-            if module.__class__ is modeling_gpt1.GPT1Dropout or getattr(module, "_was_fast", False):
-                module._was_fast = True
-                module.__class__ = modeling_gpt1.GPT1Dropout if enabled else nn.Dropout
-
-
 def bench_ablation(cfg: dict) -> list[dict]:
     """Each lever on the same model and weights (fp32, paper dropout), interleaved step by step."""
     batch, seq = cfg["train_shapes"][0]
@@ -282,22 +275,21 @@ def bench_ablation(cfg: dict) -> list[dict]:
     variants = {
         "eager attention + nn.Dropout": ("eager", False),
         "sdpa + nn.Dropout": ("sdpa", False),
-        "gpt1_fused + nn.Dropout": (modeling_gpt1.GPT1_ATTENTION, False),
-        "gpt1_fused + GPT1Dropout (default)": (modeling_gpt1.GPT1_ATTENTION, True),
+        "gpt1_fused + nn.Dropout": (cpu_speed.GPT1_ATTENTION, False),
+        "gpt1_fused + GPT1Dropout (default)": (cpu_speed.GPT1_ATTENTION, True),
     }
 
     def variant(attn, fast):
         def run():
+            enable_cpu_speedups(ours, attention=False, dropout=fast)  # the public switch, GPT1Dropout on or off
             ours.set_attn_implementation(attn)
-            _set_fast_dropout(ours, fast)
             step()
 
         return run
 
     log(f"lever ablation fp32 {batch}x{seq} ...")
     times = interleaved({k: variant(*v) for k, v in variants.items()}, 1, max(3, cfg["train_steps"] - 1))
-    ours.set_attn_implementation(modeling_gpt1.GPT1_ATTENTION)
-    _set_fast_dropout(ours, True)
+    enable_cpu_speedups(ours)
     base = median(times["eager attention + nn.Dropout"])
     return [
         {"variant": k, "shape": f"{batch}x{seq}", "tok_s": batch * seq / median(v), "speedup_vs_eager": base / median(v)}
@@ -351,7 +343,7 @@ def bench_generation(cfg: dict) -> list[dict]:
     # (hf_gpt1/kernels): resolve (and if needed build) them now, outside the timed runs, and record what ran.
     bf16_gemv = (
         "hf_gpt1::bf16_addmv + decode_block"
-        if modeling_gpt1._cpu_kernels()
+        if cpu_speed.cpu_kernels()
         else f"torch addmv + operators ({kernels.unavailable_reason()})"
     )
     new = cfg["gen_new"]
@@ -429,6 +421,7 @@ def child_memory(which: str, dtype: str, batch: int, seq: int, steps: int) -> di
         model = OpenAIGPTLMHeadModel(reference_config(PAPER_DROPOUT))
     else:
         model = GPT1ForCausalLM(config_from_openai_gpt(reference_config(PAPER_DROPOUT).to_dict()))
+        enable_cpu_speedups(model, attention=False)  # its speed paths, its default attention
         if which == "ours_gc":
             model.activation_checkpointing_enable()
     model.train()
@@ -468,6 +461,7 @@ def child_memory(which: str, dtype: str, batch: int, seq: int, steps: int) -> di
 def child_speed(which: str, dtype: str, batch: int, seq: int, steps: int) -> dict:
     torch.manual_seed(0)
     model = GPT1ForCausalLM(config_from_openai_gpt(reference_config(PAPER_DROPOUT).to_dict()))
+    enable_cpu_speedups(model, attention=False)  # its speed paths, its default attention
     step = make_train_step(model, batch, seq, dtype)
     times = interleaved({"s": step}, 1, steps)["s"]
     return {"step_s": median(times), "peak_rss_mb": _status_kb("VmHWM") / 1024}

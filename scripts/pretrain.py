@@ -124,7 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     model.add_argument("--dropout", type=float, default=None, help="Override residual/embedding/attention dropout (paper 0.1).")
     model.add_argument("--attn-implementation", choices=["eager", "sdpa", "gpt1_fused"], default=None,
-                       help="Attention implementation (default gpt1_fused: sdpa plus the CPU blockwise dropout path).")
+                       help="Attention implementation (default gpt1_fused: sdpa plus the CPU blockwise dropout path, "
+                            "selected with hf-gpt1's CPU speedups; sdpa when HF_GPT1_CPU_SPEEDUPS=0).")
     model.add_argument(
         "--peft",
         choices=pt.PEFT_METHODS,

@@ -201,9 +201,9 @@ def load_checkpoint_model(paths: Paths, checkpoint: Path | None):
     import torch
     from safetensors.torch import load_file
 
-    from hf_gpt1 import GPT1ForCausalLM
+    from hf_gpt1 import GPT1ForCausalLM, enable_cpu_speedups
 
-    model = GPT1ForCausalLM.from_pretrained(paths.pretrain)
+    model = enable_cpu_speedups(GPT1ForCausalLM.from_pretrained(paths.pretrain))
     if checkpoint is not None:
         missing, unexpected = model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
         if unexpected or set(missing) - {"lm_head.weight"}:
@@ -264,12 +264,12 @@ def zero_shot_scores(model, tokenizer, data: dict) -> dict[str, float]:
 def zero_shot_curve(paths: Paths, budget: Budget) -> list[dict]:
     import torch
 
-    from hf_gpt1 import GPT1ForCausalLM, load_gpt1_tokenizer
+    from hf_gpt1 import GPT1ForCausalLM, enable_cpu_speedups, load_gpt1_tokenizer
 
     tokenizer = load_gpt1_tokenizer(paths.pretrain)
     data = zero_shot_data(paths, budget)
     curve = []
-    scratch = GPT1ForCausalLM.from_pretrained(paths.scratch).eval()
+    scratch = enable_cpu_speedups(GPT1ForCausalLM.from_pretrained(paths.scratch)).eval()
     with torch.no_grad():
         curve.append({"step": 0, **zero_shot_scores(scratch, tokenizer, data)})
         for step, checkpoint in pretraining_checkpoints(paths):

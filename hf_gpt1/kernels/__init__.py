@@ -12,12 +12,12 @@
   call instead of ~25 operators (bf16 hand-written, fp32 as ATen's operators called from C++).
 - `torch.ops.hf_gpt1.cross_entropy_bf16(logits, targets)` and `cross_entropy_bf16_backward(...)`: the LM loss's
   log-sum-exp and gradient on bf16 logits (`cross_entropy_bf16.cpp`), instead of the chunked fp32 path in
-  modeling_gpt1.py.
+  hf_gpt1/cpu_speed/loss.py.
 
-They are compiled from source with `torch.utils.cpp_extension` the first time the model asks for them (well under a
+They are compiled from source with `torch.utils.cpp_extension` the first time a fast module of `hf_gpt1.cpu_speed` asks for them (well under a
 minute, once: the build is cached under `$TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), the way
 transformers builds RWKV's kernels. They need Linux on x86-64, a CPU with AVX512-BF16, a C++ compiler and ninja
-(`pip install ninja`); anywhere else, or if the build fails, the model uses torch's operators and this module says
+(`pip install ninja`); anywhere else, or if the build fails, the fast modules use torch's operators and this module says
 why once.
 
 `HF_GPT1_CPU_KERNELS=0` turns them off (torch's operators everywhere); `=1` (the default) uses them where they run.

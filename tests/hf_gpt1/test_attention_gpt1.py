@@ -20,7 +20,8 @@ from scipy import stats
 from torch.nn import functional as F
 
 from hf_gpt1 import GPT1Config, GPT1ForCausalLM
-from hf_gpt1 import modeling_gpt1 as mg
+from hf_gpt1.cpu_speed import attention as mg
+from hf_gpt1.cpu_speed.modules import GPT1Dropout
 from testing_utils import TINY, no_dropout
 
 SIGMAS = 6.0  # statistical checks: fail only beyond 6 standard deviations (false alarm ~1e-9 per check)
@@ -371,7 +372,7 @@ def test_attention_dropout_keep_rate_and_independence_across_heads_positions_ste
 
 
 def test_gpt1_dropout_semantics():
-    layer = mg.GPT1Dropout(0.1).train()
+    layer = GPT1Dropout(0.1).train()
     x = torch.randn(512, 1024, requires_grad=True)
     torch.manual_seed(0)
     out = layer(x)

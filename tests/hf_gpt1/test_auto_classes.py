@@ -18,7 +18,6 @@ from transformers import (
 )
 
 import hf_gpt1
-from hf_gpt1 import modeling_gpt1
 from hf_gpt1 import (
     GPT1Config,
     GPT1DoubleHeadsModel,
@@ -108,12 +107,11 @@ def test_trust_remote_code_loads_without_the_plugin(tmp_path, monkeypatch):
     torch.save(input_ids, tmp_path / "ids.pt")
     with torch.no_grad():
         expected = model(input_ids).logits
-    # Batch-1 bf16 decoding: the remote modeling file looks for hf-gpt1's compiled kernels, must not need the package
-    # (transformers checks the file's imports) and falls back to torch's ops, as the plugin does with the kernels off.
+    # Batch-1 bf16 decoding: the remote modeling file is the plain model (the CPU speed paths live in the package's
+    # hf_gpt1.cpu_speed, which it never imports) and decodes as the plugin's plain model does.
     lm = GPT1ForCausalLM(tiny_gpt1_config()).to(torch.bfloat16).eval()
     lm.save_pretrained(tmp_path / "lm")
     prompt = input_ids[0, :1]
-    monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", False)
     with torch.inference_mode():
         expected_tokens = lm.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=None)
 
@@ -143,7 +141,8 @@ def test_trust_remote_code_loads_without_the_plugin(tmp_path, monkeypatch):
         with torch.inference_mode():
             tokens = lm.generate(torch.tensor({prompt.tolist()!r}), max_new_tokens=5,
                                  do_sample=False, pad_token_id=0, eos_token_id=None)
-        assert sys.modules[type(lm).__module__]._CPU_KERNELS is False
+        remote_module = sys.modules[type(lm).__module__]
+        assert not hasattr(remote_module, "_CPU_KERNELS") and "cpu_speed" not in open(remote_module.__file__).read()
         assert "hf_gpt1" not in sys.modules
         torch.save(tokens, {str(tmp_path / 'remote_tokens.pt')!r})
         """

@@ -26,6 +26,7 @@ import hf_gpt1
 import task_adapters as ta
 from hf_gpt1 import GPT1Config, GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification, load_gpt1_tokenizer
 from hf_gpt1 import finetuning as ft
+from hf_gpt1.cpu_speed import cpu_speedups_enabled
 
 TINY = dict(n_layer=2, n_embd=64, n_head=4, n_positions=128)
 
@@ -179,6 +180,9 @@ def test_head_follows_task_family(tiny_gpt1_dir, tokenizer, task, head, num_labe
     model = ft.load_model_for_task(str(tiny_gpt1_dir), spec, tokenizer, lm_coef=0.25, clf_dropout=0.3, seed=1)
     assert type(model) is head
     assert model.config.lm_coef == 0.25 and model.config.clf_pdrop == 0.3 and model.clf_dropout.p == 0.3
+    # hf-gpt1's CPU speed paths (HF_GPT1_CPU_SPEEDUPS=0 turns them off), applied after the embeddings were resized
+    assert model.config._attn_implementation == "gpt1_fused" and cpu_speedups_enabled(model)
+    assert model.lm_head.__dict__["tied_embedding"] is model.transformer.tokens_embed
     assert model.config.finetuning_task == spec.name
     # the four GPT-1 tokens were appended and recorded
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) == 40482

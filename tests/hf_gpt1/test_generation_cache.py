@@ -17,7 +17,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from hf_gpt1 import GPT1ForCausalLM, modeling_gpt1
+from hf_gpt1 import GPT1ForCausalLM, enable_cpu_speedups
+from hf_gpt1.cpu_speed import _runtime
 from testing_utils import run_python, tiny_gpt1_config
 
 WIDE = dict(initializer_range=0.3, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -32,7 +33,7 @@ def wide_model(seed: int = 0, **overrides) -> GPT1ForCausalLM:
         for name, param in model.named_parameters():
             if name.endswith("bias") or ".ln_" in name:
                 param.add_(torch.randn_like(param) * 0.2)
-    return model
+    return enable_cpu_speedups(model, attention=False)  # the CPU speed paths (decode block etc.) are what generate runs
 
 
 def full_forward_logits(model, sequences: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -230,17 +231,17 @@ class _CountingKernels:
 @pytest.mark.skipif(not AVX512_BF16, reason="the decode block is built for CPUs with AVX512-BF16")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_decode_fast_path_steps_equal_full_forward(dtype):
-    ops = modeling_gpt1._cpu_kernels()
+    ops = _runtime.cpu_kernels()
     assert ops, "the kernels must build where the CPU supports them"
     model = wide_model(n_embd=80, initializer_range=0.2).to(dtype)
     prompt = torch.randint(1, 99, (1, 7), generator=torch.Generator().manual_seed(12))
     counting = _CountingKernels(ops)
-    saved, modeling_gpt1._CPU_KERNELS = modeling_gpt1._CPU_KERNELS, counting
+    saved, _runtime._CPU_KERNELS = _runtime._CPU_KERNELS, counting
     try:
         with torch.inference_mode():
             out = model.generate(prompt, do_sample=False, **GENERATE)
     finally:
-        modeling_gpt1._CPU_KERNELS = saved
+        _runtime._CPU_KERNELS = saved
     assert counting.decode_blocks == 9 * model.config.n_layer  # every one-token step ran the fused block
     if dtype == torch.float32:
         assert_steps_equal_full_forward(model, out, 7)

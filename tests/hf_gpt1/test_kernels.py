@@ -1,5 +1,5 @@
 """hf_gpt1.kernels: the compiled bf16 CPU kernels (one-row product and fused block for batch-1 decoding, tanh-GELU,
-LM loss) and their use by the model."""
+LM loss) and their use by the fast modules of hf_gpt1.cpu_speed (swapped in by enable_cpu_speedups)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from hf_gpt1 import kernels, modeling_gpt1
+from hf_gpt1 import enable_cpu_speedups, kernels, modeling_gpt1
+from hf_gpt1.cpu_speed import _runtime, loss as cpu_loss
 from hf_gpt1.modeling_gpt1 import GPT1ForCausalLM
 
 from testing_utils import tiny_gpt1_config
@@ -101,7 +102,8 @@ def test_a_failed_build_falls_back_to_addmv_and_says_why(monkeypatch):
 def _bf16_model() -> GPT1ForCausalLM:
     torch.manual_seed(0)
     # Widths that exercise the kernel's tails (n_embd 80: 80 = 2*32 + 16; the MLP 320 = 2*128 + 2*32).
-    return GPT1ForCausalLM(tiny_gpt1_config(n_embd=80, n_head=4)).to(torch.bfloat16).eval()
+    model = GPT1ForCausalLM(tiny_gpt1_config(n_embd=80, n_head=4)).to(torch.bfloat16).eval()
+    return enable_cpu_speedups(model, attention=False)  # the speed paths; the attention stays the default (sdpa)
 
 
 class _Counting:
@@ -125,7 +127,7 @@ def test_batch_1_bf16_decoding_runs_on_the_kernels_and_matches_torchs_operators(
     prompt = torch.randint(0, model.config.vocab_size, (1, 7))
     logits = {}
     for name, namespace in (("kernel", counting), ("addmv", False)):
-        monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", namespace)
+        monkeypatch.setattr(_runtime, "_CPU_KERNELS", namespace)
         with torch.inference_mode():
             out = model.generate(
                 prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None,
@@ -149,7 +151,7 @@ def test_batch_1_bf16_decoding_runs_on_the_kernels_and_matches_torchs_operators(
 def test_one_row_kernel_is_only_used_for_single_bf16_rows_without_autograd(monkeypatch, ops):
     model = _bf16_model()
     counting = _Counting(ops)
-    monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", counting)
+    monkeypatch.setattr(_runtime, "_CPU_KERNELS", counting)
     ids = torch.randint(0, model.config.vocab_size, (2, 1))
     with torch.no_grad():
         model(ids)  # batch 2: matmul
@@ -263,8 +265,8 @@ def test_fp32_decoding_runs_each_block_in_one_call_with_the_modules_numbers(ops)
     prompt = torch.randint(0, model.config.vocab_size, (1, 7), generator=torch.Generator().manual_seed(0))
     outs = {}
     for name in ("fused", "modules"):
-        saved = modeling_gpt1._CPU_KERNELS
-        modeling_gpt1._CPU_KERNELS = ops if name == "fused" else False
+        saved = _runtime._CPU_KERNELS
+        _runtime._CPU_KERNELS = ops if name == "fused" else False
         try:
             with torch.inference_mode():
                 outs[name] = model.generate(
@@ -272,7 +274,7 @@ def test_fp32_decoding_runs_each_block_in_one_call_with_the_modules_numbers(ops)
                     output_logits=True, return_dict_in_generate=True,
                 )
         finally:
-            modeling_gpt1._CPU_KERNELS = saved
+            _runtime._CPU_KERNELS = saved
     assert torch.equal(outs["fused"].sequences, outs["modules"].sequences)
     torch.testing.assert_close(torch.stack(outs["fused"].logits), torch.stack(outs["modules"].logits), rtol=1e-5, atol=1e-5)
     with torch.no_grad():
@@ -286,13 +288,13 @@ def _decode_once(model, ops, **kwargs):
     counting = _Counting(ops)
     cache = DynamicCache(config=model.config)
     ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(0))
-    saved, modeling_gpt1._CPU_KERNELS = modeling_gpt1._CPU_KERNELS, counting if ops else False
+    saved, _runtime._CPU_KERNELS = _runtime._CPU_KERNELS, counting if ops else False
     try:
         model(ids[:, :5], cache=cache, use_cache=True)
         counting.calls.clear()
         out = model(ids[:, 5:], cache=cache, use_cache=True, **kwargs)
     finally:
-        modeling_gpt1._CPU_KERNELS = saved
+        _runtime._CPU_KERNELS = saved
     return [name for name, _ in counting.calls], out
 
 
@@ -343,18 +345,18 @@ def test_fused_decode_block_runs_only_where_it_computes_what_the_modules_would(o
 
 @needs_avx512_bf16
 def test_decoding_with_an_older_package_without_the_block_kernel(monkeypatch, ops):
-    """As remote code, this modeling file may meet an hf-gpt1 package whose kernels predate `decode_block`."""
+    """A kernels namespace without `decode_block` (an older build): the block's modules run, with the other kernels."""
     model = _bf16_model()
     older = types.SimpleNamespace(bf16_addmv=ops.bf16_addmv, gelu_tanh_bf16=ops.gelu_tanh_bf16)
-    monkeypatch.setattr(modeling_gpt1, "_OPS_PRESENT", {})
+    monkeypatch.setattr(_runtime, "_OPS_PRESENT", {})
     with torch.no_grad():
         expected = _decode_once(model, False)[1].logits
-        monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", older)
+        monkeypatch.setattr(_runtime, "_CPU_KERNELS", older)
         cache = DynamicCache(config=model.config)
         ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(0))
         model(ids[:, :5], cache=cache, use_cache=True)
         got = model(ids[:, 5:], cache=cache, use_cache=True).logits
-    assert modeling_gpt1._OPS_PRESENT == {"decode_block": False}
+    assert _runtime._OPS_PRESENT == {"decode_block": False}
     torch.testing.assert_close(got.float(), expected.float(), rtol=0.03, atol=0.03)
 
 
@@ -421,10 +423,11 @@ def test_bf16_autocast_training_runs_gelu_on_the_kernel_with_torchs_gradients(mo
     (bf16 tolerance: the kernel rounds differently on ~1% of activations), also with gradient checkpointing."""
     torch.manual_seed(0)
     model = GPT1ForCausalLM(tiny_gpt1_config(n_embd=80, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    enable_cpu_speedups(model, attention=False)
     ids = torch.randint(0, model.config.vocab_size, (2, 24))
     results = {}
     for name, namespace in (("kernel", _Counting(ops)), ("torch", False), ("kernel, checkpointed", _Counting(ops))):
-        monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", namespace)
+        monkeypatch.setattr(_runtime, "_CPU_KERNELS", namespace)
         if name == "kernel, checkpointed":
             model.activation_checkpointing_enable()
         model.zero_grad()
@@ -483,9 +486,9 @@ def test_lm_loss_on_bf16_logits_runs_on_the_kernel_and_matches_the_chunked_path(
     labels[2] = -100
     results = {}
     for name, namespace in (("kernel", _Counting(ops)), ("chunked", False)):
-        monkeypatch.setattr(modeling_gpt1, "_CPU_KERNELS", namespace)
+        monkeypatch.setattr(_runtime, "_CPU_KERNELS", namespace)
         leaf = logits.clone().requires_grad_()
-        loss = modeling_gpt1.causal_lm_loss(leaf, labels)
+        loss = cpu_loss.causal_lm_loss(leaf, labels)
         loss.backward()
         results[name] = (loss.detach(), leaf.grad)
         if namespace:

@@ -25,6 +25,7 @@ from hf_gpt1 import (
     GPT1ForMultipleChoice,
     GPT1ForSequenceClassification,
     GPT1Model,
+    enable_cpu_speedups,
 )
 from testing_utils import no_dropout, save_reference, tiny_gpt1_config, tiny_openai_config
 
@@ -221,8 +222,8 @@ def test_gradient_checkpointing_gives_same_gradients():
         torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
 
 
-# The tied token table in CPU training (`_TokenLookup`, `_TiedLMHead`): reused buffers instead of fresh table-sized
-# tensors. The plain modules are the reference: a no-op forward hook takes a module off that path.
+# The tied token table in CPU training (hf_gpt1.cpu_speed's `GPT1TokenEmbedding`, `GPT1TiedLMHead`, swapped in by
+# `enable_cpu_speedups`): reused buffers instead of fresh table-sized tensors. The plain modules are the reference: a no-op forward hook takes a module off that path.
 
 
 def _with_plain_table_modules(model):
@@ -241,7 +242,7 @@ def test_tied_table_training_gives_the_plain_modules_gradients_step_after_step(a
     bf16 table copy must follow the optimizer's updates. Every parameter's gradient, and the losses, as the plain
     modules'; the table's gradient is dense."""
     torch.manual_seed(0)
-    fast = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    fast = enable_cpu_speedups(GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())), attention=False).train()
     plain = _with_plain_table_modules(copy.deepcopy(fast))
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (fast, plain)]
     for step in range(3):
@@ -261,33 +262,33 @@ def test_tied_table_training_gives_the_plain_modules_gradients_step_after_step(a
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     # The fast path ran: the lookup reused its gradient tensor, autocast used the reused bf16 copies.
-    assert fast.transformer._lookup_gradient.tensor is not None
-    assert ("_bf16_table_copies" in fast.__dict__) == autocast
-    assert plain.transformer._lookup_gradient is None
+    assert fast.transformer.tokens_embed._lookup_gradient.tensor is not None
+    assert ("_bf16_table_copies" in fast.lm_head.__dict__) == autocast
+    assert plain.transformer.tokens_embed._lookup_gradient is None
 
 
 def test_tied_table_buffers_are_released_by_eval_and_made_again_by_training():
     """A model trained and then used for inference keeps no table-sized training buffers; training after `eval()`
     (Trainer's evaluation loop does this) makes them again and gives the same gradients as the plain modules."""
     torch.manual_seed(0)
-    fast = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    fast = enable_cpu_speedups(GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())), attention=False).train()
     plain = _with_plain_table_modules(copy.deepcopy(fast))
     ids = torch.randint(0, 99, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = fast(ids, labels=ids).loss
     fast.eval()  # between forward and backward: the pending graph keeps its buffers
     loss.backward()
-    assert "_bf16_table_copies" not in fast.__dict__ and fast.transformer._lookup_gradient is None
-    assert fast.transformer.tied_table is None
+    assert "_bf16_table_copies" not in fast.lm_head.__dict__ and fast.transformer.tokens_embed._lookup_gradient is None
+    assert fast.transformer.tokens_embed.tied_table is None
     with torch.no_grad():
         fast(ids)
-    assert "_bf16_table_copies" not in fast.__dict__ and fast.transformer._lookup_gradient is None
+    assert "_bf16_table_copies" not in fast.lm_head.__dict__ and fast.transformer.tokens_embed._lookup_gradient is None
     for model in (fast, plain):
         model.zero_grad(set_to_none=True)
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model(ids, labels=ids).loss.backward()
-    assert "_bf16_table_copies" in fast.__dict__ and fast.transformer._lookup_gradient.tensor is not None
+    assert "_bf16_table_copies" in fast.lm_head.__dict__ and fast.transformer.tokens_embed._lookup_gradient.tensor is not None
     for name, grad in _grads(plain).items():
         torch.testing.assert_close(_grads(fast)[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
@@ -295,23 +296,23 @@ def test_tied_table_buffers_are_released_by_eval_and_made_again_by_training():
 def test_tied_table_gradients_handed_out_are_never_reused():
     """`torch.autograd.grad` hands the table's gradient to the caller: a later backward pass must not change it."""
     torch.manual_seed(0)
-    model = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    model = enable_cpu_speedups(GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())), attention=False).train()
     table = model.transformer.tokens_embed.weight
     results = []
     for seed in range(3):
         ids = torch.randint(0, 99, (2, 9), generator=torch.Generator().manual_seed(seed))
         (grad,) = torch.autograd.grad(model(ids, labels=ids).loss, table)
         results.append((grad, grad.clone()))
-    assert model.transformer._lookup_gradient.tensor is not None
+    assert model.transformer.tokens_embed._lookup_gradient.tensor is not None
     for grad, snapshot in results:
-        assert grad is not model.transformer._lookup_gradient.tensor and torch.equal(grad, snapshot)
+        assert grad is not model.transformer.tokens_embed._lookup_gradient.tensor and torch.equal(grad, snapshot)
 
 
 def test_tied_table_special_cases_match_the_plain_modules():
     """Two forward passes before one backward (the LM head's bf16 copy is overwritten in between), a classifier without
     the auxiliary LM loss (no LM head gradient: the lookup's own dense gradient), a frozen table."""
     torch.manual_seed(0)
-    fast = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    fast = enable_cpu_speedups(GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())), attention=False).train()
     plain = _with_plain_table_modules(copy.deepcopy(fast))
     first, second = (torch.randint(0, 99, (2, 9), generator=torch.Generator().manual_seed(s)) for s in (0, 1))
     for model in (fast, plain):
@@ -326,16 +327,16 @@ def test_tied_table_special_cases_match_the_plain_modules():
     torch.testing.assert_close(table(fast), table(plain), rtol=1e-5, atol=1e-7)
 
     config = tiny_gpt1_config(**no_dropout(clf_pdrop=0.0), num_labels=2, lm_coef=0.0)
-    fast = GPT1ForSequenceClassification(config).train()
+    fast = enable_cpu_speedups(GPT1ForSequenceClassification(config), attention=False).train()
     plain = copy.deepcopy(fast)
     plain.transformer.tokens_embed.register_forward_hook(lambda *args: None)
     for model in (fast, plain):
         model(first, labels=torch.tensor([0, 1])).loss.backward()
-    assert fast.transformer._lookup_gradient.tensor is None  # nothing to add the rows into: a fresh dense gradient
+    assert fast.transformer.tokens_embed._lookup_gradient.tensor is None  # nothing to add the rows into: a fresh dense gradient
     for name, grad in _grads(plain).items():
         torch.testing.assert_close(_grads(fast)[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
-    frozen = GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())).train()
+    frozen = enable_cpu_speedups(GPT1ForCausalLM(tiny_gpt1_config(**no_dropout())), attention=False).train()
     frozen.transformer.tokens_embed.weight.requires_grad_(False)
     frozen(first, labels=first).loss.backward()
     assert frozen.transformer.tokens_embed.weight.grad is None and frozen.transformer.h[0].ln_1.weight.grad is not None
@@ -507,9 +508,9 @@ def test_auxiliary_lm_loss_is_a_per_sequence_mean_like_the_original_code():
 def test_causal_lm_loss_matches_transformers_for_causal_lm_loss(monkeypatch, dtype, with_num_items):
     from transformers.loss.loss_utils import ForCausalLMLoss
 
-    from hf_gpt1 import modeling_gpt1
+    from hf_gpt1.cpu_speed import loss as cpu_loss
 
-    monkeypatch.setattr(modeling_gpt1, "_LOSS_CHUNK_ELEMENTS", 3 * 97)  # 3 rows per chunk: many chunks, a ragged last one
+    monkeypatch.setattr(cpu_loss, "_LOSS_CHUNK_ELEMENTS", 3 * 97)  # 3 rows per chunk: many chunks, a ragged last one
     torch.manual_seed(0)
     logits = (torch.randn(3, 11, 97) * 4).to(dtype).requires_grad_()
     labels = torch.randint(0, 97, (3, 11))
@@ -518,7 +519,7 @@ def test_causal_lm_loss_matches_transformers_for_causal_lm_loss(monkeypatch, dty
     num_items = torch.tensor(17) if with_num_items else None
     expected = ForCausalLMLoss(logits, labels, vocab_size=97, num_items_in_batch=num_items)
     (expected_grad,) = torch.autograd.grad(expected, logits)
-    ours = modeling_gpt1.causal_lm_loss(logits, labels, num_items_in_batch=num_items)
+    ours = cpu_loss.causal_lm_loss(logits, labels, num_items_in_batch=num_items)
     (our_grad,) = torch.autograd.grad(ours, logits)
     assert ours.dtype == torch.float32 and our_grad.dtype == dtype
     torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
@@ -528,7 +529,7 @@ def test_causal_lm_loss_matches_transformers_for_causal_lm_loss(monkeypatch, dty
 
 
 def test_lm_cross_entropy_per_token_and_degenerate_inputs():
-    from hf_gpt1.modeling_gpt1 import causal_lm_loss, lm_cross_entropy
+    from hf_gpt1.cpu_speed.loss import causal_lm_loss, lm_cross_entropy
 
     logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 1e4]]], requires_grad=True)  # a huge logit stays finite
     targets = torch.tensor([[0, -100, 0]])

@@ -82,10 +82,10 @@ def test_dry_run_lists_files_without_network(checkpoint, tmp_path):
     result = run_script(str(checkpoint), f"{USER}/gpt1-sst2", "--dry-run", env=_isolated_env(tmp_path, _closed_endpoint()))
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("Would upload 8 file(s)") and f"to {USER}/gpt1-sst2" in lines[0]
+    assert lines[0].startswith("Would upload 9 file(s)") and f"to {USER}/gpt1-sst2" in lines[0]
     listed = {line.split()[0]: line for line in lines[1:]}
-    assert set(listed) == {"README.md", "config.json", "configuration_gpt1.py", "modeling_gpt1.py", "model.safetensors",
-                           "tokenizer.json", "tokenizer_config.json", "eval_results.json"}
+    assert set(listed) == {"README.md", "config.json", "configuration_gpt1.py", "conversion_gpt1.py", "modeling_gpt1.py",
+                           "model.safetensors", "tokenizer.json", "tokenizer_config.json", "eval_results.json"}
     assert "rendered" in listed["README.md"] and "MB" in listed["model.safetensors"]
     assert folder_hash(checkpoint) == before  # the card is only rendered, not written
 
@@ -96,11 +96,11 @@ def test_push(checkpoint, hub_server: HubServer, tmp_path):
     env = hub_env(hub_server, home=tmp_path / "hf_home")
     result = run_script(str(checkpoint), repo_id, "--private", "--commit-message", "GPT-1 on SST-2", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("Uploaded 8 file(s)") and "Commit: " in result.stdout
+    assert result.stdout.startswith("Uploaded 9 file(s)") and "Commit: " in result.stdout
 
     files = hub_server.files(repo_id)
-    assert set(files) == {".gitattributes", "README.md", "config.json", "configuration_gpt1.py", "modeling_gpt1.py",
-                          "model.safetensors", "tokenizer.json", "tokenizer_config.json", "eval_results.json"}
+    assert set(files) == {".gitattributes", "README.md", "config.json", "configuration_gpt1.py", "conversion_gpt1.py",
+                          "modeling_gpt1.py", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "eval_results.json"}
     assert hub_server.repo(repo_id).private
     assert hub_server.commits(repo_id)[0].title == "GPT-1 on SST-2"
     metadata = yaml.safe_load(files["README.md"].decode().split("---\n", 2)[1])
