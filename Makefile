@@ -24,7 +24,7 @@ COMPAT_TESTS ?= tests/hf_gpt1/test_modeling_gpt1.py tests/hf_gpt1/test_generatio
 COMPAT_PKGS := torch transformers accelerate peft datasets huggingface_hub tokenizers safetensors
 COMPAT_PYTEST_ARGS := -n 2 --dist loadgroup -q -rs $(COMPAT_TESTS)
 
-.PHONY: demo test test-fast bench lock test-newest test-lowest clean
+.PHONY: demo test test-fast lint bench lock test-newest test-lowest clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ demo: $(STAMP)
 # Two xdist workers with one torch thread each: oversubscribed OpenMP threads slow small CPU ops ~30x.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q -rs --durations=25 tests
+
+# ruff lints and checks formatting (config in pyproject.toml); the layering contract is tests/test_layering.py.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q -m "not slow" tests

@@ -7,15 +7,17 @@ the classes for auto-class export so `save_pretrained` writes `auto_map` and cop
 
 from transformers import (
     AutoConfig,
-    AutoTokenizer,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMultipleChoice,
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     OpenAIGPTTokenizer,
 )
 
 from .configuration_gpt1 import GPT1Config
+from .convert_openai_checkpoint import convert_openai_checkpoint
+from .cpu_speed import disable_cpu_speedups, enable_cpu_speedups  # also registers the `gpt1_fused` attention
 from .modeling_gpt1 import (
     GPT1ClassifierOutput,
     GPT1DoubleHeadsModel,
@@ -27,10 +29,8 @@ from .modeling_gpt1 import (
     GPT1Model,
     GPT1PreTrainedModel,
 )
-from .cpu_speed import disable_cpu_speedups, enable_cpu_speedups  # also registers the `gpt1_fused` attention
-from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
-from .convert_openai_checkpoint import convert_openai_checkpoint
 from .peft_integration import make_peft_model, register_peft_mappings
+from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
 
 _AUTO_CLASSES = {
     "AutoModel": (AutoModel, GPT1Model),

@@ -42,9 +42,11 @@ from .tokenization_gpt1 import (
     _find_tokenizer_files,
     _is_local_path,
     _load_bpe_tokenizer,
-    add_special_tokens as add_gpt1_special_tokens,
     gpt1_special_token_ids,
     load_gpt1_tokenizer,
+)
+from .tokenization_gpt1 import (
+    add_special_tokens as add_gpt1_special_tokens,
 )
 
 SHAPES_FILE = "params_shapes.json"

@@ -42,8 +42,8 @@ from transformers import (
     AutoConfig,
     AutoModelForMultipleChoice,
     AutoModelForSequenceClassification,
-    PreTrainedModel,
     PretrainedConfig,
+    PreTrainedModel,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -53,6 +53,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .configuration_gpt1 import GPT1Config
 from .cpu_speed import enable_cpu_speedups
+from .hub import CheckpointError, HubCardCallback, HubPushError, check_hub_access, push_folder
 from .model_cards import (  # noqa: F401  (fill_model_card, MODEL_CARD_TEMPLATE, PAPER_CITATION: public here too)
     GLUE_SUBMISSION_NAMES,
     MODEL_CARD_TEMPLATE,
@@ -61,7 +62,6 @@ from .model_cards import (  # noqa: F401  (fill_model_card, MODEL_CARD_TEMPLATE,
     is_hub_id,
     pipeline_tag_for,
 )
-from .hub import CheckpointError, HubCardCallback, HubPushError, check_hub_access, push_folder
 from .peft_integration import (
     EMBEDDING_MODES,
     make_peft_config,
@@ -137,133 +137,289 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     io = parser.add_argument_group("task, model and data")
-    io.add_argument("--task", required=True, help="Task name (see task_adapters.list_tasks()), e.g. sst2, cola, "
-                    "mrpc, qnli, mnli, rte, stsb, story_cloze, race.")
-    io.add_argument("--model", required=True, help="Model to fine-tune: a Hub id or folder of a gpt1 checkpoint "
-                    "(e.g. from scripts/pretrain.py) or of transformers' openai-gpt (e.g. openai-community/openai-gpt, "
-                    "converted on load).")
-    io.add_argument("--tokenizer", default=None, help="Tokenizer (Hub id, saved folder, or the original BPE files); "
-                    "default: the same as --model.")
-    io.add_argument("--output-dir", required=True, help="Where checkpoints, the final model, eval_results.json, the "
-                    "model card (README.md) and training_curves.png go.")
-    io.add_argument("--data-dir", default=None, help="Folder with the task's original files (e.g. the GLUE download or "
-                    "the Story Cloze CSVs); default: download the task from the Hub with `datasets`.")
-    io.add_argument("--split-validation", nargs="?", const="recipe", default=None, metavar="SIZE",
-                    help="Carve train and eval sets out of the validation split, for tasks whose train file is not "
-                    "available (QNLI dev only; Story Cloze, which the paper fine-tunes on its validation set). Without "
-                    "SIZE: the task's own recipe (Story Cloze: 1,497 train / 374 eval as in the original code), "
-                    "otherwise 20%% eval. SIZE: an eval-set size (int) or fraction (float).")
-    io.add_argument("--split-seed", type=int, default=3535999445, help="Seed of the --split-validation split "
-                    "(the original code's random_state); independent of --seed so runs share the same split.")
+    io.add_argument(
+        "--task",
+        required=True,
+        help="Task name (see task_adapters.list_tasks()), e.g. sst2, cola, "
+        "mrpc, qnli, mnli, rte, stsb, story_cloze, race.",
+    )
+    io.add_argument(
+        "--model",
+        required=True,
+        help="Model to fine-tune: a Hub id or folder of a gpt1 checkpoint "
+        "(e.g. from scripts/pretrain.py) or of transformers' openai-gpt (e.g. openai-community/openai-gpt, "
+        "converted on load).",
+    )
+    io.add_argument(
+        "--tokenizer",
+        default=None,
+        help="Tokenizer (Hub id, saved folder, or the original BPE files); default: the same as --model.",
+    )
+    io.add_argument(
+        "--output-dir",
+        required=True,
+        help="Where checkpoints, the final model, eval_results.json, the "
+        "model card (README.md) and training_curves.png go.",
+    )
+    io.add_argument(
+        "--data-dir",
+        default=None,
+        help="Folder with the task's original files (e.g. the GLUE download or "
+        "the Story Cloze CSVs); default: download the task from the Hub with `datasets`.",
+    )
+    io.add_argument(
+        "--split-validation",
+        nargs="?",
+        const="recipe",
+        default=None,
+        metavar="SIZE",
+        help="Carve train and eval sets out of the validation split, for tasks whose train file is not "
+        "available (QNLI dev only; Story Cloze, which the paper fine-tunes on its validation set). Without "
+        "SIZE: the task's own recipe (Story Cloze: 1,497 train / 374 eval as in the original code), "
+        "otherwise 20%% eval. SIZE: an eval-set size (int) or fraction (float).",
+    )
+    io.add_argument(
+        "--split-seed",
+        type=int,
+        default=3535999445,
+        help="Seed of the --split-validation split "
+        "(the original code's random_state); independent of --seed so runs share the same split.",
+    )
     io.add_argument("--max-train-samples", type=int, default=None, help="Use only the first N training examples.")
-    io.add_argument("--max-eval-samples", type=int, default=None, help="Use only the first N examples of each eval "
-                    "split.")
-    io.add_argument("--max-predict-samples", type=int, default=None, help="Predict only the first N examples of "
-                    "each --predict split (for quick checks; a submission needs them all).")
-    io.add_argument("--max-length", type=int, default=None, help=f"Max tokens per sequence, special tokens included "
-                    f"(paper: {d['max_length']}); default: {d['max_length']} capped at the model's n_positions.")
-    io.add_argument("--no-standardize-text", dest="standardize_text", action="store_false", help="Tokenize texts as "
-                    "they are (by default curly quotes, dashes and ellipses are mapped to ASCII first, as the original "
-                    "GPT-1 code did; the GPT-1 BPE has none of them and would emit <unk>).")
+    io.add_argument(
+        "--max-eval-samples", type=int, default=None, help="Use only the first N examples of each eval split."
+    )
+    io.add_argument(
+        "--max-predict-samples",
+        type=int,
+        default=None,
+        help="Predict only the first N examples of "
+        "each --predict split (for quick checks; a submission needs them all).",
+    )
+    io.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help=f"Max tokens per sequence, special tokens included "
+        f"(paper: {d['max_length']}); default: {d['max_length']} capped at the model's n_positions.",
+    )
+    io.add_argument(
+        "--no-standardize-text",
+        dest="standardize_text",
+        action="store_false",
+        help="Tokenize texts as "
+        "they are (by default curly quotes, dashes and ellipses are mapped to ASCII first, as the original "
+        "GPT-1 code did; the GPT-1 BPE has none of them and would emit <unk>).",
+    )
 
     opt = parser.add_argument_group("optimisation (paper defaults)")
     opt.add_argument("--learning-rate", type=float, default=d["learning_rate"], help="Peak learning rate.")
-    opt.add_argument("--batch-size", type=int, default=d["batch_size"], help="Examples per device per forward pass "
-                     "(the paper's 32 is the total: batch-size × gradient-accumulation-steps × processes).")
-    opt.add_argument("--eval-batch-size", type=int, default=None, help="Eval examples per device; default: "
-                     "--batch-size.")
+    opt.add_argument(
+        "--batch-size",
+        type=int,
+        default=d["batch_size"],
+        help="Examples per device per forward pass "
+        "(the paper's 32 is the total: batch-size × gradient-accumulation-steps × processes).",
+    )
+    opt.add_argument(
+        "--eval-batch-size", type=int, default=None, help="Eval examples per device; default: --batch-size."
+    )
     opt.add_argument("--gradient-accumulation-steps", type=int, default=1, help="Micro-batches per optimizer step.")
     opt.add_argument("--epochs", type=float, default=d["epochs"], help="Training epochs.")
-    opt.add_argument("--max-steps", type=int, default=-1, help="Stop after this many optimizer steps (overrides "
-                     "--epochs when > 0).")
-    opt.add_argument("--warmup-ratio", type=float, default=d["warmup_ratio"], help="Fraction of the steps with "
-                     "linear warmup (0.002 = 0.2%%).")
-    opt.add_argument("--lr-scheduler-type", default=d["lr_scheduler_type"], help="transformers scheduler name; the "
-                     "paper decays linearly to 0.")
-    opt.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="Decoupled (AdamW) weight decay on "
-                     "all weights except biases and LayerNorm gains.")
-    opt.add_argument("--max-grad-norm", type=float, default=d["max_grad_norm"], help="Gradient clipping norm "
-                     "(0 disables).")
-    opt.add_argument("--clf-dropout", type=float, default=d["clf_dropout"], help="Dropout on the extract-token state "
-                     "before the classifier (config.clf_pdrop).")
-    opt.add_argument("--lm-coef", type=float, default=d["lm_coef"], help="λ, weight of the auxiliary LM loss: "
-                     "L3 = L2 + λ·L1 (config.lm_coef). 0 = no auxiliary objective (lm_loss is then neither computed "
-                     "nor logged).")
-    opt.add_argument("--optim", default=None, help="transformers optimizer name; default: Trainer's AdamW "
-                     "(betas 0.9/0.999, eps 1e-8, as the paper's Adam).")
-    opt.add_argument("--seed", type=int, default=42, help="Seed for the new head/embedding weights, dropout and data "
-                     "order.")
-    opt.add_argument("--use-cpu", action="store_true", help="Train on the CPU even if a GPU is available. Set "
-                     "automatically when several processes are launched on a machine without GPUs (`accelerate launch "
-                     "--multi_gpu --num_processes N` or `torchrun`), so they form one gloo process group.")
+    opt.add_argument(
+        "--max-steps", type=int, default=-1, help="Stop after this many optimizer steps (overrides --epochs when > 0)."
+    )
+    opt.add_argument(
+        "--warmup-ratio",
+        type=float,
+        default=d["warmup_ratio"],
+        help="Fraction of the steps with linear warmup (0.002 = 0.2%%).",
+    )
+    opt.add_argument(
+        "--lr-scheduler-type",
+        default=d["lr_scheduler_type"],
+        help="transformers scheduler name; the paper decays linearly to 0.",
+    )
+    opt.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d["weight_decay"],
+        help="Decoupled (AdamW) weight decay on all weights except biases and LayerNorm gains.",
+    )
+    opt.add_argument(
+        "--max-grad-norm", type=float, default=d["max_grad_norm"], help="Gradient clipping norm (0 disables)."
+    )
+    opt.add_argument(
+        "--clf-dropout",
+        type=float,
+        default=d["clf_dropout"],
+        help="Dropout on the extract-token state before the classifier (config.clf_pdrop).",
+    )
+    opt.add_argument(
+        "--lm-coef",
+        type=float,
+        default=d["lm_coef"],
+        help="λ, weight of the auxiliary LM loss: "
+        "L3 = L2 + λ·L1 (config.lm_coef). 0 = no auxiliary objective (lm_loss is then neither computed "
+        "nor logged).",
+    )
+    opt.add_argument(
+        "--optim",
+        default=None,
+        help="transformers optimizer name; default: Trainer's AdamW (betas 0.9/0.999, eps 1e-8, as the paper's Adam).",
+    )
+    opt.add_argument(
+        "--seed", type=int, default=42, help="Seed for the new head/embedding weights, dropout and data order."
+    )
+    opt.add_argument(
+        "--use-cpu",
+        action="store_true",
+        help="Train on the CPU even if a GPU is available. Set "
+        "automatically when several processes are launched on a machine without GPUs (`accelerate launch "
+        "--multi_gpu --num_processes N` or `torchrun`), so they form one gloo process group.",
+    )
     opt.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (Accelerate autocast).")
     opt.add_argument("--fp16", action="store_true", help="float16 mixed precision (CUDA).")
 
     run = parser.add_argument_group("evaluation, checkpoints, logging")
-    run.add_argument("--eval-strategy", choices=("epoch", "steps", "no"), default="epoch", help="When to evaluate on "
-                     "the validation split(s); 'steps' with --eval-steps.")
-    run.add_argument("--eval-steps", type=int, default=None, help="Evaluate every N steps (implies "
-                     "--eval-strategy steps).")
-    run.add_argument("--save-steps", type=int, default=None, help="Checkpoint every N steps (implies step-wise "
-                     "saving; evaluation then also runs every N steps unless --eval-steps says otherwise, so the best "
-                     "checkpoint can be tracked). Default: a checkpoint per evaluation.")
-    run.add_argument("--save-total-limit", type=int, default=None, help="Keep at most N checkpoints (the best one is "
-                     "always kept).")
-    run.add_argument("--no-load-best-model", dest="load_best_model", action="store_false", help="Keep the last "
-                     "weights instead of reloading the best checkpoint (by the task's metric) at the end.")
-    run.add_argument("--metric-for-best-model", default=None, help="Metric choosing the best checkpoint; default per "
-                     "task (accuracy; F1 for MRPC/QQP; Pearson for STS-B; Matthews for CoLA; MNLI: matched accuracy).")
-    run.add_argument("--logging-steps", type=float, default=0.02, help="Log every N steps (int), or N × total steps "
-                     "when < 1 (default: 50 points per run).")
+    run.add_argument(
+        "--eval-strategy",
+        choices=("epoch", "steps", "no"),
+        default="epoch",
+        help="When to evaluate on the validation split(s); 'steps' with --eval-steps.",
+    )
+    run.add_argument(
+        "--eval-steps", type=int, default=None, help="Evaluate every N steps (implies --eval-strategy steps)."
+    )
+    run.add_argument(
+        "--save-steps",
+        type=int,
+        default=None,
+        help="Checkpoint every N steps (implies step-wise "
+        "saving; evaluation then also runs every N steps unless --eval-steps says otherwise, so the best "
+        "checkpoint can be tracked). Default: a checkpoint per evaluation.",
+    )
+    run.add_argument(
+        "--save-total-limit", type=int, default=None, help="Keep at most N checkpoints (the best one is always kept)."
+    )
+    run.add_argument(
+        "--no-load-best-model",
+        dest="load_best_model",
+        action="store_false",
+        help="Keep the last weights instead of reloading the best checkpoint (by the task's metric) at the end.",
+    )
+    run.add_argument(
+        "--metric-for-best-model",
+        default=None,
+        help="Metric choosing the best checkpoint; default per "
+        "task (accuracy; F1 for MRPC/QQP; Pearson for STS-B; Matthews for CoLA; MNLI: matched accuracy).",
+    )
+    run.add_argument(
+        "--logging-steps",
+        type=float,
+        default=0.02,
+        help="Log every N steps (int), or N × total steps when < 1 (default: 50 points per run).",
+    )
     run.add_argument("--report-to", default="none", help="Trainer integrations (tensorboard, wandb, ... or none).")
-    run.add_argument("--resume-from-checkpoint", nargs="?", const="auto", default=None, metavar="PATH|auto",
-                     help="Resume from a checkpoint folder, or 'auto' (= the flag alone) for the latest complete "
-                     "checkpoint in --output-dir (a fresh start if there is none).")
-    run.add_argument("--overwrite-output-dir", action="store_true", help="Train from scratch even if --output-dir "
-                     "already holds checkpoints (they are overwritten as new ones are saved).")
-    run.add_argument("--predict", action="store_true", help="Predict the --predict-split and write GLUE submission "
-                     "TSVs (index<TAB>prediction, e.g. SST-2.tsv) into --output-dir.")
-    run.add_argument("--predict-split", default="test", help="Split(s) to predict: a split name or prefix ('test' "
-                     "covers MNLI's test_matched and test_mismatched).")
+    run.add_argument(
+        "--resume-from-checkpoint",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="PATH|auto",
+        help="Resume from a checkpoint folder, or 'auto' (= the flag alone) for the latest complete "
+        "checkpoint in --output-dir (a fresh start if there is none).",
+    )
+    run.add_argument(
+        "--overwrite-output-dir",
+        action="store_true",
+        help="Train from scratch even if --output-dir "
+        "already holds checkpoints (they are overwritten as new ones are saved).",
+    )
+    run.add_argument(
+        "--predict",
+        action="store_true",
+        help="Predict the --predict-split and write GLUE submission "
+        "TSVs (index<TAB>prediction, e.g. SST-2.tsv) into --output-dir.",
+    )
+    run.add_argument(
+        "--predict-split",
+        default="test",
+        help="Split(s) to predict: a split name or prefix ('test' covers MNLI's test_matched and test_mismatched).",
+    )
     run.add_argument("--no-plot", dest="plot", action="store_false", help="Do not write training_curves.png.")
     run.add_argument("--disable-tqdm", action="store_true", help="No progress bars.")
 
     peft = parser.add_argument_group("parameter-efficient fine-tuning (PEFT)")
-    peft.add_argument("--peft", choices=PEFT_METHODS, default="none", help="Train a LoRA or IA³ adapter instead of "
-                      "all weights (hf_gpt1.peft_integration.make_peft_model: GPT-1's default target modules, the "
-                      "task head trained in full, the special-token rows trained). --output-dir then holds the "
-                      "adapter (+ head + token rows), not a full checkpoint.")
+    peft.add_argument(
+        "--peft",
+        choices=PEFT_METHODS,
+        default="none",
+        help="Train a LoRA or IA³ adapter instead of "
+        "all weights (hf_gpt1.peft_integration.make_peft_model: GPT-1's default target modules, the "
+        "task head trained in full, the special-token rows trained). --output-dir then holds the "
+        "adapter (+ head + token rows), not a full checkpoint.",
+    )
     peft.add_argument("--lora-r", type=int, default=8, help="LoRA rank.")
     peft.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha (scale = alpha / r).")
     peft.add_argument("--lora-dropout", type=float, default=0.05, help="Dropout on the LoRA input.")
-    peft.add_argument("--lora-target-modules", default=None, metavar="NAMES", help="Comma-separated module names to "
-                      "adapt (suffix match, e.g. c_attn,mlp.c_proj); also used by --peft ia3. Default: GPT-1's "
-                      "registered targets (LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj; IA³: c_attn, mlp.c_proj).")
-    peft.add_argument("--peft-embeddings", choices=EMBEDDING_MODES, default="auto", help="The rows of the added "
-                      "_start_/_delimiter_/_classify_/<pad> tokens: 'tokens' = train and save only those rows, "
-                      "'full' = train and save the whole token table, 'none' = keep them frozen (random). 'auto' = "
-                      "tokens with LoRA, none with IA³ (PEFT trains token rows with LoRA only).")
-    peft.add_argument("--merge-adapter", action="store_true", help="Also save the model with the adapter merged in, "
-                      f"a plain gpt1 checkpoint (AutoModelForSequenceClassification/pipeline, no PEFT needed), into "
-                      f"--output-dir/{MERGED_DIR_NAME}/.")
+    peft.add_argument(
+        "--lora-target-modules",
+        default=None,
+        metavar="NAMES",
+        help="Comma-separated module names to "
+        "adapt (suffix match, e.g. c_attn,mlp.c_proj); also used by --peft ia3. Default: GPT-1's "
+        "registered targets (LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj; IA³: c_attn, mlp.c_proj).",
+    )
+    peft.add_argument(
+        "--peft-embeddings",
+        choices=EMBEDDING_MODES,
+        default="auto",
+        help="The rows of the added "
+        "_start_/_delimiter_/_classify_/<pad> tokens: 'tokens' = train and save only those rows, "
+        "'full' = train and save the whole token table, 'none' = keep them frozen (random). 'auto' = "
+        "tokens with LoRA, none with IA³ (PEFT trains token rows with LoRA only).",
+    )
+    peft.add_argument(
+        "--merge-adapter",
+        action="store_true",
+        help="Also save the model with the adapter merged in, "
+        f"a plain gpt1 checkpoint (AutoModelForSequenceClassification/pipeline, no PEFT needed), into "
+        f"--output-dir/{MERGED_DIR_NAME}/.",
+    )
 
     hub = parser.add_argument_group("Hugging Face Hub")
-    hub.add_argument("--push-to-hub", action="store_true", help="At the end, upload --output-dir (with --peft: its "
-                     f"{MERGED_DIR_NAME}/ folder, so --merge-adapter is needed) as one commit with "
-                     "hf_gpt1.hub.push_folder: weights, config with auto_map, modeling code, tokenizer, model card, "
-                     "eval_results.json; checkpoints and training state are left out. The token is checked before "
-                     "training starts.")
-    hub.add_argument("--hub-model-id", default=None, help="Target repo 'user/name'; default: the output dir's name in "
-                     "the token's namespace.")
-    hub.add_argument("--hub-token", default=None, help="Hub token with write access; default: HF_TOKEN / the cached "
-                     "login.")
+    hub.add_argument(
+        "--push-to-hub",
+        action="store_true",
+        help="At the end, upload --output-dir (with --peft: its "
+        f"{MERGED_DIR_NAME}/ folder, so --merge-adapter is needed) as one commit with "
+        "hf_gpt1.hub.push_folder: weights, config with auto_map, modeling code, tokenizer, model card, "
+        "eval_results.json; checkpoints and training state are left out. The token is checked before "
+        "training starts.",
+    )
+    hub.add_argument(
+        "--hub-model-id",
+        default=None,
+        help="Target repo 'user/name'; default: the output dir's name in the token's namespace.",
+    )
+    hub.add_argument(
+        "--hub-token", default=None, help="Hub token with write access; default: HF_TOKEN / the cached login."
+    )
     hub.add_argument("--hub-private-repo", action="store_true", help="Create the repo private.")
-    hub.add_argument("--hub-strategy", default="end", choices=("end", "every_save", "checkpoint", "all_checkpoints"),
-                     help="What is pushed during training: 'end' = only the final upload; otherwise Trainer's "
-                     "hub_strategy for the checkpoints as they are saved (each push with the modeling code and the "
-                     "model card), then the final upload. Not with --peft.")
-    hub.add_argument("--base-model-id", default=None, help="Hub id recorded as base_model in the model card; "
-                     "default: --model when it is a Hub id.")
+    hub.add_argument(
+        "--hub-strategy",
+        default="end",
+        choices=("end", "every_save", "checkpoint", "all_checkpoints"),
+        help="What is pushed during training: 'end' = only the final upload; otherwise Trainer's "
+        "hub_strategy for the checkpoints as they are saved (each push with the modeling code and the "
+        "model card), then the final upload. Not with --peft.",
+    )
+    hub.add_argument(
+        "--base-model-id",
+        default=None,
+        help="Hub id recorded as base_model in the model card; default: --model when it is a Hub id.",
+    )
     return parser
 
 
@@ -275,9 +431,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("eval_batch_size", "eval_steps", "save_steps", "max_train_samples", "max_eval_samples",
-                 "max_predict_samples", "max_length",
-                 "save_total_limit"):
+    for name in (
+        "eval_batch_size",
+        "eval_steps",
+        "save_steps",
+        "max_train_samples",
+        "max_eval_samples",
+        "max_predict_samples",
+        "max_length",
+        "save_total_limit",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1")
@@ -308,16 +471,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             problems.append("--merge-adapter needs --peft lora|ia3")
     else:
         if args.peft_embeddings in ("tokens", "full") and args.peft != "lora":
-            problems.append(f"--peft-embeddings {args.peft_embeddings} needs --peft lora (PEFT trains embedding rows "
-                            f"only with LoRA)")
+            problems.append(
+                f"--peft-embeddings {args.peft_embeddings} needs --peft lora (PEFT trains embedding rows "
+                f"only with LoRA)"
+            )
         if args.push_to_hub and not args.merge_adapter:
             problems.append(
                 "--push-to-hub with --peft needs --merge-adapter: the merged model is what is uploaded (an adapter "
                 "folder points to a base model on this machine, which a Hub repo cannot load)"
             )
         if args.push_to_hub and args.hub_strategy != "end":
-            problems.append("--hub-strategy other than 'end' is not supported with --peft (checkpoint pushes would "
-                            "upload adapters that point to a local base model)")
+            problems.append(
+                "--hub-strategy other than 'end' is not supported with --peft (checkpoint pushes would "
+                "upload adapters that point to a local base model)"
+            )
     if problems:
         parser.error("; ".join(problems))
     return args
@@ -441,17 +608,26 @@ def peft_options(args: argparse.Namespace) -> dict[str, Any]:
     targets = None
     if args.lora_target_modules:
         targets = [name for name in args.lora_target_modules.replace(",", " ").split() if name]
-    return dict(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, target_modules=targets or None,
-                embeddings=args.peft_embeddings)
+    return dict(
+        r=args.lora_r,
+        alpha=args.lora_alpha,
+        dropout=args.lora_dropout,
+        target_modules=targets or None,
+        embeddings=args.peft_embeddings,
+    )
 
 
 def _adapter_carries_special_rows(peft_config) -> bool:
     """True when the adapter saves the special-token rows itself (LoRA trainable_token_indices, or the whole table
     through modules_to_save=["lm_head"]), so any base resized by `add_special_tokens` reproduces the model."""
-    return bool(getattr(peft_config, "trainable_token_indices", None)) or "lm_head" in (peft_config.modules_to_save or [])
+    return bool(getattr(peft_config, "trainable_token_indices", None)) or "lm_head" in (
+        peft_config.modules_to_save or []
+    )
 
 
-def adapter_base_model(model_name_or_path: str, model: PreTrainedModel, peft_config, output_dir: str) -> tuple[str, bool]:
+def adapter_base_model(
+    model_name_or_path: str, model: PreTrainedModel, peft_config, output_dir: str
+) -> tuple[str, bool]:
     """The gpt1-format base an adapter's `base_model_name_or_path` points to: `(path, must_save)`.
 
     `--model` itself (absolute path) when it is a local gpt1 folder that can serve as the base: the adapter carries
@@ -480,7 +656,10 @@ def _head_fits(model_name_or_path: str, model: PreTrainedModel) -> bool:
         return True  # one score per choice, whatever the config says
     base_config = AutoConfig.from_pretrained(model_name_or_path)
     is_regression = getattr(model.config, "problem_type", None) == "regression"
-    return base_config.num_labels == model.config.num_labels and (base_config.problem_type == "regression") == is_regression
+    return (
+        base_config.num_labels == model.config.num_labels
+        and (base_config.problem_type == "regression") == is_regression
+    )
 
 
 def apply_peft(model: PreTrainedModel, tokenizer, args: argparse.Namespace, *, save_base: bool = True):
@@ -510,8 +689,12 @@ def apply_peft(model: PreTrainedModel, tokenizer, args: argparse.Namespace, *, s
         f"({report['trainable_percent']:.3f}%): {by_kind}. Adapter base model: {base_path}"
         + (" (saved now)" if saved else "")
     )
-    return peft_model, {"base_model_name_or_path": base_path, "saved_base": saved, "report": report,
-                        "special_rows": _adapter_carries_special_rows(config)}
+    return peft_model, {
+        "base_model_name_or_path": base_path,
+        "saved_base": saved,
+        "report": report,
+        "special_rows": _adapter_carries_special_rows(config),
+    }
 
 
 def peft_settings(args: argparse.Namespace, info: Mapping[str, Any]) -> dict[str, Any]:
@@ -520,8 +703,11 @@ def peft_settings(args: argparse.Namespace, info: Mapping[str, Any]) -> dict[str
     options = peft_options(args)
     return {
         "peft": args.peft,
-        **({"lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout}
-           if args.peft == "lora" else {}),
+        **(
+            {"lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout}
+            if args.peft == "lora"
+            else {}
+        ),
         "peft_target_modules": options["target_modules"] or "default",
         "peft_embeddings": args.peft_embeddings,
         "trainable_parameters": report["trainable"],
@@ -613,7 +799,9 @@ def prepare_datasets(args: argparse.Namespace, spec, adapter, tokenizer, max_len
             raise ValueError(f"--predict: no split named {args.predict_split!r}(_*) in {list(data)} for {spec.name}.")
         predict_sets = {s: data[s] for s in wanted}
         if args.max_predict_samples is not None:
-            predict_sets = {s: ds.select(range(min(args.max_predict_samples, len(ds)))) for s, ds in predict_sets.items()}
+            predict_sets = {
+                s: ds.select(range(min(args.max_predict_samples, len(ds)))) for s, ds in predict_sets.items()
+            }
 
     standardize = args.standardize_text
     train_enc = adapter.encode(train, tokenizer, max_length, standardize=standardize)
@@ -674,7 +862,9 @@ class GPT1Trainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        parts = {name: outputs[name] for name in LOSS_PARTS if isinstance(outputs, Mapping) and outputs.get(name) is not None}
+        parts = {
+            name: outputs[name] for name in LOSS_PARTS if isinstance(outputs, Mapping) and outputs.get(name) is not None
+        }
         if model.training:
             self.nonfinite_guard.observe("loss", loss)
             for name, value in parts.items():
@@ -695,7 +885,9 @@ class GPT1Trainer(Trainer):
 
     def _gather_sum(self, values: Sequence[torch.Tensor | float]) -> list[float]:
         """Sum each value over processes (one collective for all of them)."""
-        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.args.device).reshape(()) for v in values])
+        stacked = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float32, device=self.args.device).reshape(()) for v in values]
+        )
         if self.accelerator.num_processes > 1:
             stacked = self.accelerator.gather(stacked.unsqueeze(0)).sum(0)
         return stacked.tolist()
@@ -712,11 +904,15 @@ class GPT1Trainer(Trainer):
             self._train_parts, self._train_part_steps = {}, 0.0
         super().log(logs, start_time)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix: str = "eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ):
         self._eval_parts, self._eval_count = {}, 0
         output = super().evaluation_loop(
-            dataloader, description, prediction_loss_only=prediction_loss_only, ignore_keys=ignore_keys,
+            dataloader,
+            description,
+            prediction_loss_only=prediction_loss_only,
+            ignore_keys=ignore_keys,
             metric_key_prefix=metric_key_prefix,
         )
         if self._eval_parts and output.metrics is not None:
@@ -762,7 +958,9 @@ class GPT1Trainer(Trainer):
         finally:
             self._staging_root = None
         self.accelerator.wait_for_everyone()  # every process wrote its part (e.g. its RNG state) into `staged`
-        if self.state.best_model_checkpoint and os.path.normpath(self.state.best_model_checkpoint) == os.path.normpath(staged):
+        if self.state.best_model_checkpoint and os.path.normpath(self.state.best_model_checkpoint) == os.path.normpath(
+            staged
+        ):
             self.state.best_model_checkpoint = final
         if self.args.should_save:
             self.state.save_to_json(os.path.join(staged, "trainer_state.json"))  # with the final paths
@@ -897,8 +1095,10 @@ class SaveOnSignalCallback(TrainerCallback):
             signal.raise_signal(signum)
             return
         self.received = signum
-        logger.warning(f"Received {signal.Signals(signum).name}: saving a checkpoint at the end of this step, then "
-                       f"stopping (send it again to stop immediately).")
+        logger.warning(
+            f"Received {signal.Signals(signum).name}: saving a checkpoint at the end of this step, then "
+            f"stopping (send it again to stop immediately)."
+        )
 
     def _any_process_signalled(self, args: TrainingArguments) -> bool:
         flag = torch.tensor([1 if self.received is not None else 0], device=args.device)
@@ -1031,8 +1231,7 @@ class NonFiniteLossCallback(TrainerCallback):
             return "no non-finite loss"
         values = ", ".join(f"{name}={value}" for name, value in self.values.items())
         where = (
-            f"the last good checkpoint is {self.checkpoint}" if self.checkpoint
-            else "no checkpoint was saved before it"
+            f"the last good checkpoint is {self.checkpoint}" if self.checkpoint else "no checkpoint was saved before it"
         )
         return (
             f"non-finite training loss at step {self.step} ({values}); training stopped and the weights of that step "
@@ -1092,7 +1291,9 @@ def _glue_name(spec, split: str) -> str | None:
     return GLUE_SUBMISSION_NAMES.get(f"{spec.name}/{split}") or GLUE_SUBMISSION_NAMES.get(spec.name)
 
 
-def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> Path | None:
+def plot_training_curves(
+    log_history: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = ""
+) -> Path | None:
     """Loss curves (loss, task_loss, lm_loss, eval losses) and eval metrics over steps, from `trainer.state.log_history`.
 
     Returns the path, or None when there is nothing to plot.
@@ -1126,7 +1327,9 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | o
             k
             for e in evals
             for k, v in e.items()
-            if k.startswith("eval_") and not k.endswith(("loss", "runtime", "per_second", "epoch")) and isinstance(v, (int, float))
+            if k.startswith("eval_")
+            and not k.endswith(("loss", "runtime", "per_second", "epoch"))
+            and isinstance(v, (int, float))
         }
     )
     for key in metric_keys:
@@ -1187,8 +1390,9 @@ def cpu_process_group_needed() -> bool:
     return not (torch.cuda.is_available() or (xpu is not None and xpu.is_available()))
 
 
-def build_training_arguments(args: argparse.Namespace, spec, eval_names: Sequence[str],
-                             hub_model_id: str | None = None) -> TrainingArguments:
+def build_training_arguments(
+    args: argparse.Namespace, spec, eval_names: Sequence[str], hub_model_id: str | None = None
+) -> TrainingArguments:
     """TrainingArguments for the paper's recipe and the CLI's evaluation/checkpoint options.
 
     Trainer pushes only checkpoints (`--hub-strategy` other than end); the final upload is `push_folder`'s, so
@@ -1251,8 +1455,16 @@ def build_training_arguments(args: argparse.Namespace, spec, eval_names: Sequenc
     return TrainingArguments(**kwargs)
 
 
-def run_settings(args: argparse.Namespace, training_args: TrainingArguments, *, max_length: int, train_size: int,
-                 eval_sizes: Mapping[str, int], data_rows: Mapping[str, int], model) -> dict[str, Any]:
+def run_settings(
+    args: argparse.Namespace,
+    training_args: TrainingArguments,
+    *,
+    max_length: int,
+    train_size: int,
+    eval_sizes: Mapping[str, int],
+    data_rows: Mapping[str, int],
+    model,
+) -> dict[str, Any]:
     """What a reader needs to reproduce the run, for eval_results.json and the model card."""
     world = training_args.world_size
     return {
@@ -1335,15 +1547,23 @@ def _setup(args: argparse.Namespace):
     _check_output_dir(args, is_main)
 
     tokenizer = load_gpt1_tokenizer(args.tokenizer or args.model)
-    model = load_model_for_task(args.model, spec, tokenizer, lm_coef=args.lm_coef, clf_dropout=args.clf_dropout,
-                                seed=args.seed)
+    model = load_model_for_task(
+        args.model, spec, tokenizer, lm_coef=args.lm_coef, clf_dropout=args.clf_dropout, seed=args.seed
+    )
     max_length = resolve_max_length(args.max_length, model.config)
     train_ds, eval_ds, predict_sets, data_rows = prepare_datasets(args, spec, adapter, tokenizer, max_length)
     eval_names = list(eval_ds) if isinstance(eval_ds, dict) else ["validation"]
     training_args = build_training_arguments(args, spec, eval_names, hub_model_id=repo_id)
     eval_sizes = {k: len(v) for k, v in eval_ds.items()} if isinstance(eval_ds, dict) else {"validation": len(eval_ds)}
-    settings = run_settings(args, training_args, max_length=max_length, train_size=len(train_ds),
-                            eval_sizes=eval_sizes, data_rows=data_rows, model=model)
+    settings = run_settings(
+        args,
+        training_args,
+        max_length=max_length,
+        train_size=len(train_ds),
+        eval_sizes=eval_sizes,
+        data_rows=data_rows,
+        model=model,
+    )
     peft_info = None
     if args.peft != "none":
         model, peft_info = apply_peft(model, tokenizer, args, save_base=training_args.should_save)
@@ -1364,17 +1584,35 @@ def _setup(args: argparse.Namespace):
     if training_args.push_to_hub:  # checkpoint pushes: code files + our card in each one
         trainer.add_callback(HubCardCallback(trainer, task=spec.name, base_model=_card_base_model(args)))
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    return trainer, dict(spec=spec, settings=settings, checkpoint=checkpoint, predict_sets=predict_sets,
-                         signal_callback=signal_callback, tokenizer=tokenizer, repo_id=repo_id, peft_info=peft_info)
+    return trainer, dict(
+        spec=spec,
+        settings=settings,
+        checkpoint=checkpoint,
+        predict_sets=predict_sets,
+        signal_callback=signal_callback,
+        tokenizer=tokenizer,
+        repo_id=repo_id,
+        peft_info=peft_info,
+    )
 
 
 def _card_base_model(args: argparse.Namespace) -> str | None:
     return args.base_model_id or (args.model if is_hub_id(args.model) else None)
 
 
-def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, settings: dict[str, Any],
-                      checkpoint: str | None, predict_sets: Mapping[str, Any], signal_callback: SaveOnSignalCallback,
-                      tokenizer=None, repo_id: str | None = None, peft_info: Mapping[str, Any] | None = None) -> int:
+def _train_and_report(
+    args: argparse.Namespace,
+    trainer: GPT1Trainer,
+    *,
+    spec,
+    settings: dict[str, Any],
+    checkpoint: str | None,
+    predict_sets: Mapping[str, Any],
+    signal_callback: SaveOnSignalCallback,
+    tokenizer=None,
+    repo_id: str | None = None,
+    peft_info: Mapping[str, Any] | None = None,
+) -> int:
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     guard = trainer.nonfinite_guard
     if guard.step is not None:
@@ -1382,8 +1620,10 @@ def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, s
     if signal_callback.received is not None:
         last = get_last_checkpoint(args.output_dir)
         name = signal.Signals(signal_callback.received).name
-        logger.warning(f"Stopped by {name} at step {trainer.state.global_step}; checkpoint: {last}. Resume with "
-                       f"--resume-from-checkpoint auto.")
+        logger.warning(
+            f"Stopped by {name} at step {trainer.state.global_step}; checkpoint: {last}. Resume with "
+            f"--resume-from-checkpoint auto."
+        )
         return 128 + int(signal_callback.received)
 
     metrics = trainer.evaluate()  # the best checkpoint's weights when load_best_model_at_end
@@ -1394,15 +1634,22 @@ def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, s
     is_main = trainer.is_world_process_zero()
     if peft_info is not None:
         if is_main:  # the adapter (+ head, + token rows), pointing to a gpt1-format base
-            save_adapter(trainer.model, args.output_dir, tokenizer=tokenizer, save_embedding_layers=False,
-                         base_model_name_or_path=peft_info["base_model_name_or_path"])
+            save_adapter(
+                trainer.model,
+                args.output_dir,
+                tokenizer=tokenizer,
+                save_embedding_layers=False,
+                base_model_name_or_path=peft_info["base_model_name_or_path"],
+            )
             # sizes of this folder's own adapter files (save_adapter's totals also count the checkpoints' copies)
             weights = sum(f.stat().st_size for f in Path(args.output_dir).glob("adapter_model.*"))
             settings["adapter_bytes"] = weights
             report = peft_info["report"]
-            logger.info(f"Adapter saved to {args.output_dir}: adapter_model.safetensors {_mb(weights)} on disk "
-                        f"({report['trainable']:,} trainable of {report['total']:,} parameters); base model: "
-                        f"{peft_info['base_model_name_or_path']}")
+            logger.info(
+                f"Adapter saved to {args.output_dir}: adapter_model.safetensors {_mb(weights)} on disk "
+                f"({report['trainable']:,} trainable of {report['total']:,} parameters); base model: "
+                f"{peft_info['base_model_name_or_path']}"
+            )
     else:
         # model + tokenizer (+ config with label names, lm_coef, clf_pdrop). `_internal_call`: no Trainer push of the
         # folder here even with a checkpoint hub strategy; the final upload is push_folder's, once the card is written.
@@ -1421,13 +1668,24 @@ def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, s
     merged_dir = Path(args.output_dir, MERGED_DIR_NAME)
     if peft_info is not None:
         usage_path = repo_id or str(merged_dir if args.merge_adapter else args.output_dir)
-        adapter = {"method": args.peft, "base_model_name_or_path": peft_info["base_model_name_or_path"],
-                   "path": args.output_dir, "merged_path": str(merged_dir) if args.merge_adapter else None,
-                   "special_rows": peft_info["special_rows"]}
+        adapter = {
+            "method": args.peft,
+            "base_model_name_or_path": peft_info["base_model_name_or_path"],
+            "path": args.output_dir,
+            "merged_path": str(merged_dir) if args.merge_adapter else None,
+            "special_rows": peft_info["special_rows"],
+        }
     else:
         usage_path, adapter = repo_id or args.output_dir, None
-    card = fill_model_card(spec=spec, metrics=metrics, settings=settings, model_name=model_id, base_model=base_model,
-                           usage_path=usage_path, adapter=adapter)
+    card = fill_model_card(
+        spec=spec,
+        metrics=metrics,
+        settings=settings,
+        model_name=model_id,
+        base_model=base_model,
+        usage_path=usage_path,
+        adapter=adapter,
+    )
     trainer.model_card_text = card
     results = {**{k: v for k, v in metrics.items()}, "task": spec.name, "settings": settings}
     if prediction_files:
@@ -1437,15 +1695,24 @@ def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, s
         Path(args.output_dir, EVAL_RESULTS_FILE_NAME).write_text(results_text)
         Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
         if args.plot:
-            plot_training_curves(trainer.state.log_history, Path(args.output_dir, CURVES_FILE_NAME),
-                                 title=f"GPT-1 fine-tuning: {spec.name} (λ = {args.lm_coef})")
+            plot_training_curves(
+                trainer.state.log_history,
+                Path(args.output_dir, CURVES_FILE_NAME),
+                title=f"GPT-1 fine-tuning: {spec.name} (λ = {args.lm_coef})",
+            )
         logger.info("Eval results:\n" + json.dumps({k: v for k, v in metrics.items()}, indent=2))
 
     if peft_info is not None and args.merge_adapter and is_main:
         # last use of the PEFT model: merge_and_unload folds the adapter into the base weights in place
         merged = merge_adapter(trainer.model)
-        merged_card = fill_model_card(spec=spec, metrics=metrics, settings=settings, model_name=model_id,
-                                      base_model=base_model, usage_path=repo_id or str(merged_dir))
+        merged_card = fill_model_card(
+            spec=spec,
+            metrics=metrics,
+            settings=settings,
+            model_name=model_id,
+            base_model=base_model,
+            usage_path=repo_id or str(merged_dir),
+        )
         staging = merged_dir.with_name(f"_{MERGED_DIR_NAME}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         merged.save_pretrained(staging)
@@ -1457,8 +1724,13 @@ def _train_and_report(args: argparse.Namespace, trainer: GPT1Trainer, *, spec, s
 
     if repo_id is not None and is_main:
         folder = merged_dir if peft_info is not None else Path(args.output_dir)
-        result = push_folder(folder, repo_id, private=args.hub_private_repo, token=args.hub_token,
-                             commit_message=f"GPT-1 fine-tuned on {spec.name}")
+        result = push_folder(
+            folder,
+            repo_id,
+            private=args.hub_private_repo,
+            token=args.hub_token,
+            commit_message=f"GPT-1 fine-tuned on {spec.name}",
+        )
         logger.info(result.summary())
     return 0
 

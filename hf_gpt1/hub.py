@@ -158,7 +158,9 @@ class PushResult:
     def summary(self) -> str:
         verb = "Would upload" if self.dry_run else "Uploaded"
         width = max((len(f.path) for f in self.files), default=0)
-        lines = [f"{verb} {len(self.files)} file(s), {_human_size(self.total_size)}, from {self.folder} to {self.repo_id}:"]
+        lines = [
+            f"{verb} {len(self.files)} file(s), {_human_size(self.total_size)}, from {self.folder} to {self.repo_id}:"
+        ]
         for f in self.files:
             note = "  (model card, rendered)" if f.rendered else ""
             lines.append(f"  {f.path:<{width}}  {_human_size(f.size):>10}{note}")
@@ -349,7 +351,9 @@ def _read_safetensors_header(path: Path) -> dict[str, list[int]]:
 def _check_tokenizer(folder: Path, config: Mapping[str, Any], problems: list[str]) -> tuple[list[str], dict[str, int]]:
     files: list[str] = []
     if not (folder / TOKENIZER_CONFIG_FILE).is_file():
-        problems.append(f"{TOKENIZER_CONFIG_FILE} is missing: save the tokenizer too (`tokenizer.save_pretrained(folder)`)")
+        problems.append(
+            f"{TOKENIZER_CONFIG_FILE} is missing: save the tokenizer too (`tokenizer.save_pretrained(folder)`)"
+        )
     else:
         files.append(TOKENIZER_CONFIG_FILE)
     token_ids: dict[str, int] = {}
@@ -424,8 +428,10 @@ def _check_card(
         try:
             ModelCard.load(folder / CARD_FILE)
         except Exception as error:  # yaml errors, invalid model-index, ...
-            problems.append(f"{CARD_FILE} has invalid metadata ({type(error).__name__}: {error}); fix it or delete it "
-                            f"to have the card rendered")
+            problems.append(
+                f"{CARD_FILE} has invalid metadata ({type(error).__name__}: {error}); fix it or delete it "
+                f"to have the card rendered"
+            )
         return True, None
     if problems:  # the card is rendered from the config and the results: only meaningful once the rest is sound
         return False, None
@@ -447,9 +453,7 @@ def list_upload_files(
     """The files `push_folder` uploads from `output_dir`, sorted: everything but `IGNORE_PATTERNS` (and
     huggingface_hub's own `.git/` / `.cache/huggingface/` exclusions), plus the rendered card if `card` is given."""
     folder = Path(output_dir).expanduser().resolve()
-    relpaths = {
-        path.relative_to(folder).as_posix(): path for path in sorted(folder.glob("**/*")) if path.is_file()
-    }
+    relpaths = {path.relative_to(folder).as_posix(): path for path in sorted(folder.glob("**/*")) if path.is_file()}
     patterns = [*IGNORE_PATTERNS, *ignore_patterns, *DEFAULT_IGNORE_PATTERNS]
     kept = list(filter_repo_objects(relpaths, ignore_patterns=patterns))
     files = [UploadFile(path, relpaths[path].stat().st_size) for path in kept if not (card and path == CARD_FILE)]
@@ -777,8 +781,15 @@ def _pretraining_record(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         run = None
     if isinstance(run, dict):
         settings.update(run.get("hyperparameters") or {})
-        for key in ("block_size", "batch_size", "gradient_accumulation_steps", "num_processes", "val_fraction",
-                    "seed", "init_from"):
+        for key in (
+            "block_size",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "num_processes",
+            "val_fraction",
+            "seed",
+            "init_from",
+        ):
             if run.get(key) is not None:
                 settings[key] = run[key]
         if run.get("val_fraction") is not None:

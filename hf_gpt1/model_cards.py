@@ -89,17 +89,21 @@ def pretrained_model_card(config, metrics, settings, model_name, usage_path, bas
     }
     if "perplexity" not in values and isinstance(metrics.get("eval_loss"), (int, float)):
         values["perplexity"] = math.exp(min(float(metrics["eval_loss"]), 700.0))
-    eval_results = [
-        EvalResult(
-            task_type=pipeline_tag,
-            dataset_type=dataset_list[0],
-            dataset_name=dataset_list[0],
-            dataset_split=str(settings.get("eval_split", "validation")),
-            metric_type=key,
-            metric_value=round(float(value), 4),
-        )
-        for key, value in sorted(values.items())
-    ] if dataset_list else []
+    eval_results = (
+        [
+            EvalResult(
+                task_type=pipeline_tag,
+                dataset_type=dataset_list[0],
+                dataset_name=dataset_list[0],
+                dataset_split=str(settings.get("eval_split", "validation")),
+                metric_type=key,
+                metric_value=round(float(value), 4),
+            )
+            for key, value in sorted(values.items())
+        ]
+        if dataset_list
+        else []
+    )
     card_data = ModelCardData(
         library_name="transformers",
         license=CARD_LICENSE,
@@ -113,7 +117,9 @@ def pretrained_model_card(config, metrics, settings, model_name, usage_path, bas
         eval_results=eval_results or None,
     )
     size = ", ".join(
-        f"{name}={config[name]}" for name in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size") if name in config
+        f"{name}={config[name]}"
+        for name in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")
+        if name in config
     )
     architecture = (config.get("architectures") or ["GPT1ForCausalLM"])[0]
     auto_class = next(
@@ -255,9 +261,10 @@ def fill_model_card(
         model_name=model_name,
         eval_results=eval_results or None,
     )
-    results_rows = "\n".join(
-        f"| {r.dataset_split} | {r.metric_type} | {r.metric_value:.4f} |" for r in eval_results
-    ) or "| - | - | - |"
+    results_rows = (
+        "\n".join(f"| {r.dataset_split} | {r.metric_type} | {r.metric_value:.4f} |" for r in eval_results)
+        or "| - | - | - |"
+    )
     hyper_rows = "\n".join(f"| {k} | {v} |" for k, v in settings.items() if k not in ("eval_split_description",))
     template = Path(template_path) if template_path else MODEL_CARD_TEMPLATE
     kwargs = dict(
@@ -296,11 +303,15 @@ def _adapter_card_section(spec, adapter: Mapping[str, Any]) -> str:
     method = {"lora": "LoRA", "ia3": "IA³"}.get(str(adapter.get("method")), str(adapter.get("method")))
     path = adapter.get("path") or "."
     if family == "multiple_choice":  # PEFT has no multiple-choice task type: AutoPeftModel follows the auto mapping
-        load = (f'from peft import AutoPeftModel\nmodel = AutoPeftModel.from_pretrained("{path}", '
-                f'import_allowlist=["hf_gpt1"])')
+        load = (
+            f'from peft import AutoPeftModel\nmodel = AutoPeftModel.from_pretrained("{path}", '
+            f'import_allowlist=["hf_gpt1"])'
+        )
     else:
-        load = (f"from peft import AutoPeftModelForSequenceClassification\n"
-                f'model = AutoPeftModelForSequenceClassification.from_pretrained("{path}")')
+        load = (
+            f"from peft import AutoPeftModelForSequenceClassification\n"
+            f'model = AutoPeftModelForSequenceClassification.from_pretrained("{path}")'
+        )
     contents = (
         "the adapted weights, the task head and the rows of the added special tokens"
         if adapter.get("special_rows", True)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
@@ -113,7 +112,9 @@ class GPT1Attention(nn.Module):
 
         implementation = self.config._attn_implementation
         if kwargs.get("output_attentions") and implementation == "sdpa":
-            implementation = "eager"  # the fused kernel never forms the weights; asked for, they come from the written-out softmax
+            implementation = (
+                "eager"  # the fused kernel never forms the weights; asked for, they come from the written-out softmax
+            )
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
@@ -245,6 +246,7 @@ class GPT1PreTrainedModel(OpenAIGPTLoadingMixin, PreTrainedModel):
         upload_model_card(self, repo_id, token=kwargs.get("token"), revision=kwargs.get("revision"))
         return result
 
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The base model
 # ----------------------------------------------------------------------------------------------------------------------
@@ -253,7 +255,9 @@ class GPT1PreTrainedModel(OpenAIGPTLoadingMixin, PreTrainedModel):
 # What `**kwargs` of a forward may carry: transformers' model-agnostic keyword arguments (outputs to record, attention
 # arguments passed on to the attention function, Trainer's `num_items_in_batch`), as its own models type them.
 # Anything else would be accepted and silently ignored, so it is an error instead.
-ACCEPTED_MODEL_KWARGS = frozenset(TransformersKwargs.__optional_keys__) | frozenset(TransformersKwargs.__required_keys__)
+ACCEPTED_MODEL_KWARGS = frozenset(TransformersKwargs.__optional_keys__) | frozenset(
+    TransformersKwargs.__required_keys__
+)
 
 
 def check_model_kwargs(model: nn.Module, kwargs: dict) -> None:
@@ -557,7 +561,9 @@ class _GPT1FineTuningHeadMixin:
         )
         hidden_states = outputs.last_hidden_state  # (batch, [choices or 2,] seq, E)
         if mc_token_ids is None:
-            mc_token_ids = self.extract_positions(input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device)
+            mc_token_ids = self.extract_positions(
+                input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device
+            )
         return outputs, hidden_states, self.gather_at(hidden_states, mc_token_ids)
 
     def classifier_output(
@@ -632,7 +638,9 @@ class GPT1ForSequenceClassification(_GPT1FineTuningHeadMixin, GPT1PreTrainedMode
             pooled = pooled.sum(dim=1)
         logits = self.score(self.clf_dropout(pooled))
         task_loss = self._task_loss(logits, labels) if labels is not None else None
-        return self.classifier_output(outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels)
+        return self.classifier_output(
+            outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels
+        )
 
     def _task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem_type = self.config.problem_type
@@ -699,7 +707,9 @@ class GPT1ForMultipleChoice(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
             if not _tracing() and labels.numel() and (int(labels.max()) >= shape[1] or int(labels.min()) < 0):
                 raise ValueError(f"labels must be choice indices in [0, {shape[1]}), got {labels.tolist()}.")
             task_loss = F.cross_entropy(logits.float(), labels.reshape(-1))
-        return self.classifier_output(outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels)
+        return self.classifier_output(
+            outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels
+        )
 
 
 class GPT1MultipleChoiceHead(nn.Module):
@@ -749,7 +759,11 @@ class GPT1DoubleHeadsModel(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
         )
         lm_logits = self.lm_head(hidden_states)
         mc_logits = self.multiple_choice_head(extract_states).squeeze(-1)
-        mc_loss = F.cross_entropy(mc_logits.reshape(-1, mc_logits.shape[-1]), mc_labels.reshape(-1)) if mc_labels is not None else None
+        mc_loss = (
+            F.cross_entropy(mc_logits.reshape(-1, mc_logits.shape[-1]), mc_labels.reshape(-1))
+            if mc_labels is not None
+            else None
+        )
         lm_loss = None
         if labels is not None:
             shift_logits = lm_logits[..., :-1, :].reshape(-1, lm_logits.shape[-1])

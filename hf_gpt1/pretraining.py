@@ -282,7 +282,9 @@ def _files_fingerprint(files: Sequence[Path], root: Path) -> str:
     entries = []
     for path in files:
         stat = path.stat()
-        entries.append([path.relative_to(root).as_posix() if path != root else path.name, stat.st_size, stat.st_mtime_ns])
+        entries.append(
+            [path.relative_to(root).as_posix() if path != root else path.name, stat.st_size, stat.st_mtime_ns]
+        )
     return _hash(["files", entries])
 
 
@@ -327,8 +329,11 @@ def resolve_corpus(
             root=path,
         )
     # Hub ids are "name" or "owner/name"; anything path-like that does not exist is a typo, not a dataset id
-    looks_local = corpus.startswith((".", "/", "~")) or corpus.count("/") > 1 or "\\" in corpus or path.suffix in (
-        ".txt", ".text", ".md"
+    looks_local = (
+        corpus.startswith((".", "/", "~"))
+        or corpus.count("/") > 1
+        or "\\" in corpus
+        or path.suffix in (".txt", ".text", ".md")
     )
     if looks_local:
         raise CorpusError(
@@ -361,7 +366,9 @@ def _dataset_source(loaded: Any, description: str, text_column: str, dataset_spl
         loaded = loaded[dataset_split]
         description = f"{description}, split {dataset_split!r}"
     if not isinstance(loaded, datasets.Dataset):
-        raise CorpusError(f"The {description} is a {type(loaded).__name__}; pretrain.py needs a map-style datasets.Dataset.")
+        raise CorpusError(
+            f"The {description} is a {type(loaded).__name__}; pretrain.py needs a map-style datasets.Dataset."
+        )
     if text_column not in loaded.column_names:
         raise CorpusError(
             f"The {description} has no column {text_column!r}; its columns are {loaded.column_names}. "
@@ -434,7 +441,9 @@ def tokenize_documents(
     import datasets
 
     separator_id = newline_token_id(tokenizer)
-    key = _hash([source.fingerprint, tokenizer_fingerprint(tokenizer), standardize, on_decode_error, TEXT_PIPELINE_VERSION])
+    key = _hash(
+        [source.fingerprint, tokenizer_fingerprint(tokenizer), standardize, on_decode_error, TEXT_PIPELINE_VERSION]
+    )
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_file = str(cache_dir / f"tokenized-{key}.arrow")
     ids_feature = datasets.List(datasets.Value("int32"))
@@ -698,9 +707,21 @@ def resolve_model_config(spec: str, **overrides: Any) -> GPT1Config:
 
 
 _PRETRAINED_CONFIG_KEYS = {
-    "id2label", "label2id", "problem_type", "num_labels", "return_dict", "output_hidden_states",
-    "output_attentions", "chunk_size_feed_forward", "is_encoder_decoder", "tokenizer_class", "task_specific_params",
-    "finetuning_task", "tie_word_embeddings", "name_or_path", "_name_or_path",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "num_labels",
+    "return_dict",
+    "output_hidden_states",
+    "output_attentions",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "tokenizer_class",
+    "task_specific_params",
+    "finetuning_task",
+    "tie_word_embeddings",
+    "name_or_path",
+    "_name_or_path",
 }
 
 
@@ -724,10 +745,9 @@ def build_model(
     so fine-tuning later needs no resize; `add_special_tokens` then records the ids in the config (and grows an
     older checkpoint's 40,478-row table, e.g. `openai-gpt`, drawing the new rows from N(0, 0.02) as the paper does).
     """
+    from .cpu_speed import enable_cpu_speedups
     from .modeling_gpt1 import GPT1ForCausalLM
     from .tokenization_gpt1 import add_special_tokens
-
-    from .cpu_speed import enable_cpu_speedups
 
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if init_from is not None:
@@ -801,8 +821,14 @@ def lora_settings(
     if not 0.0 <= dropout < 1.0:
         raise PretrainingError(f"--lora-dropout must be in [0, 1), got {dropout}.")
     modules = sorted(set(target_modules or LORA_TARGET_MODULES))  # order and repeats do not make another adapter
-    return {"method": "lora", "r": r, "alpha": alpha, "dropout": dropout, "target_modules": modules,
-            "embeddings": "none"}
+    return {
+        "method": "lora",
+        "r": r,
+        "alpha": alpha,
+        "dropout": dropout,
+        "target_modules": modules,
+        "embeddings": "none",
+    }
 
 
 def apply_lora(model: PreTrainedModel, settings: dict[str, Any], *, activation_checkpointing: bool = False):
@@ -829,8 +855,9 @@ def apply_lora(model: PreTrainedModel, settings: dict[str, Any], *, activation_c
             activation_checkpointing=activation_checkpointing,
         )
     except ValueError as error:  # PEFT: "Target modules {...} not found in the base model..."
-        linear = sorted({".".join(name.split(".")[-2:]) for name, module in model.named_modules()
-                         if isinstance(module, nn.Linear)})
+        linear = sorted(
+            {".".join(name.split(".")[-2:]) for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+        )
         raise PretrainingError(
             f"--lora-target-modules {' '.join(settings['target_modules'])}: {error} The linear layers of "
             f"{type(model).__name__} end in: {', '.join(linear)} (modules are matched by name suffix)."
@@ -971,7 +998,8 @@ class RunIdentity:
                         k for k in set(mine[key]) | set(other[key]) if mine[key].get(k) != other[key].get(k)
                     )
                     diffs.append(
-                        "model_config: " + ", ".join(f"{k} {other[key].get(k)!r} -> {mine[key].get(k)!r}" for k in changed)
+                        "model_config: "
+                        + ", ".join(f"{k} {other[key].get(k)!r} -> {mine[key].get(k)!r}" for k in changed)
                     )
                 else:
                     diffs.append(f"{key}: {other.get(key)!r} -> {mine.get(key)!r}")
@@ -1015,9 +1043,7 @@ class OutputDirPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def check_output_dir(
-    output_dir: Path, identity: RunIdentity, *, resume: str | None, overwrite: bool
-) -> OutputDirPlan:
+def check_output_dir(output_dir: Path, identity: RunIdentity, *, resume: str | None, overwrite: bool) -> OutputDirPlan:
     """Decide how to use `output_dir`, refusing to mix this run with a different one. Reads only; never writes.
 
     * empty / missing folder: fresh run (`--resume auto` then starts fresh too, so preemptible jobs can always
@@ -1061,7 +1087,9 @@ def check_output_dir(
             )
         _check_identity(identity, run_info, f"the run in {output_dir}")
         if not checkpoints:
-            return OutputDirPlan(None, clean=True, notes=[f"--resume auto: {output_dir} has no checkpoint yet; starting fresh"])
+            return OutputDirPlan(
+                None, clean=True, notes=[f"--resume auto: {output_dir} has no checkpoint yet; starting fresh"]
+            )
         step, latest_path = checkpoints[-1]
         state = read_json(latest_path / STATE_FILE)
         if state is None:
@@ -1077,7 +1105,9 @@ def check_output_dir(
             f"Output folder {output_dir} holds {foreign}, which this run did not write"
             f"{' and cannot resume' if resume else ''}. Choose another --output-dir, or pass --overwrite to replace it."
         )
-    return OutputDirPlan(None, clean=False, notes=["--resume auto: nothing to resume; starting fresh"] if resume else [])
+    return OutputDirPlan(
+        None, clean=False, notes=["--resume auto: nothing to resume; starting fresh"] if resume else []
+    )
 
 
 def _check_identity(identity: RunIdentity, stored: dict[str, Any], where: str) -> None:
@@ -1126,15 +1156,24 @@ def clean_output_dir(output_dir: Path) -> None:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
         elif child.is_file() and (
             child.suffix in (".safetensors", ".bin", ".pt", ".pth")
-            or re.fullmatch(r"(configuration|conversion|modeling|tokenization)_\w+\.py", child.name)  # remote code of save_pretrained
-            or child.name in ("config.json", "generation_config.json", "model.safetensors.index.json", ADAPTER_CONFIG_FILE)
+            or re.fullmatch(
+                r"(configuration|conversion|modeling|tokenization)_\w+\.py", child.name
+            )  # remote code of save_pretrained
+            or child.name
+            in ("config.json", "generation_config.json", "model.safetensors.index.json", ADAPTER_CONFIG_FILE)
             or child.name in _TOKENIZER_FILES
         ):
             child.unlink()
 
 
-_TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                    "added_tokens.json"}
+_TOKENIZER_FILES = {
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+}
 
 
 def _is_generated_card(path: Path) -> bool:
@@ -1157,7 +1196,8 @@ def remove_stale_temporaries(output_dir: Path) -> None:
         return
     for child in output_dir.iterdir():
         if child.is_dir() and (
-            (child.name.startswith(CHECKPOINT_PREFIX) and child.name.endswith(".tmp")) or child.name.startswith(".final-")
+            (child.name.startswith(CHECKPOINT_PREFIX) and child.name.endswith(".tmp"))
+            or child.name.startswith(".final-")
         ):
             shutil.rmtree(child, ignore_errors=True)
 
@@ -1424,7 +1464,11 @@ def resolve_run_length(
         return max_steps
     if num_epochs is None and preset is not None and preset.max_steps is not None:
         return preset.max_steps
-    epochs = num_epochs if num_epochs is not None else (preset.num_epochs if preset and preset.num_epochs else PAPER_NUM_EPOCHS)
+    epochs = (
+        num_epochs
+        if num_epochs is not None
+        else (preset.num_epochs if preset and preset.num_epochs else PAPER_NUM_EPOCHS)
+    )
     return max(1, math.ceil(epochs * steps_per_epoch))
 
 

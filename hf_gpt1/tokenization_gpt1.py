@@ -98,7 +98,14 @@ def standardize_text(text: str) -> str:
 # from_pretrained arguments that only locate files; meaningless for (and not to be saved by) a tokenizer built from
 # the original release files.
 _FILE_LOCATION_KWARGS = (
-    "cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token", "trust_remote_code",
+    "cache_dir",
+    "force_download",
+    "local_files_only",
+    "proxies",
+    "revision",
+    "subfolder",
+    "token",
+    "trust_remote_code",
 )
 _UNSET_MODEL_MAX_LENGTH = int(1e29)  # transformers uses VERY_LARGE_INTEGER (1e30) for "no limit"
 

@@ -43,8 +43,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from hf_gpt1 import GPT1ForCausalLM  # noqa: E402
-from hf_gpt1 import cpu_speed, enable_cpu_speedups, kernels  # noqa: E402
+from hf_gpt1 import (  # noqa: E402
+    GPT1ForCausalLM,  # noqa: E402
+    cpu_speed,
+    enable_cpu_speedups,
+    kernels,
+)
 from hf_gpt1.modeling_gpt1 import config_from_openai_gpt, convert_openai_gpt_state_dict  # noqa: E402
 
 hf_logging.set_verbosity_error()
@@ -53,14 +57,40 @@ PAPER_DROPOUT = dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
 NO_ATTN_DROPOUT = dict(resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0)
 
 QUICK = dict(
-    train_shapes=[(2, 256)], train_warmup=1, train_steps=2, attn0_dtypes=[], ablation=False,
-    infer_shapes=[(2, 256)], infer_steps=2, gen_batches=[1], gen_new=32, gen_repeats=1,
-    mem_shapes=[(2, 256)], mem_steps=1, gc_shape=(2, 256), gc_steps=1, allocators=False, copy_mb=64,
+    train_shapes=[(2, 256)],
+    train_warmup=1,
+    train_steps=2,
+    attn0_dtypes=[],
+    ablation=False,
+    infer_shapes=[(2, 256)],
+    infer_steps=2,
+    gen_batches=[1],
+    gen_new=32,
+    gen_repeats=1,
+    mem_shapes=[(2, 256)],
+    mem_steps=1,
+    gc_shape=(2, 256),
+    gc_steps=1,
+    allocators=False,
+    copy_mb=64,
 )
 FULL = dict(
-    train_shapes=[(4, 512), (8, 128)], train_warmup=1, train_steps=3, attn0_dtypes=["fp32", "bf16"], ablation=True,
-    infer_shapes=[(4, 512)], infer_steps=3, gen_batches=[1, 8], gen_new=128, gen_repeats=2,
-    mem_shapes=[(4, 512)], mem_steps=2, gc_shape=(4, 512), gc_steps=3, allocators=True, copy_mb=128,
+    train_shapes=[(4, 512), (8, 128)],
+    train_warmup=1,
+    train_steps=3,
+    attn0_dtypes=["fp32", "bf16"],
+    ablation=True,
+    infer_shapes=[(4, 512)],
+    infer_steps=3,
+    gen_batches=[1, 8],
+    gen_new=128,
+    gen_repeats=2,
+    mem_shapes=[(4, 512)],
+    mem_steps=2,
+    gc_shape=(4, 512),
+    gc_steps=3,
+    allocators=True,
+    copy_mb=128,
 )
 PROMPT = 32
 
@@ -115,7 +145,11 @@ def param_bytes(model: nn.Module) -> int:
 def decode_weight_bytes(model: nn.Module) -> int:
     """Bytes one decode step must read: every parameter (the tied token table once, as lm_head), one position row."""
     positions = model.transformer.positions_embed.weight
-    return param_bytes(model) - positions.numel() * positions.element_size() + positions.shape[1] * positions.element_size()
+    return (
+        param_bytes(model)
+        - positions.numel() * positions.element_size()
+        + positions.shape[1] * positions.element_size()
+    )
 
 
 def train_flops_per_token(config, seq: int) -> float:
@@ -243,7 +277,10 @@ def bench_training(cfg: dict, machine: dict) -> list[dict]:
         ours, reference = build_pair(dropout)
         for batch, seq in cfg["train_shapes"] if name == "paper" else cfg["train_shapes"][:1]:
             log(f"training {name} {dtype} {batch}x{seq} ...")
-            steps = {"reference": make_train_step(reference, batch, seq, dtype), "ours": make_train_step(ours, batch, seq, dtype)}
+            steps = {
+                "reference": make_train_step(reference, batch, seq, dtype),
+                "ours": make_train_step(ours, batch, seq, dtype),
+            }
             steps["gemm probe"] = gemm_probe(dtype)  # what the GEMMs ran at while these steps ran (the VM drifts)
             times = interleaved(steps, cfg["train_warmup"], cfg["train_steps"])
             tokens = batch * seq
@@ -292,7 +329,12 @@ def bench_ablation(cfg: dict) -> list[dict]:
     enable_cpu_speedups(ours)
     base = median(times["eager attention + nn.Dropout"])
     return [
-        {"variant": k, "shape": f"{batch}x{seq}", "tok_s": batch * seq / median(v), "speedup_vs_eager": base / median(v)}
+        {
+            "variant": k,
+            "shape": f"{batch}x{seq}",
+            "tok_s": batch * seq / median(v),
+            "speedup_vs_eager": base / median(v),
+        }
         for k, v in times.items()
     ]
 
@@ -355,14 +397,23 @@ def bench_generation(cfg: dict) -> list[dict]:
             def run():
                 with torch.inference_mode():
                     run.out = model.generate(
-                        prompt, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=0,
-                        eos_token_id=None, use_cache=use_cache,
+                        prompt,
+                        max_new_tokens=tokens,
+                        min_new_tokens=tokens,
+                        do_sample=False,
+                        pad_token_id=0,
+                        eos_token_id=None,
+                        use_cache=use_cache,
                     )
 
             return run
 
         log(f"generation batch {batch}, {new} new tokens ...")
-        fns = {"reference fp32 (no cache)": gen(reference, new, use_cache=False), "ours fp32": gen(ours, new), "ours bf16 weights": gen(ours_bf16, new)}
+        fns = {
+            "reference fp32 (no cache)": gen(reference, new, use_cache=False),
+            "ours fp32": gen(ours, new),
+            "ours bf16 weights": gen(ours_bf16, new),
+        }
         if batch == 1:  # decode-only time per token = (t(new) - t(1)) / (new - 1)
             fns["ours fp32 prefill"] = gen(ours, 1)
             fns["ours bf16 prefill"] = gen(ours_bf16, 1)
@@ -450,7 +501,9 @@ def child_memory(which: str, dtype: str, batch: int, seq: int, steps: int) -> di
         del loss
     peak_kb = max(peak_kb, _status_kb("VmHWM"))
     return {
-        "which": which, "dtype": dtype, "shape": f"{batch}x{seq}",
+        "which": which,
+        "dtype": dtype,
+        "shape": f"{batch}x{seq}",
         "peak_rss_mb": peak_kb / 1024,
         "static_rss_mb": base / 1024,  # weights + AdamW state (+ what the allocator keeps after malloc_trim)
         "activation_peak_mb": median(activation_kb) / 1024,
@@ -523,7 +576,10 @@ def bench_allocators(cfg: dict) -> list[dict]:
     }
     jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
     if Path(jemalloc).exists():
-        variants["jemalloc (LD_PRELOAD)"] = {"LD_PRELOAD": jemalloc, "MALLOC_CONF": "background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1"}
+        variants["jemalloc (LD_PRELOAD)"] = {
+            "LD_PRELOAD": jemalloc,
+            "MALLOC_CONF": "background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1",
+        }
     # PyTorch's own switch: CPU tensors of 2 MB and more are 2 MB-aligned and madvise(MADV_HUGEPAGE)d, so with the
     # kernel's transparent huge pages in `madvise` mode (this machine) a fresh tensor costs one fault per 2 MB, not 512.
     variants["PyTorch THP_MEM_ALLOC_ENABLE=1"] = {"THP_MEM_ALLOC_ENABLE": "1"}
@@ -536,8 +592,16 @@ def bench_allocators(cfg: dict) -> list[dict]:
     rows = []
     for name, runs in results.items():
         step_s = median([r["step_s"] for r in runs])
-        rows.append({"allocator": name, "shape": f"{batch}x{seq}", "step_s": step_s, "speedup": base / step_s,
-                     "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "env": variants[name]})
+        rows.append(
+            {
+                "allocator": name,
+                "shape": f"{batch}x{seq}",
+                "step_s": step_s,
+                "speedup": base / step_s,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                "env": variants[name],
+            }
+        )
     return rows
 
 
@@ -590,7 +654,12 @@ def targets(results: dict) -> list[dict]:
     mem = {(r["which"], r["shape"]): r for r in results.get("memory", [])}
     for (which, shape), row in mem.items():
         if which == "ours" and ("reference", shape) in mem:
-            add(f"peak RSS fp32 {shape} ours/ref", row["peak_rss_mb"] / mem[("reference", shape)]["peak_rss_mb"], 0.75, False)
+            add(
+                f"peak RSS fp32 {shape} ours/ref",
+                row["peak_rss_mb"] / mem[("reference", shape)]["peak_rss_mb"],
+                0.75,
+                False,
+            )
     ckpt = results.get("checkpointing")
     if ckpt:
         add(f"grad checkpointing activation cut {ckpt['shape']}", ckpt.get("activation_cut"), 2.0)
@@ -625,7 +694,11 @@ def markdown(results: dict) -> str:
         lines += [f"| {k[:-6]} | {v:.0f} |" for k, v in r.items() if k.endswith(" tok/s")]
         lines.append(f"| ours/ref fp32 · bf16 autocast | {r['ratio_fp32']:.2f}× · {r['ratio_bf16_autocast']:.2f}× |")
     if results.get("generation"):
-        lines += ["", "| generation | ref fp32 (no cache) tok/s | ours fp32 tok/s | ours bf16 tok/s | ours/ref fp32 | ours bf16/ref | same tokens |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| generation | ref fp32 (no cache) tok/s | ours fp32 tok/s | ours bf16 tok/s | ours/ref fp32 | ours bf16/ref | same tokens |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in results["generation"]:
             lines.append(
                 f"| batch {r['batch']}, {r['prompt']}+{r['new_tokens']} | {r['reference fp32 (no cache) tok/s']:.1f} | "
@@ -638,14 +711,22 @@ def markdown(results: dict) -> str:
                     f"{r['decode_ms_per_token_bf16']:.1f} ({r['decode_floor_ms_bf16']:.1f}) | "
                     f"{r['decode_vs_floor_fp32']:.2f}× floor | {r['decode_vs_floor_bf16']:.2f}× floor | |"
                 )
-                lines.append(f"| (floor: weight bytes / {r['copy_gbps_during_decode']:.1f} GB/s, the copy bandwidth measured between the decode runs) | | | | | | |")
+                lines.append(
+                    f"| (floor: weight bytes / {r['copy_gbps_during_decode']:.1f} GB/s, the copy bandwidth measured between the decode runs) | | | | | | |"
+                )
                 if "bf16_decode_kernels" in r:
                     lines.append(f"| (bf16 decode ran on: {r['bf16_decode_kernels']}) | | | | | | |")
     if results.get("memory"):
-        lines += ["", "| memory (fresh process, fp32) | shape | peak RSS MB | static MB | activation peak MB | step s |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| memory (fresh process, fp32) | shape | peak RSS MB | static MB | activation peak MB | step s |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in results["memory"]:
             act = f"{r['activation_peak_mb']:.0f}" if r["activation_peak_mb"] is not None else "n/a"
-            lines.append(f"| {r['which']} | {r['shape']} | {r['peak_rss_mb']:.0f} | {r['static_rss_mb']:.0f} | {act} | {r['step_s']:.2f} |")
+            lines.append(
+                f"| {r['which']} | {r['shape']} | {r['peak_rss_mb']:.0f} | {r['static_rss_mb']:.0f} | {act} | {r['step_s']:.2f} |"
+            )
     c = results.get("checkpointing")
     if c:
         cut = f"{c['activation_cut']:.1f}× less activation memory, " if "activation_cut" in c else ""
@@ -669,11 +750,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats: < 3 minutes on 2 cores")
     parser.add_argument("--json", type=Path, help="write the results (with ratios and targets) here")
-    parser.add_argument("--only", nargs="*", help="sections: training ablation inference generation memory checkpointing allocators")
+    parser.add_argument(
+        "--only", nargs="*", help="sections: training ablation inference generation memory checkpointing allocators"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours) (falls back if it fails)")
     parser.add_argument(
-        "--threads", type=int, help="torch intra-op threads (default: torch's choice). On a machine shared with other "
-        "jobs, --threads 1 avoids OpenMP barrier stalls that swamp wall-clock ratios; subprocesses inherit it"
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: torch's choice). On a machine shared with other "
+        "jobs, --threads 1 avoids OpenMP barrier stalls that swamp wall-clock ratios; subprocesses inherit it",
     )
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -690,7 +775,9 @@ def main() -> None:
         return
 
     cfg = QUICK if args.quick else FULL
-    sections = set(args.only or ["training", "ablation", "inference", "generation", "memory", "checkpointing", "allocators"])
+    sections = set(
+        args.only or ["training", "ablation", "inference", "generation", "memory", "checkpointing", "allocators"]
+    )
     start = time.perf_counter()
     results = {"mode": "quick" if args.quick else "full", "torch": torch.__version__}
     results["load_average"] = round(os.getloadavg()[0], 1)  # other jobs on the machine make timings noisy

@@ -40,9 +40,15 @@ def cpu_seconds() -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="shared data folder (with glue/ and gpt1-tokenizer/)")
-    p.add_argument("--tokenizer", type=Path, default=None, help="GPT-1 tokenizer folder (default: DATA_DIR/gpt1-tokenizer)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA, help="shared data folder (with glue/ and gpt1-tokenizer/)"
+    )
+    p.add_argument(
+        "--tokenizer", type=Path, default=None, help="GPT-1 tokenizer folder (default: DATA_DIR/gpt1-tokenizer)"
+    )
     p.add_argument("--num-proc", type=int, nargs="+", default=[1, 2], help="datasets.map worker counts to time")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1000], help="rows per tokenizer call")
     p.add_argument("--max-length", type=int, default=512)
@@ -83,15 +89,27 @@ def main(argv: list[str] | None = None) -> dict:
             rates, per_cpu = [], []
             for _ in range(args.repeats):
                 t0, c0 = time.perf_counter(), cpu_seconds()
-                encoded = adapter.encode(train, tokenizer, max_length=args.max_length, num_proc=num_proc,
-                                         batch_size=batch_size, load_from_cache_file=False)
+                encoded = adapter.encode(
+                    train,
+                    tokenizer,
+                    max_length=args.max_length,
+                    num_proc=num_proc,
+                    batch_size=batch_size,
+                    load_from_cache_file=False,
+                )
                 rates.append(n / (time.perf_counter() - t0))
                 per_cpu.append(n / (cpu_seconds() - c0))
             assert len(encoded) == n
-            rows.append({"num_proc": num_proc, "batch_size": batch_size, "examples_per_s": max(rates),
-                         "examples_per_cpu_s": round(max(per_cpu)),
-                         "all_runs": [round(r) for r in rates],
-                         "truncated": adapter.last_truncation_stats["train"].num_truncated})
+            rows.append(
+                {
+                    "num_proc": num_proc,
+                    "batch_size": batch_size,
+                    "examples_per_s": max(rates),
+                    "examples_per_cpu_s": round(max(per_cpu)),
+                    "all_runs": [round(r) for r in rates],
+                    "truncated": adapter.last_truncation_stats["train"].num_truncated,
+                }
+            )
 
     result = {
         "task": "sst2/train",
@@ -112,13 +130,17 @@ def main(argv: list[str] | None = None) -> dict:
             "datasets": datasets.__version__,
         },
     }
-    print(f"SST-2 train: {n} sentences, max_length={args.max_length}, load_task {load_seconds:.2f}s, "
-          f"{os.cpu_count()} CPUs, load average {result['machine']['load_average_1m']}")
+    print(
+        f"SST-2 train: {n} sentences, max_length={args.max_length}, load_task {load_seconds:.2f}s, "
+        f"{os.cpu_count()} CPUs, load average {result['machine']['load_average_1m']}"
+    )
     print(f"{'num_proc':>8} {'batch':>6} {'examples/s':>11} {'target':>7} {'ex/CPU-s':>9}  runs")
     for r in rows:
         ok = "ok" if r["examples_per_s"] >= TARGET else "below"
-        print(f"{r['num_proc']:>8} {r['batch_size']:>6} {r['examples_per_s']:>11,.0f} {ok:>7} "
-              f"{r['examples_per_cpu_s']:>9,}  {r['all_runs']}")
+        print(
+            f"{r['num_proc']:>8} {r['batch_size']:>6} {r['examples_per_s']:>11,.0f} {ok:>7} "
+            f"{r['examples_per_cpu_s']:>9,}  {r['all_runs']}"
+        )
     print(f"{'tokenizer only (no datasets)':>15} {max(raw):>11,.0f} {'':>7} {max(raw_cpu):>9,.0f}")
     print(json.dumps(result, indent=2))
     if args.json:

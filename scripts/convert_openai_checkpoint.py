@@ -18,13 +18,19 @@ import sys
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", required=True, help="release folder (or its model/ subfolder); with --from-hf an "
-                        "openai-gpt checkpoint folder or Hub id")
+    parser.add_argument(
+        "--src",
+        required=True,
+        help="release folder (or its model/ subfolder); with --from-hf an openai-gpt checkpoint folder or Hub id",
+    )
     parser.add_argument("--dst", required=True, help="output folder; must not exist (or be empty)")
     parser.add_argument("--n-head", type=int, default=12, help="attention heads (not recorded in the release; 12)")
     parser.add_argument("--from-hf", action="store_true", help="convert a transformers openai-gpt checkpoint")
-    parser.add_argument("--no-special-tokens", action="store_true",
-                        help="keep the plain 40,478-token vocabulary (no _start_/_delimiter_/_classify_/<pad>)")
+    parser.add_argument(
+        "--no-special-tokens",
+        action="store_true",
+        help="keep the plain 40,478-token vocabulary (no _start_/_delimiter_/_classify_/<pad>)",
+    )
     return parser.parse_args(argv)
 
 

@@ -87,7 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "configs / --init-from). See configs/accelerate/README.md for multi-process and multi-node launches.",
     )
     data = parser.add_argument_group("corpus")
-    data.add_argument("--corpus", required=True, help="Text file, folder of *.txt files, save_to_disk folder, or dataset id.")
+    data.add_argument(
+        "--corpus", required=True, help="Text file, folder of *.txt files, save_to_disk folder, or dataset id."
+    )
     data.add_argument("--text-column", default="text", help="Text column of a datasets corpus (one document per row).")
     data.add_argument("--dataset-split", default="train", help="Split of a datasets corpus.")
     data.add_argument("--dataset-config", default=None, help="Config name of a Hub dataset (load_dataset's `name`).")
@@ -104,17 +106,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Keep curly quotes/dashes as they are (by default they are mapped to ASCII like the original GPT-1 "
         "pipeline; the GPT-1 BPE has no curly quotes and would emit <unk>).",
     )
-    data.add_argument("--block-size", type=int, default=None, help="Window length in tokens (default: n_positions; paper 512).")
-    data.add_argument("--val-fraction", type=float, default=0.01, help="Fraction of windows (the tail of the stream) held out.")
-    data.add_argument("--preprocessing-num-workers", type=int, default=None, help="Processes for datasets.map tokenisation.")
-    data.add_argument("--data-cache-dir", default=None, help="Tokenised/packed corpus cache (default: OUTPUT_DIR/data-cache).")
+    data.add_argument(
+        "--block-size", type=int, default=None, help="Window length in tokens (default: n_positions; paper 512)."
+    )
+    data.add_argument(
+        "--val-fraction", type=float, default=0.01, help="Fraction of windows (the tail of the stream) held out."
+    )
+    data.add_argument(
+        "--preprocessing-num-workers", type=int, default=None, help="Processes for datasets.map tokenisation."
+    )
+    data.add_argument(
+        "--data-cache-dir", default=None, help="Tokenised/packed corpus cache (default: OUTPUT_DIR/data-cache)."
+    )
 
     model = parser.add_argument_group("model")
     source = model.add_mutually_exclusive_group()
     source.add_argument(
-        "--model-config", default=None, help=f"Preset name or JSON file of GPT1Config fields (default gpt1). Presets: {presets}."
+        "--model-config",
+        default=None,
+        help=f"Preset name or JSON file of GPT1Config fields (default gpt1). Presets: {presets}.",
     )
-    source.add_argument("--init-from", default=None, help="Checkpoint folder or Hub id to continue from (gpt1 or openai-gpt).")
+    source.add_argument(
+        "--init-from", default=None, help="Checkpoint folder or Hub id to continue from (gpt1 or openai-gpt)."
+    )
     model.add_argument("--init-revision", default=None, help="Hub revision for --init-from.")
     model.add_argument(
         "--tokenizer",
@@ -122,10 +136,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="GPT-1 tokenizer (folder or Hub id; default: the --init-from folder if it has one, else "
         "openai-community/openai-gpt).",
     )
-    model.add_argument("--dropout", type=float, default=None, help="Override residual/embedding/attention dropout (paper 0.1).")
-    model.add_argument("--attn-implementation", choices=["eager", "sdpa", "gpt1_fused"], default=None,
-                       help="Attention implementation (default gpt1_fused: sdpa plus the CPU blockwise dropout path, "
-                            "selected with hf-gpt1's CPU speedups; sdpa when HF_GPT1_CPU_SPEEDUPS=0).")
+    model.add_argument(
+        "--dropout", type=float, default=None, help="Override residual/embedding/attention dropout (paper 0.1)."
+    )
+    model.add_argument(
+        "--attn-implementation",
+        choices=["eager", "sdpa", "gpt1_fused"],
+        default=None,
+        help="Attention implementation (default gpt1_fused: sdpa plus the CPU blockwise dropout path, "
+        "selected with hf-gpt1's CPU speedups; sdpa when HF_GPT1_CPU_SPEEDUPS=0).",
+    )
     model.add_argument(
         "--peft",
         choices=pt.PEFT_METHODS,
@@ -159,14 +179,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
     train = parser.add_argument_group("optimisation")
-    train.add_argument("--batch-size", type=int, default=None, help="Windows per device per micro-batch (preset; paper 64 total).")
+    train.add_argument(
+        "--batch-size", type=int, default=None, help="Windows per device per micro-batch (preset; paper 64 total)."
+    )
     train.add_argument("--gradient-accumulation-steps", type=int, default=1, help="Micro-batches per optimizer update.")
     train.add_argument("--learning-rate", type=float, default=None, help="Peak learning rate (preset; paper 2.5e-4).")
     train.add_argument("--warmup-steps", type=int, default=None, help="Linear warmup updates (preset; paper 2000).")
-    train.add_argument("--weight-decay", type=float, default=pt.PAPER_WEIGHT_DECAY, help="AdamW decay on non-bias, non-gain weights.")
-    train.add_argument("--max-grad-norm", type=float, default=pt.PAPER_MAX_GRAD_NORM, help="Gradient clipping norm (<= 0: off).")
-    train.add_argument("--max-steps", type=int, default=None, help="Optimizer updates to run (preset; gpt1: --num-epochs).")
-    train.add_argument("--num-epochs", type=float, default=None, help="Run length in epochs over the training windows (paper 100).")
+    train.add_argument(
+        "--weight-decay", type=float, default=pt.PAPER_WEIGHT_DECAY, help="AdamW decay on non-bias, non-gain weights."
+    )
+    train.add_argument(
+        "--max-grad-norm", type=float, default=pt.PAPER_MAX_GRAD_NORM, help="Gradient clipping norm (<= 0: off)."
+    )
+    train.add_argument(
+        "--max-steps", type=int, default=None, help="Optimizer updates to run (preset; gpt1: --num-epochs)."
+    )
+    train.add_argument(
+        "--num-epochs", type=float, default=None, help="Run length in epochs over the training windows (paper 100)."
+    )
     train.add_argument("--seed", type=int, default=42, help="Seed for initialisation, data order and dropout.")
     train.add_argument(
         "--mixed-precision",
@@ -178,8 +208,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     run = parser.add_argument_group("logging and checkpoints")
     run.add_argument("--output-dir", required=True, help="Folder for checkpoints, logs and the final model.")
-    run.add_argument("--log-every", type=int, default=10, help="Log train loss / lr / tokens per second every N updates.")
-    run.add_argument("--eval-every", type=int, default=None, help="Validate every N updates (default max_steps/10; 0: only at the end).")
+    run.add_argument(
+        "--log-every", type=int, default=10, help="Log train loss / lr / tokens per second every N updates."
+    )
+    run.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="Validate every N updates (default max_steps/10; 0: only at the end).",
+    )
     run.add_argument(
         "--eval-windows",
         type=int,
@@ -187,7 +224,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Evaluate on the first N validation windows only (default: all); independent of batch size and processes.",
     )
     run.add_argument("--save-every", type=int, default=None, help="Checkpoint every N updates (default max_steps/10).")
-    run.add_argument("--save-total-limit", type=int, default=3, help="Keep only the newest N checkpoints (0: keep all).")
+    run.add_argument(
+        "--save-total-limit", type=int, default=3, help="Keep only the newest N checkpoints (0: keep all)."
+    )
     run.add_argument(
         "--report-to",
         default="auto",
@@ -201,7 +240,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Continue the run in --output-dir from its latest checkpoint ('auto', the default when the flag is "
         "given bare) or from the given checkpoint-N folder.",
     )
-    run.add_argument("--overwrite", action="store_true", help="Discard a previous run / foreign checkpoint in --output-dir.")
+    run.add_argument(
+        "--overwrite", action="store_true", help="Discard a previous run / foreign checkpoint in --output-dir."
+    )
 
     hub = parser.add_argument_group("Hugging Face Hub")
     hub.add_argument(
@@ -212,7 +253,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "model repo ('namespace/name', or 'name' for your own namespace) as one commit with a model card. Write "
         "access is checked before training.",
     )
-    hub.add_argument("--hub-private-repo", action="store_true", help="Create the repo private (no effect if it exists).")
+    hub.add_argument(
+        "--hub-private-repo", action="store_true", help="Create the repo private (no effect if it exists)."
+    )
     hub.add_argument(
         "--hub-token",
         default=None,
@@ -226,13 +269,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("learning_rate", "warmup_steps", "weight_decay", "num_epochs"):
         value = getattr(args, name)
         if value is not None and (value < 0 or (name == "num_epochs" and value == 0)):
-            parser.error(f"--{name.replace('_', '-')} must be {'positive' if name == 'num_epochs' else 'non-negative'}, got {value}.")
+            parser.error(
+                f"--{name.replace('_', '-')} must be {'positive' if name == 'num_epochs' else 'non-negative'}, got {value}."
+            )
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}.")
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
     if args.lora_target_modules is not None:  # "c_attn,c_fc" and "c_attn c_fc" both work
-        args.lora_target_modules = [m for item in args.lora_target_modules for m in item.split(",") if m.strip()] or None
+        args.lora_target_modules = [
+            m for item in args.lora_target_modules for m in item.split(",") if m.strip()
+        ] or None
     if args.peft == "lora":
         if args.init_from is None:
             parser.error("--peft lora adapts an existing model: give it with --init-from (a folder or Hub id).")
@@ -270,8 +317,11 @@ class StopRequest:
             signal.signal(signum, signal.SIG_DFL)
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"\npretrain.py: received {signal.Signals(signum).name}; saving a checkpoint after this update...",
-              file=sys.stderr, flush=True)
+        print(
+            f"\npretrain.py: received {signal.Signals(signum).name}; saving a checkpoint after this update...",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -319,7 +369,8 @@ def train(args: argparse.Namespace) -> int:
     report_to = _resolve_report_to(args.report_to)
     accelerator = Accelerator(
         gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False  # updates span epoch ends
+            num_steps=args.gradient_accumulation_steps,
+            sync_with_dataloader=False,  # updates span epoch ends
         ),
         mixed_precision=args.mixed_precision,
         cpu=args.cpu,
@@ -357,8 +408,11 @@ def train(args: argparse.Namespace) -> int:
     if peft is not None:  # right after the base is built: LoRA's initialisation draws from the seeded global RNG
         model = pt.apply_lora(model, peft, activation_checkpointing=args.activation_checkpointing)
         if accelerator.is_main_process:
-            print(f"pretrain.py: LoRA r={peft['r']} alpha={peft['alpha']:g} dropout={peft['dropout']:g} on "
-                  f"{', '.join(peft['target_modules'])}; {pt.describe_trainable_parameters(model)}", flush=True)
+            print(
+                f"pretrain.py: LoRA r={peft['r']} alpha={peft['alpha']:g} dropout={peft['dropout']:g} on "
+                f"{', '.join(peft['target_modules'])}; {pt.describe_trainable_parameters(model)}",
+                flush=True,
+            )
     config = model.config  # a PeftModel passes its base model's config through
     block_size = args.block_size or config.n_positions
     if block_size > config.n_positions:
@@ -370,7 +424,9 @@ def train(args: argparse.Namespace) -> int:
     identity = pt.RunIdentity(
         model_type=config.model_type,
         model_config=pt.model_config_identity(config),
-        init_from=str(Path(args.init_from).resolve()) if args.init_from and Path(args.init_from).exists() else args.init_from,
+        init_from=str(Path(args.init_from).resolve())
+        if args.init_from and Path(args.init_from).exists()
+        else args.init_from,
         corpus=corpus.fingerprint,
         tokenizer=pt.tokenizer_fingerprint(tokenizer),
         text_pipeline=f"{pt.TEXT_PIPELINE_VERSION}/standardize={args.standardize_text}",
@@ -415,18 +471,31 @@ def train(args: argparse.Namespace) -> int:
             f"smaller --batch-size or --block-size."
         )
     max_steps = pt.resolve_run_length(args.max_steps, args.num_epochs, preset, split.num_train, global_batch)
-    learning_rate = args.learning_rate if args.learning_rate is not None else (
-        preset.learning_rate if preset else pt.PAPER_LEARNING_RATE
+    learning_rate = (
+        args.learning_rate
+        if args.learning_rate is not None
+        else (preset.learning_rate if preset else pt.PAPER_LEARNING_RATE)
     )
-    warmup_steps = args.warmup_steps if args.warmup_steps is not None else (preset.warmup_steps if preset else pt.PAPER_WARMUP_STEPS)
+    warmup_steps = (
+        args.warmup_steps
+        if args.warmup_steps is not None
+        else (preset.warmup_steps if preset else pt.PAPER_WARMUP_STEPS)
+    )
     if warmup_steps >= max_steps:
-        logger.warning(f"--warmup-steps {warmup_steps} >= max steps {max_steps}: the learning rate never reaches its peak.")
+        logger.warning(
+            f"--warmup-steps {warmup_steps} >= max steps {max_steps}: the learning rate never reaches its peak."
+        )
     eval_every = args.eval_every if args.eval_every is not None else max(1, max_steps // 10)
     save_every = args.save_every if args.save_every is not None else max(1, max_steps // 10)
     identity.hyperparameters = dict(
-        learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm, max_steps=max_steps, mixed_precision=accelerator.mixed_precision,
-        global_batch_windows=global_batch, tokens_per_update=global_batch * block_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        max_steps=max_steps,
+        mixed_precision=accelerator.mixed_precision,
+        global_batch_windows=global_batch,
+        tokens_per_update=global_batch * block_size,
     )
     if peft is not None:  # also in the identity; here for the model card's settings table and the trackers
         identity.hyperparameters["peft"] = (
@@ -439,17 +508,26 @@ def train(args: argparse.Namespace) -> int:
     # --- loaders, optimiser, schedule; accelerate does device placement, DDP/FSDP wrapping and autocast
     sampler = pt.EpochShuffleSampler(len(data.train), args.seed)
     train_loader = torch.utils.data.DataLoader(
-        data.train, batch_size=batch_size, sampler=sampler, drop_last=True,
+        data.train,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),  # keeps DataLoader's base-seed draw off the global RNG
     )
     val_windows = data.val
     if val_windows is not None and args.eval_windows is not None:
-        val_windows = pt.PackedWindows(data.tokens, block_size, val_windows.first, min(args.eval_windows, len(val_windows)))
+        val_windows = pt.PackedWindows(
+            data.tokens, block_size, val_windows.first, min(args.eval_windows, len(val_windows))
+        )
     val_loader = torch.utils.data.DataLoader(val_windows, batch_size=batch_size) if val_windows is not None else None
     if args.activation_checkpointing and peft is None:  # (a LoRA model got it in apply_lora, before wrapping)
         model.activation_checkpointing_enable()
     optimizer, scheduler = pt.build_optimizer_and_scheduler(
-        model, learning_rate=learning_rate, weight_decay=args.weight_decay, warmup_steps=warmup_steps, max_steps=max_steps
+        model,
+        learning_rate=learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=warmup_steps,
+        max_steps=max_steps,
     )
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     if val_loader is not None:
@@ -476,9 +554,12 @@ def train(args: argparse.Namespace) -> int:
         f"mixed precision {accelerator.mixed_precision}."
     )
     if report_to:
-        accelerator.init_trackers("tensorboard" if report_to == "tensorboard" else "pretrain", config=pt.tracker_config(
-            {**vars(args), **identity.hyperparameters, "block_size": block_size, "batch_size": batch_size}
-        ))
+        accelerator.init_trackers(
+            "tensorboard" if report_to == "tensorboard" else "pretrain",
+            config=pt.tracker_config(
+                {**vars(args), **identity.hyperparameters, "block_size": block_size, "batch_size": batch_size}
+            ),
+        )
 
     def save_checkpoint(epoch: int) -> Path:
         state = {
@@ -489,7 +570,9 @@ def train(args: argparse.Namespace) -> int:
             "val_loss": last_val,
             "identity": identity.to_dict(),
         }
-        path = pt.save_checkpoint_atomically(accelerator, output_dir, completed_steps, state, args.save_total_limit or None)
+        path = pt.save_checkpoint_atomically(
+            accelerator, output_dir, completed_steps, state, args.save_total_limit or None
+        )
         logger.info(f"Saved checkpoint {path}")
         return path
 
@@ -501,7 +584,9 @@ def train(args: argparse.Namespace) -> int:
         record = {"step": completed_steps, "val_loss": last_val, "val_perplexity": math.exp(min(last_val, 50.0))}
         log.write(record)
         accelerator.log({"eval/loss": last_val, "eval/perplexity": record["val_perplexity"]}, step=completed_steps)
-        logger.info(f"update {completed_steps}: validation loss {last_val:.4f}, perplexity {record['val_perplexity']:.2f}")
+        logger.info(
+            f"update {completed_steps}: validation loss {last_val:.4f}, perplexity {record['val_perplexity']:.2f}"
+        )
 
     if completed_steps == 0 and eval_every:
         run_eval()  # the starting point of the curve (and of the "perplexity went down" claim)
@@ -517,7 +602,9 @@ def train(args: argparse.Namespace) -> int:
             epoch, skip = epoch + 1, 0
 
     model.train()
-    progress = tqdm(total=max_steps, initial=completed_steps, desc="pretrain", disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=max_steps, initial=completed_steps, desc="pretrain", disable=not accelerator.is_local_main_process
+    )
     throughput, window_losses, epoch = pt.Throughput(), [], 0
     throughput.last_tokens = completed_steps * global_batch * block_size
     running = torch.zeros((), device=accelerator.device)
@@ -564,15 +651,27 @@ def train(args: argparse.Namespace) -> int:
             tokens = completed_steps * global_batch * block_size
             rate = throughput.update(tokens)
             record = {
-                "step": completed_steps, "epoch": epoch, "train_loss": sum(window_losses) / len(window_losses),
-                "learning_rate": learning_rate_used, "grad_norm": grad_norm, "tokens_seen": tokens,
+                "step": completed_steps,
+                "epoch": epoch,
+                "train_loss": sum(window_losses) / len(window_losses),
+                "learning_rate": learning_rate_used,
+                "grad_norm": grad_norm,
+                "tokens_seen": tokens,
                 "tokens_per_second": rate,
             }
             window_losses = []
             log.write(record)
-            accelerator.log({"train/loss": record["train_loss"], "train/learning_rate": record["learning_rate"],
-                             "train/tokens_per_second": rate}, step=completed_steps)
-            progress.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{record['learning_rate']:.2e}", tok_s=f"{rate:,.0f}")
+            accelerator.log(
+                {
+                    "train/loss": record["train_loss"],
+                    "train/learning_rate": record["learning_rate"],
+                    "train/tokens_per_second": rate,
+                },
+                step=completed_steps,
+            )
+            progress.set_postfix(
+                loss=f"{record['train_loss']:.3f}", lr=f"{record['learning_rate']:.2e}", tok_s=f"{rate:,.0f}"
+            )
         if (eval_every and completed_steps % eval_every == 0) or last:
             run_eval()
         if (save_every and completed_steps % save_every == 0) or last or stopping:
@@ -586,8 +685,12 @@ def train(args: argparse.Namespace) -> int:
         name = signal.Signals(signum).name
         if accelerator.is_main_process:
             pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)
-            print(f"pretrain.py: stopped by {name} at update {completed_steps}/{max_steps}; saved checkpoint "
-                  f"{last_checkpoint}. Continue with the same command plus --resume auto.", file=sys.stderr, flush=True)
+            print(
+                f"pretrain.py: stopped by {name} at update {completed_steps}/{max_steps}; saved checkpoint "
+                f"{last_checkpoint}. Continue with the same command plus --resume auto.",
+                file=sys.stderr,
+                flush=True,
+            )
         accelerator.end_training()
         return 128 + signum
 
@@ -600,18 +703,29 @@ def train(args: argparse.Namespace) -> int:
         pt.save_final_model_atomically(accelerator, model, tokenizer, output_dir)
         saved = f"Model + tokenizer saved to {output_dir} (AutoModelForCausalLM.from_pretrained)"
     else:
-        pt.save_final_adapter_atomically(accelerator, model, tokenizer, output_dir, base_model_name_or_path=identity.init_from)
-        saved = (f"LoRA adapter + tokenizer saved to {output_dir} (PeftModel.from_pretrained on the base "
-                 f"{identity.init_from}, or AutoPeftModelForCausalLM.from_pretrained)")
+        pt.save_final_adapter_atomically(
+            accelerator, model, tokenizer, output_dir, base_model_name_or_path=identity.init_from
+        )
+        saved = (
+            f"LoRA adapter + tokenizer saved to {output_dir} (PeftModel.from_pretrained on the base "
+            f"{identity.init_from}, or AutoPeftModelForCausalLM.from_pretrained)"
+        )
         if args.merge_adapter:  # last: merging folds the adapter into the base weights in place
             model_dir = pt.save_merged_model_atomically(
-                accelerator, model, tokenizer, output_dir / pt.MERGED_DIR,
+                accelerator,
+                model,
+                tokenizer,
+                output_dir / pt.MERGED_DIR,
                 extra_files=[output_dir / pt.RUN_FILE, output_dir / pt.LOG_FILE],
             )
             saved += f"; merged model + tokenizer saved to {model_dir} (AutoModelForCausalLM.from_pretrained)"
     exit_code = 0
     if accelerator.is_main_process:
-        summary = f", validation loss {last_val:.4f} (perplexity {math.exp(min(last_val, 50.0)):.2f})" if last_val is not None else ""
+        summary = (
+            f", validation loss {last_val:.4f} (perplexity {math.exp(min(last_val, 50.0)):.2f})"
+            if last_val is not None
+            else ""
+        )
         print(f"pretrain.py: trained {completed_steps} updates{summary}. {saved}, loss curve {png}.", flush=True)
         if hub_repo is not None:
             exit_code = _push_to_hub(model_dir, hub_repo, args, corpus, completed_steps)
@@ -655,7 +769,9 @@ def _check_hub_access(accelerator, args: argparse.Namespace) -> str | None:
 
         broadcast_object_list(outcome)
     if outcome[1] is not None:
-        raise pt.PretrainingError(f"--push-to-hub {args.push_to_hub}: {outcome[1]} Checked before training; nothing was run.")
+        raise pt.PretrainingError(
+            f"--push-to-hub {args.push_to_hub}: {outcome[1]} Checked before training; nothing was run."
+        )
     return outcome[0]
 
 
@@ -672,8 +788,9 @@ def _lora_settings(args: argparse.Namespace, accelerator) -> dict | None:
             f"{accelerator.distributed_type.value}: the LoRA model is small enough to be replicated. Use a DDP "
             f"accelerate config (e.g. configs/accelerate/multi_gpu_ddp.yaml)."
         )
-    return pt.lora_settings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                            target_modules=args.lora_target_modules)
+    return pt.lora_settings(
+        r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, target_modules=args.lora_target_modules
+    )
 
 
 def _push_to_hub(folder: Path, repo_id: str, args: argparse.Namespace, corpus: pt.CorpusSource, steps: int) -> int:
@@ -698,12 +815,19 @@ def _push_to_hub(folder: Path, repo_id: str, args: argparse.Namespace, corpus: p
             card_kwargs=card_kwargs or None,
         )
     except (HubPushError, CheckpointError) as error:
-        print(f"pretrain.py: error: pushing to the Hub failed: {error} The trained model stays in {folder}; retry the "
-              f"upload with: python scripts/push_to_hub.py {folder} {repo_id}", file=sys.stderr, flush=True)
+        print(
+            f"pretrain.py: error: pushing to the Hub failed: {error} The trained model stays in {folder}; retry the "
+            f"upload with: python scripts/push_to_hub.py {folder} {repo_id}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     print(result.summary(), flush=True)
-    print(f"pretrain.py: pushed to {result.repo_url or result.repo_id} (load with "
-          f"AutoModelForCausalLM.from_pretrained({result.repo_id!r}) after `import hf_gpt1`).", flush=True)
+    print(
+        f"pretrain.py: pushed to {result.repo_url or result.repo_id} (load with "
+        f"AutoModelForCausalLM.from_pretrained({result.repo_id!r}) after `import hf_gpt1`).",
+        flush=True,
+    )
     return 0
 
 

@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--commit-message", default="Upload GPT-1 checkpoint", help="Message of the upload commit.")
     parser.add_argument("--revision", default=None, help="Branch to commit to (must exist; default: main).")
     parser.add_argument("--base-model", default=None, help="Hub id recorded as base_model in a rendered card.")
-    parser.add_argument("--task", default=None, help="Task of a fine-tuned model for a rendered card (e.g. sst2), "
-                        "when the folder's eval_results.json does not name it.")
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="Task of a fine-tuned model for a rendered card (e.g. sst2), "
+        "when the folder's eval_results.json does not name it.",
+    )
     return parser
 
 
@@ -64,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(result.summary())
     if not args.dry_run:
-        print(f"Load it with: AutoModel...from_pretrained({result.repo_id!r}) after `import hf_gpt1`, or with "
-              f"trust_remote_code=True without the package.")
+        print(
+            f"Load it with: AutoModel...from_pretrained({result.repo_id!r}) after `import hf_gpt1`, or with "
+            f"trust_remote_code=True without the package."
+        )
     return 0
 
 

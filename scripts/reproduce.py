@@ -144,17 +144,29 @@ class Timings:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick", help="Sizes of the run (not the recipe).")
-    parser.add_argument("--data-dir", default=str(REPO_ROOT.parent / "shared" / "data"),
-                        help="The shared data folder (corpus/, glue/, rocstories/, gpt1-tokenizer/).")
-    parser.add_argument("--output-dir", default=str(REPO_ROOT / "runs" / "reproduce"),
-                        help="Checkpoints and per-run outputs (large; not committed).")
+    parser.add_argument(
+        "--data-dir",
+        default=str(REPO_ROOT.parent / "shared" / "data"),
+        help="The shared data folder (corpus/, glue/, rocstories/, gpt1-tokenizer/).",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=str(REPO_ROOT / "runs" / "reproduce"),
+        help="Checkpoints and per-run outputs (large; not committed).",
+    )
     parser.add_argument("--docs-dir", default=str(REPO_ROOT / "docs"), help="Where RESULTS.md and the plots go.")
     parser.add_argument("--corpus", default=None, help="Pretraining text (default: DATA_DIR/corpus, the novels).")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="Fine-tuning tasks.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="Override the budget's fine-tuning seeds (recorded in RESULTS.md).")
-    parser.add_argument("--skip-pretrain", action="store_true",
-                        help="Reuse the pretrained model already in OUTPUT_DIR/pretrain.")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Override the budget's fine-tuning seeds (recorded in RESULTS.md).",
+    )
+    parser.add_argument(
+        "--skip-pretrain", action="store_true", help="Reuse the pretrained model already in OUTPUT_DIR/pretrain."
+    )
     parser.add_argument("--overwrite", action="store_true", help="Start over: delete OUTPUT_DIR first.")
     return parser.parse_args(argv)
 
@@ -166,20 +178,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def pretrain(paths: Paths, budget: Budget, corpus: Path) -> None:
     command = [
-        sys.executable, str(REPO_ROOT / "scripts" / "pretrain.py"),
-        "--corpus", str(corpus),
-        "--tokenizer", str(paths.data / "gpt1-tokenizer"),
-        "--model-config", budget.preset,
-        "--block-size", str(budget.block_size),
-        "--batch-size", str(budget.pretrain_batch_size),
-        "--max-steps", str(budget.pretrain_steps),
-        "--save-every", str(budget.save_every),
-        "--eval-every", str(budget.save_every),
-        "--eval-windows", "320",
-        "--save-total-limit", "0",  # keep every checkpoint: the zero-shot curve reads them all
-        "--mixed-precision", "bf16",
-        "--seed", "0",
-        "--output-dir", str(paths.pretrain),
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "pretrain.py"),
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(paths.data / "gpt1-tokenizer"),
+        "--model-config",
+        budget.preset,
+        "--block-size",
+        str(budget.block_size),
+        "--batch-size",
+        str(budget.pretrain_batch_size),
+        "--max-steps",
+        str(budget.pretrain_steps),
+        "--save-every",
+        str(budget.save_every),
+        "--eval-every",
+        str(budget.save_every),
+        "--eval-windows",
+        "320",
+        "--save-total-limit",
+        "0",  # keep every checkpoint: the zero-shot curve reads them all
+        "--mixed-precision",
+        "bf16",
+        "--seed",
+        "0",
+        "--output-dir",
+        str(paths.pretrain),
     ]
     if (paths.pretrain / "checkpoint-1").exists() or any(paths.pretrain.glob("checkpoint-*")):
         command += ["--resume", "auto"]
@@ -248,13 +274,15 @@ def zero_shot_scores(model, tokenizer, data: dict) -> dict[str, float]:
 
     sst2 = sst2_zero_shot(model, tokenizer, data["sst2"]["sentence"], data["sst2"]["label"])
     cola = cola_zero_shot(
-        model, tokenizer, data["cola_fit"]["sentence"], data["cola_fit"]["label"],
-        data["cola"]["sentence"], data["cola"]["label"],
+        model,
+        tokenizer,
+        data["cola_fit"]["sentence"],
+        data["cola_fit"]["label"],
+        data["cola"]["sentence"],
+        data["cola"]["label"],
     )
     cloze = data["story_cloze"]
-    stories = [
-        " ".join(row[f"input_sentence_{i}"] for i in range(1, 5)) for row in cloze
-    ]
+    stories = [" ".join(row[f"input_sentence_{i}"] for i in range(1, 5)) for row in cloze]
     endings = [[row["sentence_quiz1"], row["sentence_quiz2"]] for row in cloze]
     labels = [row["answer_right_ending"] - 1 for row in cloze]
     story = story_cloze_zero_shot(model, tokenizer, stories, endings, labels)
@@ -284,24 +312,38 @@ def zero_shot_curve(paths: Paths, budget: Budget) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def finetune_args(task: str, model_dir: Path, out: Path, lm_coef: float, seed: int, paths: Paths, budget: Budget) -> list[str]:
+def finetune_args(
+    task: str, model_dir: Path, out: Path, lm_coef: float, seed: int, paths: Paths, budget: Budget
+) -> list[str]:
     data_dir = paths.data / ("rocstories" if task == "story_cloze" else "glue")
     args = [
-        "--task", task,
-        "--model", str(model_dir),
-        "--output-dir", str(out),
-        "--data-dir", str(data_dir),
-        "--lm-coef", str(lm_coef),
-        "--seed", str(seed),
-        "--max-train-samples", str(budget.finetune_train_samples[task]),
-        "--epochs", str(budget.finetune_epochs),
-        "--batch-size", str(budget.finetune_batch_size),
-        "--learning-rate", str(budget.finetune_learning_rate),
-        "--max-length", str(budget.finetune_max_length),
+        "--task",
+        task,
+        "--model",
+        str(model_dir),
+        "--output-dir",
+        str(out),
+        "--data-dir",
+        str(data_dir),
+        "--lm-coef",
+        str(lm_coef),
+        "--seed",
+        str(seed),
+        "--max-train-samples",
+        str(budget.finetune_train_samples[task]),
+        "--epochs",
+        str(budget.finetune_epochs),
+        "--batch-size",
+        str(budget.finetune_batch_size),
+        "--learning-rate",
+        str(budget.finetune_learning_rate),
+        "--max-length",
+        str(budget.finetune_max_length),
         "--bf16",
         "--disable-tqdm",
         "--overwrite-output-dir",
-        "--save-total-limit", "1",
+        "--save-total-limit",
+        "1",
     ]
     import torch
 
@@ -380,7 +422,11 @@ def plot_all(paths: Paths, curve: list[dict], table: dict) -> dict[str, str]:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = [p["step"] for p in curve]
-    for key, label in (("sst2_accuracy", "SST-2 acc"), ("story_cloze_accuracy", "Story Cloze acc"), ("cola_mcc", "CoLA MCC")):
+    for key, label in (
+        ("sst2_accuracy", "SST-2 acc"),
+        ("story_cloze_accuracy", "Story Cloze acc"),
+        ("cola_mcc", "CoLA MCC"),
+    ):
         ax.plot(steps, [p[key] for p in curve], marker="o", label=label)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="pretraining updates", ylabel="zero-shot score", title="Zero-shot behaviour during pre-training")
@@ -424,7 +470,9 @@ def hardware() -> str:
     )
 
 
-def write_results(paths: Paths, args: argparse.Namespace, budget: Budget, curve, rows, table, files, timings: Timings) -> Path:
+def write_results(
+    paths: Paths, args: argparse.Namespace, budget: Budget, curve, rows, table, files, timings: Timings
+) -> Path:
     lines = [
         "# Reproduction: pre-training → fine-tuning beats training from scratch?",
         "",
@@ -434,7 +482,9 @@ def write_results(paths: Paths, args: argparse.Namespace, budget: Budget, curve,
         f"(`make demo` runs `--budget quick`)",
         f"- Hardware: {hardware()}",
         f"- Wall time: {timings.stages.get('total', 0) / 60:.1f} min in all "
-        + "(" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.stages.items() if k != "total") + ")",
+        + "("
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.stages.items() if k != "total")
+        + ")",
         f"- Budget `{args.budget}`: `{json.dumps(asdict(budget))}`",
         "",
         "## Fine-tuning ablation (dev scores, mean ± std over seeds)",
@@ -455,7 +505,7 @@ def write_results(paths: Paths, args: argparse.Namespace, budget: Budget, curve,
     for variant in VARIANTS:
         values = [table[t][variant][0] for t in table if variant in table[t]]
         averages.append(f"{100 * statistics.mean(values):.1f}" if values else "–")
-    lines += [f"| **average** | " + " | ".join(averages) + " |", ""]
+    lines += ["| **average** | " + " | ".join(averages) + " |", ""]
     lines += [
         "Scores ×100. Every variant uses the same fine-tuning hyperparameters, data, budget and seeds; "
         "(c) starts from a random model with the pretrained model's exact configuration and tokenizer.",
@@ -471,7 +521,11 @@ def write_results(paths: Paths, args: argparse.Namespace, budget: Budget, curve,
             f"{100 * point['story_cloze_accuracy']:.1f} |"
         )
     lines += [""]
-    for key, title in (("pretraining", "Pre-training loss"), ("zero_shot", "Zero-shot scores"), ("ablation", "Ablation")):
+    for key, title in (
+        ("pretraining", "Pre-training loss"),
+        ("zero_shot", "Zero-shot scores"),
+        ("ablation", "Ablation"),
+    ):
         if key in files:
             lines += [f"![{title}]({files[key]})", ""]
     lines += ["## Per-run scores", "", "| task | variant | seed | score |", "|---|---|---|---|"]
@@ -490,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = BUDGETS[args.budget]
     if args.seeds:
         budget = replace(budget, seeds=tuple(args.seeds))
-    paths = Paths(out=Path(args.output_dir).resolve(), docs=Path(args.docs_dir).resolve(), data=Path(args.data_dir).resolve())
+    paths = Paths(
+        out=Path(args.output_dir).resolve(), docs=Path(args.docs_dir).resolve(), data=Path(args.data_dir).resolve()
+    )
     for needed in ("corpus", "glue", "rocstories", "gpt1-tokenizer"):
         if not (paths.data / needed).is_dir():
             raise SystemExit(f"error: {paths.data / needed} not found; --data-dir must be the shared data folder.")

@@ -115,7 +115,9 @@ class TaskAdapter:
 
     def __init__(self, spec: TaskSpec) -> None:
         if spec.family not in self.families:
-            raise ValueError(f"{type(self).__name__} handles {[f.value for f in self.families]}, not {spec.family.value}")
+            raise ValueError(
+                f"{type(self).__name__} handles {[f.value for f in self.families]}, not {spec.family.value}"
+            )
         self.spec = spec
         self.last_truncation_stats: dict[str, TruncationStats] = {}
         self._labels = label_lookup(spec)
@@ -204,7 +206,9 @@ class TaskAdapter:
             check_dataset(ds, self.spec, split)
             absent = [c for c in keep_columns if c not in ds.column_names]
             if absent:
-                raise TaskDataError(f"task {self.name!r}, split {split!r}: keep_columns {absent} not in {ds.column_names}")
+                raise TaskDataError(
+                    f"task {self.name!r}, split {split!r}: keep_columns {absent} not in {ds.column_names}"
+                )
             clash = [c for c in keep_columns if c in OUTPUT_COLUMNS]
             if clash:
                 raise ValueError(f"keep_columns {clash} would collide with the encoded columns {OUTPUT_COLUMNS}")
@@ -213,8 +217,16 @@ class TaskAdapter:
         stats: dict[str, TruncationStats] = {}
         for split, ds in splits.items():
             encoded[split], stats[split] = self._encode_split(
-                ds, split, tokenizer, specials, max_length, num_proc, batch_size, tuple(keep_columns),
-                load_from_cache_file, standardize,
+                ds,
+                split,
+                tokenizer,
+                specials,
+                max_length,
+                num_proc,
+                batch_size,
+                tuple(keep_columns),
+                load_from_cache_file,
+                standardize,
             )
         self.last_truncation_stats = stats
         for st in stats.values():
@@ -243,24 +255,28 @@ class TaskAdapter:
         # The map function reads and writes Arrow tables: only the text/label columns are turned
         # into Python objects, kept columns are copied as they are, and outputs skip datasets'
         # per-value Python conversion.
-        mapped = ds.with_format("arrow").map(
-            self._encode_batch,
-            batched=True,
-            batch_size=batch_size,
-            with_indices=True,
-            num_proc=num_proc if num_proc and num_proc > 1 else None,
-            fn_kwargs={
-                "tokenizer": tokenizer,
-                "max_length": max_length,
-                "pad_id": specials.pad,
-                "keep_columns": keep_columns,
-                "standardize": standardize,  # also part of datasets' cache fingerprint
-            },
-            remove_columns=list(ds.column_names),
-            features=features,
-            load_from_cache_file=load_from_cache_file,
-            desc=f"GPT-1 encode {self.name}/{split}",
-        ).with_format(None)
+        mapped = (
+            ds.with_format("arrow")
+            .map(
+                self._encode_batch,
+                batched=True,
+                batch_size=batch_size,
+                with_indices=True,
+                num_proc=num_proc if num_proc and num_proc > 1 else None,
+                fn_kwargs={
+                    "tokenizer": tokenizer,
+                    "max_length": max_length,
+                    "pad_id": specials.pad,
+                    "keep_columns": keep_columns,
+                    "standardize": standardize,  # also part of datasets' cache fingerprint
+                },
+                remove_columns=list(ds.column_names),
+                features=features,
+                load_from_cache_file=load_from_cache_file,
+                desc=f"GPT-1 encode {self.name}/{split}",
+            )
+            .with_format(None)
+        )
         counts = column_to_numpy(mapped, _TRUNC_COL)
         mapped = mapped.remove_columns(_TRUNC_COL)
         stats = TruncationStats(
@@ -282,8 +298,10 @@ class TaskAdapter:
         if self.spec.is_regression:
             label: Any = Value("float32")
         else:
-            label = ClassLabel(names=list(self.spec.label_names)) if self.spec.label_names else ClassLabel(
-                num_classes=self.spec.num_labels
+            label = (
+                ClassLabel(names=list(self.spec.label_names))
+                if self.spec.label_names
+                else ClassLabel(num_classes=self.spec.num_labels)
             )
         return Features(
             {"input_ids": ids, "attention_mask": mask, "mc_token_ids": position, "labels": label, "lm_labels": ids}
@@ -362,9 +380,7 @@ class TaskAdapter:
         """
         backend = tokenizer.backend_tokenizer
         inputs: list[Any] = firsts if seconds is None else list(zip(firsts, seconds))
-        with _backend_settings(
-            backend, max_length, self.truncation_strategy, self.spec.context_truncation_side
-        ):
+        with _backend_settings(backend, max_length, self.truncation_strategy, self.spec.context_truncation_side):
             try:
                 encodings = backend.encode_batch_fast(inputs)
             except Exception as err:  # the Rust tokenizer raises a bare Exception on truncation errors
@@ -383,7 +399,9 @@ class TaskAdapter:
             return [self._labels[v] for v in values]
         except (KeyError, TypeError):  # validated up front; only reachable if data changed under us
             bad = next(v for v in values if not _hashable_in(v, self._labels))
-            raise TaskDataError(f"task {self.name!r}: label {bad!r} is not in the label set {list(self._labels)}") from None
+            raise TaskDataError(
+                f"task {self.name!r}: label {bad!r} is not in the label set {list(self._labels)}"
+            ) from None
 
     # ------------------------------------------------------------------------------ family hooks
     def _uses_pairs(self) -> bool:

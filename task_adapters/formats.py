@@ -360,9 +360,7 @@ class SnliJsonl:
     def __call__(self, data_dir: Path, spec: TaskSpec, *, files: Mapping[str, str] | None = None) -> DatasetDict:
         files = dict(files or self.files)
         folder = _resolve_dir(data_dir, ("snli_1.0", "SNLI"), files)
-        features = Features(
-            {"premise": Value("string"), "hypothesis": Value("string"), "label": _label_feature(spec)}
-        )
+        features = Features({"premise": Value("string"), "hypothesis": Value("string"), "label": _label_feature(spec)})
         names = list(spec.label_names or ())
         out = {}
         for split, path in _present_files(folder, files, spec.name).items():
@@ -405,9 +403,7 @@ class SciTailTsv:
     def __call__(self, data_dir: Path, spec: TaskSpec, *, files: Mapping[str, str] | None = None) -> DatasetDict:
         files = dict(files or self.files)
         folder = _resolve_dir(data_dir, ("SciTailV1.1/tsv_format", "tsv_format"), files)
-        features = Features(
-            {"premise": Value("string"), "hypothesis": Value("string"), "label": _label_feature(spec)}
-        )
+        features = Features({"premise": Value("string"), "hypothesis": Value("string"), "label": _label_feature(spec)})
         out = {}
         for split, path in _present_files(folder, files, spec.name).items():
             cols: dict[str, list] = {"premise": [], "hypothesis": [], "label": []}
@@ -447,9 +443,7 @@ class RaceJson:
             }
         )
 
-    def __call__(
-        self, data_dir: Path, spec: TaskSpec, *, levels: tuple[str, ...] = ("high", "middle")
-    ) -> DatasetDict:
+    def __call__(self, data_dir: Path, spec: TaskSpec, *, levels: tuple[str, ...] = ("high", "middle")) -> DatasetDict:
         root = Path(data_dir).expanduser()
         if (root / "RACE").is_dir():
             root = root / "RACE"
@@ -475,9 +469,7 @@ class RaceJson:
                     cols["options"].append(list(o))
             out[split] = _make_dataset(cols, self.features(), split)
         if not out:
-            raise FileNotFoundError(
-                f"no RACE passages under {root}/{{train,dev,test}}/{{{','.join(levels)}}}/*.txt"
-            )
+            raise FileNotFoundError(f"no RACE passages under {root}/{{train,dev,test}}/{{{','.join(levels)}}}/*.txt")
         return DatasetDict(out)
 
 

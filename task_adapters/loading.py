@@ -107,7 +107,11 @@ def _drop_unlabeled(data: DatasetDict, spec: TaskSpec) -> DatasetDict:
         if dropped:
             logger.warning(
                 "%s/%s: dropped %d of %d rows without a gold label (label %r)",
-                spec.name, split, dropped, len(ds), marker,
+                spec.name,
+                split,
+                dropped,
+                len(ds),
+                marker,
             )
             ds = ds.select(keep)
         out[split] = ds

@@ -156,14 +156,17 @@ class TaskSpec:
             if self.label_names or self.label_values:
                 problems.append("regression tasks have no label_names / label_values")
             if self.label_range is not None and not (
-                math.isfinite(self.label_range[0]) and math.isfinite(self.label_range[1])
+                math.isfinite(self.label_range[0])
+                and math.isfinite(self.label_range[1])
                 and self.label_range[0] <= self.label_range[1]
             ):
                 problems.append(f"label_range must be finite (low, high), got {self.label_range}")
         elif self.family is not TaskFamily.MULTIPLE_CHOICE and not self.label_names:
             problems.append("classification tasks need label_names")
-        if self.label_values is not None and self.label_names is not None and len(self.label_values) != len(
-            self.label_names
+        if (
+            self.label_values is not None
+            and self.label_names is not None
+            and len(self.label_values) != len(self.label_names)
         ):
             problems.append("label_values and label_names must have the same length")
         if self.metric_config not in METRIC_NAMES and self.metric_config not in _GLUE_METRIC_CONFIGS:

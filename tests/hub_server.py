@@ -64,7 +64,7 @@ import threading
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,7 @@ def git_sha1(data: bytes) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _flag(query: dict[str, list[str]], name: str) -> bool:
@@ -196,8 +196,11 @@ _ROUTES = [  # (methods, full-match pattern on the raw path, handler)
     ("POST", rf"/api/{_REPO}/preupload/(?P<rev>[^/]+)", "_api_preupload"),
     ("POST", rf"/api/{_REPO}/commit/(?P<rev>[^/]+)", "_api_commit"),
     ("POST", rf"/api/{_REPO}/branch/(?P<rev>[^/]+)", "_api_create_branch"),
-    ("GET HEAD", r"/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
-     "_resolve"),
+    (
+        "GET HEAD",
+        r"/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
+        "_resolve",
+    ),
 ]
 
 
@@ -396,14 +399,16 @@ class HubServer:
         if req.user is None:
             raise HubError(401, "Invalid credentials in Authorization header")
         role = "write" if req.user.can_write else "read"
-        return _json({
-            "type": "user",
-            "id": hashlib.sha1(req.user.name.encode()).hexdigest()[:24],
-            "name": req.user.name,
-            "fullname": req.user.name,
-            "orgs": [{"type": "org", "name": org, "roleInOrg": role} for org in req.user.orgs],
-            "auth": {"type": "access_token", "accessToken": {"displayName": "local-test", "role": role}},
-        })
+        return _json(
+            {
+                "type": "user",
+                "id": hashlib.sha1(req.user.name.encode()).hexdigest()[:24],
+                "name": req.user.name,
+                "fullname": req.user.name,
+                "orgs": [{"type": "org", "name": org, "roleInOrg": role} for org in req.user.orgs],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "local-test", "role": role}},
+            }
+        )
 
     def _api_create_repo(self, req: _Request):
         payload = json.loads(req.body or b"{}")
@@ -432,22 +437,24 @@ class HubServer:
             {"rfilename": path, **({"size": len(data), "blobId": git_sha1(data)} if with_blobs else {})}
             for path, data in sorted(commit.files.items())
         ]
-        return _json({
-            "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
-            "id": repo.repo_id,
-            "author": repo.repo_id.split("/")[0],
-            "sha": commit.oid,
-            "lastModified": commit.date,
-            "createdAt": repo.created_at,
-            "private": repo.private,
-            "gated": False,
-            "disabled": False,
-            "downloads": 0,
-            "likes": 0,
-            "tags": [],
-            "siblings": siblings,
-            "usedStorage": sum(len(data) for data in commit.files.values()),
-        })
+        return _json(
+            {
+                "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
+                "id": repo.repo_id,
+                "author": repo.repo_id.split("/")[0],
+                "sha": commit.oid,
+                "lastModified": commit.date,
+                "createdAt": repo.created_at,
+                "private": repo.private,
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "siblings": siblings,
+                "usedStorage": sum(len(data) for data in commit.files.values()),
+            }
+        )
 
     def _api_tree(self, req: _Request):
         with self._lock:
@@ -506,12 +513,14 @@ class HubServer:
             commit = self._new_commit(
                 repo, branch, tree, header.get("summary") or "", header.get("description") or "", req.user.name
             )
-        return _json({
-            "success": True,
-            "commitOid": commit.oid,
-            "commitUrl": f"{self._repo_url(repo)}/commit/{commit.oid}",
-            "hookOutput": "",
-        })
+        return _json(
+            {
+                "success": True,
+                "commitOid": commit.oid,
+                "commitUrl": f"{self._repo_url(repo)}/commit/{commit.oid}",
+                "hookOutput": "",
+            }
+        )
 
     def _apply(self, repo: Repo, tree: dict[str, bytes], key: str, value: dict[str, Any]) -> None:
         path = value["path"]
@@ -655,8 +664,15 @@ def use_local_hub(server: HubServer, monkeypatch: pytest.MonkeyPatch, home: str 
     env = hub_env(server, home)
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         env.pop(name)
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE",
-                 "HF_HUB_DISABLE_IMPLICIT_TOKEN", "HUGGINGFACE_CO_STAGING", "HF_TOKEN_PATH"):
+    for name in (
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_OIDC_RESOURCE",
+        "HF_HUB_DISABLE_IMPLICIT_TOKEN",
+        "HUGGINGFACE_CO_STAGING",
+        "HF_TOKEN_PATH",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -59,7 +59,12 @@ def test_ids_beyond_the_embeddings_when_special_tokens_were_added_but_not_resize
 def test_num_choices_differing_inside_a_batch(tokenizer):
     collator = ta.GPT1DataCollator(tokenizer)
     two = {"input_ids": [[1, 2], [3, 4]], "attention_mask": [[1, 1], [1, 1]], "mc_token_ids": [1, 1], "labels": 0}
-    three = {"input_ids": [[1, 2], [3, 4], [5, 6]], "attention_mask": [[1, 1]] * 3, "mc_token_ids": [1, 1, 1], "labels": 0}
+    three = {
+        "input_ids": [[1, 2], [3, 4], [5, 6]],
+        "attention_mask": [[1, 1]] * 3,
+        "mc_token_ids": [1, 1, 1],
+        "labels": 0,
+    }
     with pytest.raises(ValueError, match=r"example 1 has a different shape than example 0"):
         collator([two, three])
     model = GPT1ForMultipleChoice(tiny_gpt1_config())
@@ -88,9 +93,9 @@ def test_labels_outside_the_task_label_set(tokenizer):
 
 
 def test_nan_or_inf_sts_b_scores(tokenizer):
-    data = DatasetDict({"train": Dataset.from_dict(
-        {"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [2.5, float("nan")]}
-    )})
+    data = DatasetDict(
+        {"train": Dataset.from_dict({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [2.5, float("nan")]})}
+    )
     with pytest.raises(ta.TaskDataError, match=r"(?i)nan|finite"):
         ta.get_adapter("stsb").encode(data, tokenizer, max_length=32)
 
@@ -160,8 +165,18 @@ def test_params_npy_of_the_wrong_size(tmp_path, tokenizer_dir):
     src.mkdir()
     n_embd, n_layer, n_pos, vocab = 8, 1, 16, 40478
     shapes = [[n_pos, n_embd], [vocab, n_embd]] + [
-        [1, n_embd, 3 * n_embd], [3 * n_embd], [1, n_embd, n_embd], [n_embd], [n_embd], [n_embd],
-        [1, n_embd, 4 * n_embd], [4 * n_embd], [1, 4 * n_embd, n_embd], [n_embd], [n_embd], [n_embd],
+        [1, n_embd, 3 * n_embd],
+        [3 * n_embd],
+        [1, n_embd, n_embd],
+        [n_embd],
+        [n_embd],
+        [n_embd],
+        [1, n_embd, 4 * n_embd],
+        [4 * n_embd],
+        [1, 4 * n_embd, n_embd],
+        [n_embd],
+        [n_embd],
+        [n_embd],
     ] * n_layer
     (src / "params_shapes.json").write_text(json.dumps(shapes))
     total = sum(int(np.prod(s)) for s in shapes)
@@ -178,14 +193,10 @@ def test_params_npy_of_the_wrong_size(tmp_path, tokenizer_dir):
 # --- rows proven in subprocess tests elsewhere (real signals, real training runs) ----------------------------------------
 
 ELSEWHERE = {
-    "NaN loss during pretraining stops, names the update, keeps the last good checkpoint":
-        "tests/scripts/test_pretrain.py::test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint",
-    "SIGKILL mid-pretraining then --resume gives the uninterrupted weights":
-        "tests/scripts/test_pretrain.py::test_sigkill_then_resume_equals_uninterrupted_run",
-    "SIGTERM during fine-tuning saves a checkpoint; resume gives the same weights and metrics":
-        "tests/scripts/test_finetune.py::test_resume_after_sigterm_and_sigkill_matches_an_uninterrupted_run",
-    "A kill mid-save never leaves a complete-looking checkpoint":
-        "tests/hf_gpt1/test_finetuning.py, tests/hf_gpt1/test_pretraining.py (atomic save tests)",
+    "NaN loss during pretraining stops, names the update, keeps the last good checkpoint": "tests/scripts/test_pretrain.py::test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint",
+    "SIGKILL mid-pretraining then --resume gives the uninterrupted weights": "tests/scripts/test_pretrain.py::test_sigkill_then_resume_equals_uninterrupted_run",
+    "SIGTERM during fine-tuning saves a checkpoint; resume gives the same weights and metrics": "tests/scripts/test_finetune.py::test_resume_after_sigterm_and_sigkill_matches_an_uninterrupted_run",
+    "A kill mid-save never leaves a complete-looking checkpoint": "tests/hf_gpt1/test_finetuning.py, tests/hf_gpt1/test_pretraining.py (atomic save tests)",
 }
 
 

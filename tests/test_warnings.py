@@ -16,7 +16,7 @@ from testing_utils import REPO_ROOT, tiny_gpt1_config
 @pytest.mark.parametrize("category", [DeprecationWarning, FutureWarning, PendingDeprecationWarning])
 def test_deprecation_warnings_are_errors_here(category):
     with pytest.raises(category):
-        warnings.warn("a deprecated call", category)
+        warnings.warn("a deprecated call", category, stacklevel=1)
 
 
 def test_a_deprecated_argument_of_ours_is_an_error_in_the_suite():
@@ -31,5 +31,7 @@ def test_the_ignored_library_deprecation_is_not_ours():
     sources = [*(REPO_ROOT / "hf_gpt1").rglob("*.py"), *(REPO_ROOT / "scripts").glob("*.py"),
                *(REPO_ROOT / "task_adapters").rglob("*.py")]  # fmt: skip
     assert sources
-    offenders = [str(path.relative_to(REPO_ROOT)) for path in sources if "is_gradient_checkpointing" in Path(path).read_text()]
+    offenders = [
+        str(path.relative_to(REPO_ROOT)) for path in sources if "is_gradient_checkpointing" in Path(path).read_text()
+    ]
     assert offenders == []

@@ -42,7 +42,9 @@ def save_reference(model_class, config: OpenAIGPTConfig, path: Path, seed: int =
     return model.eval()
 
 
-def run_python(code: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter (the real thing: a new process, real imports)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

@@ -39,7 +39,9 @@ def tracing() -> bool:
 
 _OUTPUT_RECORDERS = "transformers.utils.output_capturing"
 # torch's global module hooks (nn.modules.module.register_module_forward_[pre_]hook): they would see the modules run.
-GLOBAL_HOOKS = tuple(getattr(nn.modules.module, name, {}) for name in ("_global_forward_hooks", "_global_forward_pre_hooks"))
+GLOBAL_HOOKS = tuple(
+    getattr(nn.modules.module, name, {}) for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+)
 
 
 def plain(module: nn.Module, kind: type) -> bool:

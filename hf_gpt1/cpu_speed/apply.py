@@ -19,7 +19,7 @@ import os
 from torch import nn
 from transformers.activations import GELUTanh
 
-from ..modeling_gpt1 import GPT1Attention, GPT1Block, GPT1MLP, GPT1Model, GPT1PreTrainedModel
+from ..modeling_gpt1 import GPT1MLP, GPT1Attention, GPT1Block, GPT1Model, GPT1PreTrainedModel
 from .attention import GPT1_ATTENTION
 from .loss import causal_lm_loss, lm_cross_entropy
 from .modules import GPT1DecodeBlock, GPT1Dropout, GPT1GELUTanh, GPT1Linear, GPT1TiedLMHead, GPT1TokenEmbedding

@@ -25,7 +25,6 @@ _INT16_MIN = -(2**15)
 _BLOCK_ELEMENTS = 1 << 21  # scores per query block (bh × rows × keys): 8 MiB in fp32, recycled by the allocator
 
 
-
 def random_keep_mask(shape, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 CPU mask of 1 = kept / 0 = dropped; elements independent with P(drop) = round(p·2¹⁶)/2¹⁶ (within 2⁻¹⁷ of p).
 
@@ -37,7 +36,6 @@ def random_keep_mask(shape, p: float, generator: torch.Generator | None = None) 
     words = torch.empty((n + 3) // 4, dtype=torch.int64)
     words.random_(-(2**63), None, generator=generator)
     return (words.view(torch.int16)[:n].view(shape) >= _INT16_MIN + round(p * 65536)).view(torch.uint8)
-
 
 
 def _mask_block(attention_mask: torch.Tensor, start: int, end: int, kv_end: int) -> torch.Tensor:
@@ -133,7 +131,9 @@ class _BlockwiseDropoutAttention(torch.autograd.Function):
             grad_packed = torch.empty(batch, q_len, 3, heads, head_dim, dtype=v.dtype)
             grad_q, grad_k, grad_v = grad_packed.permute(2, 0, 3, 1, 4).unbind(0)
         else:
-            grad_q, grad_k, grad_v = (torch.empty(batch, heads, n, head_dim, dtype=v.dtype) for n in (q_len, kv_len, kv_len))
+            grad_q, grad_k, grad_v = (
+                torch.empty(batch, heads, n, head_dim, dtype=v.dtype) for n in (q_len, kv_len, kv_len)
+            )
         # v and k_t are contiguous: the last block reads them as transposed views (no copy); earlier blocks' key
         # prefixes are strided slices, which bf16 bmm copies whichever layout they are sliced from.
         acc = v.dtype if n_blocks == 1 or v.dtype == torch.float64 else torch.float32  # dk, dv sum over blocks
@@ -212,7 +212,12 @@ def gpt1_attention_forward(
     if kwargs.get("output_attentions"):
         return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     bf16_training = query.dtype == torch.bfloat16 and query.requires_grad and query.shape[2] > 1
-    if (dropout > 0.0 or bf16_training) and not _tracing() and query.device.type == "cpu" and query.dtype == key.dtype == value.dtype:
+    if (
+        (dropout > 0.0 or bf16_training)
+        and not _tracing()
+        and query.device.type == "cpu"
+        and query.dtype == key.dtype == value.dtype
+    ):
         batch, heads, q_len, _ = query.shape
         elements = _BLOCK_ELEMENTS if dropout > 0.0 else 2 * _BLOCK_ELEMENTS  # p = 0 (no masks): larger blocks pay
         block = 1 << max(4, (elements // max(1, batch * heads * key.shape[2])).bit_length() - 1)

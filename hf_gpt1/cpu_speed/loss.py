@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ._runtime import cpu_kernels as _cpu_kernels, tracing as _tracing
+from ._runtime import cpu_kernels as _cpu_kernels
+from ._runtime import tracing as _tracing
 
 _LOSS_CHUNK_ELEMENTS = 1 << 20  # logits per chunk: 4 MiB in fp32, stays in cache between the passes over it
 
@@ -99,8 +100,9 @@ def causal_lm_loss(
     shift_labels = shift_labels.reshape(-1).to(logits.device)
     token_losses = lm_cross_entropy(logits.reshape(-1, logits.shape[-1]), shift_labels, ignore_index)
     if num_items_in_batch is None:
-        return token_losses.sum() / (shift_labels != ignore_index).sum()  # 0/0 = nan with no scored token, as F.cross_entropy
+        return (
+            token_losses.sum() / (shift_labels != ignore_index).sum()
+        )  # 0/0 = nan with no scored token, as F.cross_entropy
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(token_losses.device)
     return token_losses.sum() / num_items_in_batch
-

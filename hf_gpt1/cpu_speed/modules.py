@@ -22,9 +22,12 @@ from torch.nn import functional as F
 from transformers.activations import GELUTanh
 from transformers.cache_utils import Cache
 
-from ..modeling_gpt1 import GPT1Attention, GPT1Block, GPT1MLP
-from ._runtime import GLOBAL_HOOKS as _GLOBAL_HOOKS, cpu_kernels as _cpu_kernels, has_op as _has_op
-from ._runtime import plain as _plain, tracing as _tracing
+from ..modeling_gpt1 import GPT1MLP, GPT1Attention, GPT1Block
+from ._runtime import GLOBAL_HOOKS as _GLOBAL_HOOKS
+from ._runtime import cpu_kernels as _cpu_kernels
+from ._runtime import has_op as _has_op
+from ._runtime import plain as _plain
+from ._runtime import tracing as _tracing
 from .attention import GPT1_ATTENTION, random_keep_mask
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -38,7 +41,9 @@ class _Dropout(torch.autograd.Function):
         keep = random_keep_mask(hidden_states.shape, p)
         ctx.scale = 1.0 / (1.0 - p)
         ctx.save_for_backward(keep)
-        return torch.addcmul(hidden_states.new_zeros(()), hidden_states, keep, value=ctx.scale)  # one pass: x·keep/(1-p)
+        return torch.addcmul(
+            hidden_states.new_zeros(()), hidden_states, keep, value=ctx.scale
+        )  # one pass: x·keep/(1-p)
 
     @staticmethod
     def backward(ctx, grad):
@@ -56,7 +61,6 @@ class GPT1Dropout(nn.Dropout):
         if hidden_states.device.type != "cpu" or self.inplace or self.p >= 1.0 or _tracing():
             return F.dropout(hidden_states, self.p, True, self.inplace)
         return _Dropout.apply(hidden_states, self.p)
-
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -113,8 +117,6 @@ class _GeluTanhBF16(torch.autograd.Function):
         return _cpu_kernels().gelu_tanh_bf16_backward(grad_output.contiguous(), hidden_states)
 
 
-
-
 class GPT1GELUTanh(GELUTanh):
     """The paper's tanh-GELU; on contiguous bf16 CPU activations (bf16 autocast training, bf16 inference) on hf-gpt1's
     compiled kernel where it can: torch's bf16 GELU is compute-bound on CPU, ~5x slower than the memory it touches
@@ -162,7 +164,9 @@ class _DecodePlan:
         self.modules = (block, *(module for _, _, module, _ in self.slots))
         self.hooks = tuple(frozenset(module._forward_hooks) for module in self.modules)  # transformers' recorders only
         weighted = (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, block.ln_1, block.ln_2)
-        self.params = tuple((m._parameters, name, m._parameters.get(name)) for m in weighted for name in ("weight", "bias"))
+        self.params = tuple(
+            (m._parameters, name, m._parameters.get(name)) for m in weighted for name in ("weight", "bias")
+        )
         self.config, self.ln_1, self.eps = attn.config, block.ln_1, block.ln_1.eps
         self.dtype = attn.c_attn.weight.dtype if attn.c_attn.weight.dtype in _DECODE_DTYPES else None
         self.qkv = (attn.c_attn.bias, attn.c_attn.weight, attn.n_head, attn.head_dim, attn.layer_idx)

@@ -37,9 +37,10 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 ENV_VAR = "HF_GPT1_CPU_KERNELS"
-SOURCES = [Path(__file__).with_name(name) for name in (
-        "bf16_gemv.cpp", "gelu_tanh_bf16.cpp", "cross_entropy_bf16.cpp", "decode_block.cpp"
-    )]
+SOURCES = [
+    Path(__file__).with_name(name)
+    for name in ("bf16_gemv.cpp", "gelu_tanh_bf16.cpp", "cross_entropy_bf16.cpp", "decode_block.cpp")
+]
 _LIBRARY_NAME = "hf_gpt1_cpu_kernels"
 
 _lock = threading.Lock()

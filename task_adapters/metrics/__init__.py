@@ -15,7 +15,7 @@ __all__ = ["METRIC_SCRIPT", "load_metric"]
 METRIC_SCRIPT: Path = Path(__file__).with_name("gpt1_glue.py")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_metric(config_name: str) -> evaluate.EvaluationModule:
     """Load the shipped metric for ``config_name`` (e.g. ``"mrpc"`` or ``"accuracy_f1"``), no Hub access.
 

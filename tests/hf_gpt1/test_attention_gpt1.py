@@ -133,7 +133,9 @@ def test_default_implementation_is_sdpa_and_gpt1_fused_eager_stay_selectable(tmp
     model.set_attn_implementation(mg.GPT1_ATTENTION)
     model.save_pretrained(tmp_path)  # the runtime choice is not written into config.json
     for choice in ("eager", "sdpa", mg.GPT1_ATTENTION):
-        assert GPT1ForCausalLM.from_pretrained(tmp_path, attn_implementation=choice).config._attn_implementation == choice
+        assert (
+            GPT1ForCausalLM.from_pretrained(tmp_path, attn_implementation=choice).config._attn_implementation == choice
+        )
     assert GPT1ForCausalLM.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
 
 
@@ -160,6 +162,7 @@ def test_without_dropout_default_equals_eager_outputs_and_gradients(padding):
 def _count_blockwise_calls(monkeypatch) -> list:
     calls = []
     apply = mg._BlockwiseDropoutAttention.apply
+
     def spy(*args):  # records (p, whether the packed q/k/v tensor was handed over, save_probs)
         calls.append((args[4], args[7] is not None, args[8]))
         return apply(*args)

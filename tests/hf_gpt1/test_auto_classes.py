@@ -26,7 +26,7 @@ from hf_gpt1 import (
     GPT1ForSequenceClassification,
     GPT1Model,
 )
-from testing_utils import REPO_ROOT, run_python, save_reference, tiny_gpt1_config, tiny_openai_config
+from testing_utils import run_python, save_reference, tiny_gpt1_config, tiny_openai_config
 
 AUTO_CASES = [
     (AutoModel, GPT1Model, (2, 7)),
@@ -133,10 +133,10 @@ def test_trust_remote_code_loads_without_the_plugin(tmp_path, monkeypatch):
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         assert "hf_gpt1" not in sys.modules
         with torch.no_grad():
-            logits = model(torch.load({str(tmp_path / 'ids.pt')!r})).logits
-        torch.save(logits, {str(tmp_path / 'remote_logits.pt')!r})
+            logits = model(torch.load({str(tmp_path / "ids.pt")!r})).logits
+        torch.save(logits, {str(tmp_path / "remote_logits.pt")!r})
         print(type(model).__name__)
-        lm = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'lm')!r}, trust_remote_code=True).eval()
+        lm = AutoModelForCausalLM.from_pretrained({str(tmp_path / "lm")!r}, trust_remote_code=True).eval()
         assert lm.dtype == torch.bfloat16, lm.dtype
         with torch.inference_mode():
             tokens = lm.generate(torch.tensor({prompt.tolist()!r}), max_new_tokens=5,
@@ -144,7 +144,7 @@ def test_trust_remote_code_loads_without_the_plugin(tmp_path, monkeypatch):
         remote_module = sys.modules[type(lm).__module__]
         assert not hasattr(remote_module, "_CPU_KERNELS") and "cpu_speed" not in open(remote_module.__file__).read()
         assert "hf_gpt1" not in sys.modules
-        torch.save(tokens, {str(tmp_path / 'remote_tokens.pt')!r})
+        torch.save(tokens, {str(tmp_path / "remote_tokens.pt")!r})
         """
     )
     result = run_python(code, env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}, cwd=tmp_path)

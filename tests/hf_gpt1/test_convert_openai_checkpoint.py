@@ -83,7 +83,7 @@ def train_py_load(folder: Path) -> list[np.ndarray]:
     """The original train.py loader, verbatim apart from allow_pickle=False and the folder."""
     shapes = json.load(open(folder / "params_shapes.json"))
     offsets = np.cumsum([np.prod(shape) for shape in shapes])
-    init_params = [np.load(folder / "params_{}.npy".format(n), allow_pickle=False) for n in range(10)]
+    init_params = [np.load(folder / f"params_{n}.npy", allow_pickle=False) for n in range(10)]
     init_params = np.split(np.concatenate(init_params, 0), offsets)[:-1]
     return [param.reshape(shape) for param, shape in zip(init_params, shapes)]
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_gpt1 import GPT1ForCausalLM, GPT1ForSequenceClassification, disable_cpu_speedups, enable_cpu_speedups
-from hf_gpt1 import cpu_speed
+from hf_gpt1 import GPT1ForCausalLM, GPT1ForSequenceClassification, cpu_speed, disable_cpu_speedups, enable_cpu_speedups
 from testing_utils import no_dropout, tiny_gpt1_config
 
 FAST_TYPES = (cpu_speed.GPT1Dropout, cpu_speed.GPT1Linear, cpu_speed.GPT1GELUTanh, cpu_speed.GPT1DecodeBlock,
@@ -35,7 +34,9 @@ def test_enable_swaps_modules_keeping_the_model_and_disable_undoes_it(head, tmp_
     assert swapped and all(isinstance(dict(model.named_modules())[n], FAST_TYPES) for n in swapped)
     assert model.loss_function is cpu_speed.causal_lm_loss
     assert model._no_split_modules == ["GPT1DecodeBlock"]  # FSDP/device_map find the blocks by class name
-    assert list(model.state_dict()) == list(state) and all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert list(model.state_dict()) == list(state) and all(
+        torch.equal(model.state_dict()[k], v) for k, v in state.items()
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, expected)
     model.save_pretrained(tmp_path)  # the checkpoint is the plain model's

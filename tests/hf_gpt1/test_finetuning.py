@@ -24,7 +24,13 @@ from transformers import TrainerCallback, TrainingArguments, pipeline
 
 import hf_gpt1
 import task_adapters as ta
-from hf_gpt1 import GPT1Config, GPT1ForCausalLM, GPT1ForMultipleChoice, GPT1ForSequenceClassification, load_gpt1_tokenizer
+from hf_gpt1 import (
+    GPT1Config,
+    GPT1ForCausalLM,
+    GPT1ForMultipleChoice,
+    GPT1ForSequenceClassification,
+    load_gpt1_tokenizer,
+)
 from hf_gpt1 import finetuning as ft
 from hf_gpt1.cpu_speed import cpu_speedups_enabled
 
@@ -80,8 +86,15 @@ def _encoded_sst2(glue_dir, tokenizer, n: int, max_length: int, split: str = "tr
 
 def _args(output_dir, **overrides) -> TrainingArguments:
     values = dict(
-        output_dir=str(output_dir), report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
-        label_names=["labels"], seed=0, logging_steps=1, use_cpu=True,
+        output_dir=str(output_dir),
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        label_names=["labels"],
+        seed=0,
+        logging_steps=1,
+        use_cpu=True,
     )
     values.update(overrides)
     return TrainingArguments(**values)
@@ -107,16 +120,44 @@ def test_cli_defaults_are_the_papers_and_reach_training_arguments(tmp_path):
     assert training.load_best_model_at_end and training.metric_for_best_model == "accuracy"
 
     args = ft.parse_args(
-        ["--task", "mrpc", "--model", "m", "--output-dir", str(tmp_path), "--lm-coef", "0", "--clf-dropout", "0.2",
-         "--learning-rate", "1e-4", "--batch-size", "8", "--epochs", "2", "--warmup-ratio", "0.1", "--weight-decay", "0",
-         "--save-steps", "10", "--gradient-accumulation-steps", "4"]
+        [
+            "--task",
+            "mrpc",
+            "--model",
+            "m",
+            "--output-dir",
+            str(tmp_path),
+            "--lm-coef",
+            "0",
+            "--clf-dropout",
+            "0.2",
+            "--learning-rate",
+            "1e-4",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--warmup-ratio",
+            "0.1",
+            "--weight-decay",
+            "0",
+            "--save-steps",
+            "10",
+            "--gradient-accumulation-steps",
+            "4",
+        ]
     )
     assert (args.lm_coef, args.clf_dropout) == (0.0, 0.2)
     training = ft.build_training_arguments(args, ta.get_task_spec("mrpc"), ["validation"])
     assert (training.learning_rate, training.per_device_train_batch_size, training.num_train_epochs) == (1e-4, 8, 2.0)
     assert training.warmup_steps == 0.1 and training.weight_decay == 0 and training.gradient_accumulation_steps == 4
     # step-wise saving brings evaluation along (the best checkpoint needs a metric at every save)
-    assert (training.save_strategy, training.save_steps, training.eval_strategy, training.eval_steps) == ("steps", 10, "steps", 10)
+    assert (training.save_strategy, training.save_steps, training.eval_strategy, training.eval_steps) == (
+        "steps",
+        10,
+        "steps",
+        10,
+    )
     assert training.metric_for_best_model == "f1"
 
 
@@ -137,9 +178,14 @@ def test_texts_are_standardized_unless_switched_off(tokenizer, glue_dir, tmp_pat
 
 @pytest.mark.parametrize(
     "task, eval_names, expected",
-    [("sst2", ["validation"], "accuracy"), ("cola", ["validation"], "matthews_correlation"),
-     ("mrpc", ["validation"], "f1"), ("stsb", ["validation"], "pearson"), ("story_cloze", ["validation"], "accuracy"),
-     ("mnli", ["matched", "mismatched"], "matched_accuracy")],
+    [
+        ("sst2", ["validation"], "accuracy"),
+        ("cola", ["validation"], "matthews_correlation"),
+        ("mrpc", ["validation"], "f1"),
+        ("stsb", ["validation"], "pearson"),
+        ("story_cloze", ["validation"], "accuracy"),
+        ("mnli", ["matched", "mismatched"], "matched_accuracy"),
+    ],
 )
 def test_metric_for_best_model_per_task(task, eval_names, expected):
     assert ft.metric_for_best_model(ta.get_task_spec(task), eval_names) == expected
@@ -169,11 +215,13 @@ def test_weight_decay_skips_exactly_biases_and_layernorm_gains(tiny_gpt1_dir, to
 
 @pytest.mark.parametrize(
     "task, head, num_labels, problem_type",
-    [("sst2", GPT1ForSequenceClassification, 2, "single_label_classification"),
-     ("qnli", GPT1ForSequenceClassification, 2, "single_label_classification"),
-     ("mnli", GPT1ForSequenceClassification, 3, "single_label_classification"),
-     ("stsb", GPT1ForSequenceClassification, 1, "regression"),
-     ("story_cloze", GPT1ForMultipleChoice, None, None)],
+    [
+        ("sst2", GPT1ForSequenceClassification, 2, "single_label_classification"),
+        ("qnli", GPT1ForSequenceClassification, 2, "single_label_classification"),
+        ("mnli", GPT1ForSequenceClassification, 3, "single_label_classification"),
+        ("stsb", GPT1ForSequenceClassification, 1, "regression"),
+        ("story_cloze", GPT1ForMultipleChoice, None, None),
+    ],
 )
 def test_head_follows_task_family(tiny_gpt1_dir, tokenizer, task, head, num_labels, problem_type):
     spec = ta.get_task_spec(task)
@@ -186,8 +234,12 @@ def test_head_follows_task_family(tiny_gpt1_dir, tokenizer, task, head, num_labe
     assert model.config.finetuning_task == spec.name
     # the four GPT-1 tokens were appended and recorded
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) == 40482
-    assert (model.config.start_token_id, model.config.delimiter_token_id, model.config.extract_token_id,
-            model.config.pad_token_id) == (40478, 40479, 40480, 40481)
+    assert (
+        model.config.start_token_id,
+        model.config.delimiter_token_id,
+        model.config.extract_token_id,
+        model.config.pad_token_id,
+    ) == (40478, 40479, 40480, 40481)
     if num_labels is not None:
         assert model.config.num_labels == num_labels and model.config.problem_type == problem_type
         if problem_type == "regression":
@@ -206,8 +258,9 @@ def test_new_embeddings_are_random_and_seeded(tiny_gpt1_dir, tokenizer):
 
 
 def test_openai_gpt_checkpoint_is_converted(tmp_path, tokenizer):
-    from testing_utils import save_reference, tiny_openai_config
     from transformers import OpenAIGPTLMHeadModel
+
+    from testing_utils import save_reference, tiny_openai_config
 
     save_reference(OpenAIGPTLMHeadModel, tiny_openai_config(vocab_size=40478, n_positions=64), tmp_path / "oa")
     model = ft.load_model_for_task(str(tmp_path / "oa"), ta.get_task_spec("rte"), tokenizer, seed=0)
@@ -241,7 +294,9 @@ def test_clear_errors_for_bad_input(tmp_path, tiny_gpt1_dir, glue_dir, tokenizer
     assert run("--task", "qnli", "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir)) == 2
     assert "--split-validation" in capsys.readouterr().err
 
-    assert run("--task", "sst2", "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--max-length", "4096") == 2
+    assert (
+        run("--task", "sst2", "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--max-length", "4096") == 2
+    )
     assert "n_positions" in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
@@ -257,11 +312,19 @@ def _one_sgd_step(model, dataset, tmp_path, batch_size: int, accumulation: int, 
     """One optimizer step of plain SGD (Adam's first step is ~lr·sign(g), blind to a wrong loss scale) without
     clipping (it would normalise a wrong scale away)."""
     args = _args(
-        tmp_path / f"b{batch_size}x{accumulation}", optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
-        weight_decay=0.0, max_grad_norm=0.0, max_steps=1, per_device_train_batch_size=batch_size,
+        tmp_path / f"b{batch_size}x{accumulation}",
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        max_steps=1,
+        per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
     )
-    trainer = ft.GPT1Trainer(model=model, args=args, train_dataset=dataset, data_collator=ta.GPT1DataCollator(tokenizer))
+    trainer = ft.GPT1Trainer(
+        model=model, args=args, train_dataset=dataset, data_collator=ta.GPT1DataCollator(tokenizer)
+    )
     trainer.train()
     return {name: p.detach().clone() for name, p in model.named_parameters()}, trainer
 
@@ -281,9 +344,16 @@ def test_gradient_accumulation_matches_the_large_batch(tiny_gpt1_dir, tokenizer,
     else:
         dataset = _encoded_sst2(glue_dir, tokenizer, 8, 64, split="validation")
         assert len({len(x) for x in dataset["input_ids"]}) > 1  # really variable lengths
-    before = {n: p.detach().clone() for n, p in _no_dropout_model(tiny_gpt1_dir, tokenizer, lm_coef=lm_coef).named_parameters()}
-    big, trainer = _one_sgd_step(_no_dropout_model(tiny_gpt1_dir, tokenizer, lm_coef=lm_coef), dataset, tmp_path, 8, 1, tokenizer)
-    accumulated, _ = _one_sgd_step(_no_dropout_model(tiny_gpt1_dir, tokenizer, lm_coef=lm_coef), dataset, tmp_path, 4, 2, tokenizer)
+    before = {
+        n: p.detach().clone()
+        for n, p in _no_dropout_model(tiny_gpt1_dir, tokenizer, lm_coef=lm_coef).named_parameters()
+    }
+    big, trainer = _one_sgd_step(
+        _no_dropout_model(tiny_gpt1_dir, tokenizer, lm_coef=lm_coef), dataset, tmp_path, 8, 1, tokenizer
+    )
+    accumulated, _ = _one_sgd_step(
+        _no_dropout_model(tiny_gpt1_dir, tokenizer, lm_coef=lm_coef), dataset, tmp_path, 4, 2, tokenizer
+    )
     moved = max((big[n] - before[n]).abs().max().item() for n in big)
     assert moved > 1e-3  # the step did something
     for name in big:
@@ -300,10 +370,40 @@ def test_logged_parts_add_up_and_lm_coef_switch_changes_the_objective(tiny_gpt1_
     for lm_coef in ("0.5", "0"):
         out = tmp_path / f"lm{lm_coef}"
         code = ft.main(
-            ["--task", "sst2", "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--output-dir", str(out),
-             "--max-train-samples", "64", "--max-eval-samples", "32", "--max-steps", "6", "--batch-size", "4",
-             "--gradient-accumulation-steps", "2", "--max-length", "48", "--logging-steps", "2", "--eval-steps", "3",
-             "--lm-coef", lm_coef, "--learning-rate", "1e-3", "--disable-tqdm", "--no-plot", "--seed", "1"]
+            [
+                "--task",
+                "sst2",
+                "--model",
+                str(tiny_gpt1_dir),
+                "--data-dir",
+                str(glue_dir),
+                "--output-dir",
+                str(out),
+                "--max-train-samples",
+                "64",
+                "--max-eval-samples",
+                "32",
+                "--max-steps",
+                "6",
+                "--batch-size",
+                "4",
+                "--gradient-accumulation-steps",
+                "2",
+                "--max-length",
+                "48",
+                "--logging-steps",
+                "2",
+                "--eval-steps",
+                "3",
+                "--lm-coef",
+                lm_coef,
+                "--learning-rate",
+                "1e-3",
+                "--disable-tqdm",
+                "--no-plot",
+                "--seed",
+                "1",
+            ]
         )
         assert code == 0
         histories[lm_coef] = json.loads((out / "trainer_state.json").read_text())["log_history"]
@@ -315,7 +415,9 @@ def test_logged_parts_add_up_and_lm_coef_switch_changes_the_objective(tiny_gpt1_
         assert entry["lm_loss"] > 5  # ~ln(40482) for a random tiny LM
         assert entry["loss"] == pytest.approx(entry["task_loss"] + 0.5 * entry["lm_loss"], abs=2e-4)
     evals = [e for e in histories["0.5"] if "eval_loss" in e]
-    assert evals and all(e["eval_loss"] == pytest.approx(e["eval_task_loss"] + 0.5 * e["eval_lm_loss"], abs=2e-4) for e in evals)
+    assert evals and all(
+        e["eval_loss"] == pytest.approx(e["eval_task_loss"] + 0.5 * e["eval_lm_loss"], abs=2e-4) for e in evals
+    )
 
     train0 = [e for e in histories["0"] if "loss" in e]
     assert all("lm_loss" not in e for e in histories["0"]) and all("eval_lm_loss" not in e for e in histories["0"])
@@ -328,9 +430,12 @@ def test_logged_parts_add_up_and_lm_coef_switch_changes_the_objective(tiny_gpt1_
 def test_evaluation_gathers_task_logits_only(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path):
     model = ft.load_model_for_task(str(tiny_gpt1_dir), ta.get_task_spec("sst2"), tokenizer, seed=0)
     dataset = _encoded_sst2(glue_dir, tokenizer, 12, 48, split="validation")
-    trainer = ft.GPT1Trainer(model=model, args=_args(tmp_path, per_device_eval_batch_size=5),
-                             data_collator=ta.GPT1DataCollator(tokenizer),
-                             compute_metrics=ta.get_adapter("sst2").compute_metrics)
+    trainer = ft.GPT1Trainer(
+        model=model,
+        args=_args(tmp_path, per_device_eval_batch_size=5),
+        data_collator=ta.GPT1DataCollator(tokenizer),
+        compute_metrics=ta.get_adapter("sst2").compute_metrics,
+    )
     output = trainer.predict(dataset)
     assert isinstance(output.predictions, np.ndarray) and output.predictions.shape == (12, 2)
     assert output.label_ids.shape == (12,)  # labels only, not lm_labels
@@ -350,9 +455,14 @@ def _small_trainer(tiny_gpt1_dir, tokenizer, glue_dir, output_dir, callbacks=(),
     model = ft.load_model_for_task(str(tiny_gpt1_dir), ta.get_task_spec("sst2"), tokenizer, seed=0)
     values = dict(per_device_train_batch_size=4, max_steps=6, save_strategy="steps", save_steps=100)
     values.update(overrides)
-    return ft.GPT1Trainer(model=model, args=_args(output_dir, **values), processing_class=tokenizer,
-                          train_dataset=_encoded_sst2(glue_dir, tokenizer, 24, 32),
-                          data_collator=ta.GPT1DataCollator(tokenizer), callbacks=list(callbacks))
+    return ft.GPT1Trainer(
+        model=model,
+        args=_args(output_dir, **values),
+        processing_class=tokenizer,
+        train_dataset=_encoded_sst2(glue_dir, tokenizer, 24, 32),
+        data_collator=ta.GPT1DataCollator(tokenizer),
+        callbacks=list(callbacks),
+    )
 
 
 def test_checkpoint_appears_only_when_complete(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path, monkeypatch):
@@ -421,11 +531,22 @@ def test_model_card_has_valid_hub_metadata():
     from huggingface_hub import ModelCard
 
     spec = ta.get_task_spec("mnli")
-    metrics = {"eval_matched_accuracy": 0.8211, "eval_mismatched_accuracy": 0.8134, "eval_matched_loss": 0.5,
-               "eval_matched_runtime": 3.0, "epoch": 3.0}
+    metrics = {
+        "eval_matched_accuracy": 0.8211,
+        "eval_mismatched_accuracy": 0.8134,
+        "eval_matched_loss": 0.5,
+        "eval_matched_runtime": 3.0,
+        "epoch": 3.0,
+    }
     settings = {"task": "mnli", "lm_coef": 0.5, "learning_rate": 6.25e-5, "eval_splits": ["matched", "mismatched"]}
-    card = ft.fill_model_card(spec=spec, metrics=metrics, settings=settings, model_name="gpt1-mnli",
-                              base_model="openai-community/openai-gpt", usage_path="me/gpt1-mnli")
+    card = ft.fill_model_card(
+        spec=spec,
+        metrics=metrics,
+        settings=settings,
+        model_name="gpt1-mnli",
+        base_model="openai-community/openai-gpt",
+        usage_path="me/gpt1-mnli",
+    )
     meta = _front_matter(card)
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
     assert meta["license"] == "mit" and meta["base_model"] == "openai-community/openai-gpt"
@@ -439,8 +560,9 @@ def test_model_card_has_valid_hub_metadata():
     assert "Radford" in body and "Intended use" in body and "| learning_rate | 6.25e-05 |" in body
     assert 'pipeline("text-classification", model="me/gpt1-mnli")' in body and "text_pair" in body
 
-    mc = ft.fill_model_card(spec=ta.get_task_spec("story_cloze"), metrics={"eval_accuracy": 0.7}, settings={},
-                            model_name="sc")
+    mc = ft.fill_model_card(
+        spec=ta.get_task_spec("story_cloze"), metrics={"eval_accuracy": 0.7}, settings={}, model_name="sc"
+    )
     meta = _front_matter(mc)
     assert meta["pipeline_tag"] == "multiple-choice" and "base_model" not in meta
     assert "AutoModelForMultipleChoice" in mc
@@ -452,13 +574,19 @@ def test_glue_submission_files(tmp_path):
     path = ft.write_predictions(two, rows, ta.get_task_spec("sst2"), tmp_path, "test")
     assert path.name == "SST-2.tsv" and path.read_text() == "index\tprediction\n10\t1\n11\t0\n12\t1\n"
     path = ft.write_predictions(two, rows, ta.get_task_spec("qnli"), tmp_path, "test")
-    assert path.name == "QNLI.tsv" and path.read_text().splitlines()[1:] == ["10\tnot_entailment", "11\tentailment", "12\tnot_entailment"]
+    assert path.name == "QNLI.tsv" and path.read_text().splitlines()[1:] == [
+        "10\tnot_entailment",
+        "11\tentailment",
+        "12\tnot_entailment",
+    ]
     three = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     path = ft.write_predictions(three, rows, ta.get_task_spec("mnli"), tmp_path, "test_mismatched")
     assert path.name == "MNLI-mm.tsv" and path.read_text().splitlines()[1] == "10\tcontradiction"
     path = ft.write_predictions(np.array([[5.7], [-0.2], [2.5]]), rows, ta.get_task_spec("stsb"), tmp_path, "test")
     assert path.name == "STS-B.tsv" and path.read_text().splitlines()[1:] == ["10\t5.000", "11\t0.000", "12\t2.500"]
-    path = ft.write_predictions(two, Dataset.from_dict({"x": [1, 2, 3]}), ta.get_task_spec("story_cloze"), tmp_path, "test")
+    path = ft.write_predictions(
+        two, Dataset.from_dict({"x": [1, 2, 3]}), ta.get_task_spec("story_cloze"), tmp_path, "test"
+    )
     assert path.name == "story_cloze_test.tsv" and path.read_text().splitlines()[1] == "0\tending2"
 
 
@@ -507,26 +635,61 @@ def test_two_eval_sets_as_for_mnli_matched_and_mismatched(tiny_gpt1_dir, tokeniz
     here: two slices of SST-2 dev stand in for the two sets.)"""
     from transformers.trainer_utils import get_last_checkpoint
 
-    args = ft.parse_args(["--task", "mnli", "--model", "m", "--output-dir", str(tmp_path), "--eval-steps", "2",
-                          "--batch-size", "4", "--max-steps", "4", "--disable-tqdm"])
-    names = [ft.short_eval_name(s) for s in ft.eval_split_names({"train": 0, "validation_matched": 0, "validation_mismatched": 0})]
+    args = ft.parse_args(
+        [
+            "--task",
+            "mnli",
+            "--model",
+            "m",
+            "--output-dir",
+            str(tmp_path),
+            "--eval-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "4",
+            "--disable-tqdm",
+        ]
+    )
+    names = [
+        ft.short_eval_name(s)
+        for s in ft.eval_split_names({"train": 0, "validation_matched": 0, "validation_mismatched": 0})
+    ]
     assert names == ["matched", "mismatched"]
     training = ft.build_training_arguments(args, ta.get_task_spec("mnli"), names)
     assert training.metric_for_best_model == "matched_accuracy"
-    training = TrainingArguments(**{**training.to_dict(), "use_cpu": True, "logging_steps": 1, "report_to": "none",
-                                    "metric_for_best_model": "matched_accuracy", "learning_rate": 1e-3})
+    training = TrainingArguments(
+        **{
+            **training.to_dict(),
+            "use_cpu": True,
+            "logging_steps": 1,
+            "report_to": "none",
+            "metric_for_best_model": "matched_accuracy",
+            "learning_rate": 1e-3,
+        }
+    )
     model = ft.load_model_for_task(str(tiny_gpt1_dir), ta.get_task_spec("sst2"), tokenizer, seed=0)
-    evals = {"matched": _encoded_sst2(glue_dir, tokenizer, 10, 32, "validation"),
-             "mismatched": _encoded_sst2(glue_dir, tokenizer, 10, 32, "validation", start=10)}
-    trainer = ft.GPT1Trainer(model=model, args=training, train_dataset=_encoded_sst2(glue_dir, tokenizer, 16, 32),
-                             eval_dataset=evals, processing_class=tokenizer,
-                             data_collator=ta.GPT1DataCollator(tokenizer),
-                             compute_metrics=ta.get_adapter("sst2").compute_metrics)
+    evals = {
+        "matched": _encoded_sst2(glue_dir, tokenizer, 10, 32, "validation"),
+        "mismatched": _encoded_sst2(glue_dir, tokenizer, 10, 32, "validation", start=10),
+    }
+    trainer = ft.GPT1Trainer(
+        model=model,
+        args=training,
+        train_dataset=_encoded_sst2(glue_dir, tokenizer, 16, 32),
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        data_collator=ta.GPT1DataCollator(tokenizer),
+        compute_metrics=ta.get_adapter("sst2").compute_metrics,
+    )
     trainer.train()
     metrics = trainer.evaluate()
     for prefix in ("eval_matched", "eval_mismatched"):
         assert {f"{prefix}_accuracy", f"{prefix}_loss", f"{prefix}_task_loss", f"{prefix}_lm_loss"} <= set(metrics)
-        assert metrics[f"{prefix}_loss"] == pytest.approx(metrics[f"{prefix}_task_loss"] + 0.5 * metrics[f"{prefix}_lm_loss"], abs=1e-4)
+        assert metrics[f"{prefix}_loss"] == pytest.approx(
+            metrics[f"{prefix}_task_loss"] + 0.5 * metrics[f"{prefix}_lm_loss"], abs=1e-4
+        )
     assert trainer.state.best_model_checkpoint in {str(tmp_path / "checkpoint-2"), str(tmp_path / "checkpoint-4")}
     assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
 
@@ -559,9 +722,28 @@ def _eval_batch(glue_dir, tokenizer, n=32, max_length=48):
     return {k: batch[k] for k in ("input_ids", "attention_mask", "mc_token_ids")}
 
 
-PEFT_RUN = ["--task", "sst2", "--max-train-samples", "64", "--max-eval-samples", "32", "--max-steps", "6",
-            "--batch-size", "4", "--max-length", "48", "--save-steps", "2", "--learning-rate", "3e-3",
-            "--disable-tqdm", "--no-plot", "--seed", "3"]
+PEFT_RUN = [
+    "--task",
+    "sst2",
+    "--max-train-samples",
+    "64",
+    "--max-eval-samples",
+    "32",
+    "--max-steps",
+    "6",
+    "--batch-size",
+    "4",
+    "--max-length",
+    "48",
+    "--save-steps",
+    "2",
+    "--learning-rate",
+    "3e-3",
+    "--disable-tqdm",
+    "--no-plot",
+    "--seed",
+    "3",
+]
 
 
 def _run_in_process(argv, probe=None):
@@ -580,17 +762,35 @@ def _run_in_process(argv, probe=None):
 def lora_run(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora") / "out"
     probe = _FinalModelProbe(_eval_batch(glue_dir, tokenizer))
-    argv = [*PEFT_RUN, "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--output-dir", str(out),
-            "--peft", "lora", "--merge-adapter"]
+    argv = [
+        *PEFT_RUN,
+        "--model",
+        str(tiny_gpt1_dir),
+        "--data-dir",
+        str(glue_dir),
+        "--output-dir",
+        str(out),
+        "--peft",
+        "lora",
+        "--merge-adapter",
+    ]
     trainer, before, trainable = _run_in_process(argv, probe)
-    return dict(out=out, probe=probe, before=before, trainable=trainable, argv=argv,
-                results=json.loads((out / "eval_results.json").read_text()))
+    return dict(
+        out=out,
+        probe=probe,
+        before=before,
+        trainable=trainable,
+        argv=argv,
+        results=json.loads((out / "eval_results.json").read_text()),
+    )
 
 
 def test_peft_lora_trains_only_the_adapter_head_and_token_rows(lora_run):
     probe, before, trainable = lora_run["probe"], lora_run["before"], lora_run["trainable"]
-    kinds = {name: next((k for k in ("lora_", "modules_to_save", "trainable_tokens") if k in name), None)
-             for name in trainable}
+    kinds = {
+        name: next((k for k in ("lora_", "modules_to_save", "trainable_tokens") if k in name), None)
+        for name in trainable
+    }
     assert None not in kinds.values(), [n for n, k in kinds.items() if k is None]
     assert set(kinds.values()) == {"lora_", "modules_to_save", "trainable_tokens"}
     assert any(".score.modules_to_save." in name for name in trainable)  # the classifier head is trained
@@ -606,7 +806,9 @@ def test_peft_lora_trains_only_the_adapter_head_and_token_rows(lora_run):
     assert settings["peft"] == "lora" and settings["lora_r"] == 8 and settings["trainable_parameters"] == expected
     assert sum(settings["trainable_parameters_by_kind"].values()) == expected
     assert 0 < settings["trainable_percent"] < 2
-    assert settings["adapter_base_model"] == str(Path(lora_run["argv"][lora_run["argv"].index("--model") + 1]).resolve())
+    assert settings["adapter_base_model"] == str(
+        Path(lora_run["argv"][lora_run["argv"].index("--model") + 1]).resolve()
+    )
     # the reloaded best checkpoint is what was evaluated and saved
     best_step = int(settings["best_checkpoint"].split("-")[1])
     history = json.loads((lora_run["out"] / "trainer_state.json").read_text())["log_history"]
@@ -628,8 +830,13 @@ def test_peft_lora_output_is_a_small_adapter_that_reproduces_the_run(lora_run, t
 
     out, probe = lora_run["out"], lora_run["probe"]
     files = {p.name for p in out.iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md",
-            "eval_results.json"} <= files
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "README.md",
+        "eval_results.json",
+    } <= files
     assert "model.safetensors" not in files and ft.BASE_MODEL_DIR_NAME not in files  # --model serves as the base
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == str(tiny_gpt1_dir.resolve())
@@ -668,8 +875,9 @@ def test_peft_lora_output_is_a_small_adapter_that_reproduces_the_run(lora_run, t
 def test_peft_resume_from_a_checkpoint_matches_the_uninterrupted_run(lora_run, tmp_path):
     """Trainer's resume reloads the adapter (and optimizer, scheduler, RNG) into the PeftModel: continuing from
     checkpoint-4 reproduces the uninterrupted run's checkpoint-6 and its evaluation bit for bit."""
-    from safetensors.torch import load_file
     import shutil
+
+    from safetensors.torch import load_file
 
     class CountSteps(TrainerCallback):
         steps = 0
@@ -699,8 +907,21 @@ def test_peft_ia3_saves_the_resized_base_it_needs(tiny_gpt1_dir, tokenizer, glue
 
     out = tmp_path / "ia3"
     probe = _FinalModelProbe(_eval_batch(glue_dir, tokenizer, n=8))
-    argv = [*PEFT_RUN, "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--output-dir", str(out),
-            "--peft", "ia3", "--max-steps", "2", "--eval-strategy", "no"]
+    argv = [
+        *PEFT_RUN,
+        "--model",
+        str(tiny_gpt1_dir),
+        "--data-dir",
+        str(glue_dir),
+        "--output-dir",
+        str(out),
+        "--peft",
+        "ia3",
+        "--max-steps",
+        "2",
+        "--eval-strategy",
+        "no",
+    ]
     with pytest.warns(UserWarning, match="stay as initialised"):
         trainer, before, trainable = _run_in_process(argv, probe)
     assert all("ia3_" in name or "modules_to_save" in name for name in trainable)
@@ -714,29 +935,34 @@ def test_peft_ia3_saves_the_resized_base_it_needs(tiny_gpt1_dir, tokenizer, glue
         torch.testing.assert_close(auto(**probe.batch).logits, probe.logits, rtol=0, atol=1e-5)
 
 
-def test_peft_option_errors(tmp_path):
+def test_peft_option_errors(tmp_path, capsys):
     base = ["--task", "sst2", "--model", "m", "--output-dir", str(tmp_path)]
     for extra, message in [
         (["--merge-adapter"], "--merge-adapter needs --peft"),
         (["--peft", "ia3", "--peft-embeddings", "tokens"], "needs --peft lora"),
         (["--peft", "lora", "--push-to-hub"], "--push-to-hub with --peft needs --merge-adapter"),
-        (["--peft", "lora", "--merge-adapter", "--push-to-hub", "--hub-strategy", "every_save"], "not supported with --peft"),
+        (
+            ["--peft", "lora", "--merge-adapter", "--push-to-hub", "--hub-strategy", "every_save"],
+            "not supported with --peft",
+        ),
         (["--hub-strategy", "checkpoint"], "--hub-strategy needs --push-to-hub"),
         (["--peft", "lora", "--lora-r", "0"], "--lora-r must be >= 1"),
     ]:
         with pytest.raises(SystemExit):
             ft.parse_args(base + extra)
+        assert message in capsys.readouterr().err, extra  # argparse's error names the problem
     args = ft.parse_args(base + ["--peft", "lora", "--lora-target-modules", "c_attn, mlp.c_proj", "--lora-r", "4"])
-    assert ft.peft_options(args) == dict(r=4, alpha=16, dropout=0.05, target_modules=["c_attn", "mlp.c_proj"],
-                                         embeddings="auto")
+    assert ft.peft_options(args) == dict(
+        r=4, alpha=16, dropout=0.05, target_modules=["c_attn", "mlp.c_proj"], embeddings="auto"
+    )
 
 
 def test_adapter_base_model_is_the_model_folder_only_when_it_can_serve(tiny_gpt1_dir, tokenizer, tmp_path):
     """The adapter points to --model when AutoPeft can rebuild the run from it; otherwise to output_dir/base_model."""
-    from testing_utils import save_reference, tiny_openai_config
     from transformers import OpenAIGPTLMHeadModel
 
     from hf_gpt1.peft_integration import make_peft_config
+    from testing_utils import save_reference, tiny_openai_config
 
     own = str(tmp_path / "out" / ft.BASE_MODEL_DIR_NAME)
 
@@ -776,12 +1002,25 @@ def test_nonfinite_loss_stops_training_without_saving_that_step(tiny_gpt1_dir, t
             evaluated.append(state.global_step)
 
     model = ft.load_model_for_task(str(tiny_gpt1_dir), ta.get_task_spec("sst2"), tokenizer, seed=0)
-    args = _args(out, per_device_train_batch_size=4, max_steps=10, save_strategy="steps", save_steps=1,
-                 learning_rate=1e30, eval_strategy="steps", eval_steps=1)
-    trainer = ft.GPT1Trainer(model=model, args=args, processing_class=tokenizer,
-                             train_dataset=_encoded_sst2(glue_dir, tokenizer, 24, 32),
-                             eval_dataset=_encoded_sst2(glue_dir, tokenizer, 8, 32, split="validation"),
-                             data_collator=ta.GPT1DataCollator(tokenizer), callbacks=[RecordEvaluations()])
+    args = _args(
+        out,
+        per_device_train_batch_size=4,
+        max_steps=10,
+        save_strategy="steps",
+        save_steps=1,
+        learning_rate=1e30,
+        eval_strategy="steps",
+        eval_steps=1,
+    )
+    trainer = ft.GPT1Trainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=_encoded_sst2(glue_dir, tokenizer, 24, 32),
+        eval_dataset=_encoded_sst2(glue_dir, tokenizer, 8, 32, split="validation"),
+        data_collator=ta.GPT1DataCollator(tokenizer),
+        callbacks=[RecordEvaluations()],
+    )
     trainer.train()
     guard = trainer.nonfinite_guard
     assert guard.step == trainer.state.global_step == 2
@@ -829,8 +1068,9 @@ def _folder_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def test_failed_push_exits_1_with_one_line_and_keeps_the_output(hub_server, tiny_gpt1_dir, glue_dir, tmp_path,
-                                                               monkeypatch, capsys):
+def test_failed_push_exits_1_with_one_line_and_keeps_the_output(
+    hub_server, tiny_gpt1_dir, glue_dir, tmp_path, monkeypatch, capsys
+):
     from huggingface_hub import HfApi
 
     out = tmp_path / "out"
@@ -841,10 +1081,33 @@ def test_failed_push_exits_1_with_one_line_and_keeps_the_output(hub_server, tiny
         raise ConnectionError("connection reset by peer")
 
     monkeypatch.setattr(HfApi, "upload_folder", dropped_connection)
-    code = ft.main(["--task", "sst2", "--model", str(tiny_gpt1_dir), "--data-dir", str(glue_dir), "--output-dir",
-                    str(out), "--max-train-samples", "16", "--max-eval-samples", "8", "--max-steps", "2",
-                    "--batch-size", "4", "--max-length", "32", "--disable-tqdm", "--no-plot", "--push-to-hub",
-                    "--hub-model-id", "test-user/never-uploaded"])
+    code = ft.main(
+        [
+            "--task",
+            "sst2",
+            "--model",
+            str(tiny_gpt1_dir),
+            "--data-dir",
+            str(glue_dir),
+            "--output-dir",
+            str(out),
+            "--max-train-samples",
+            "16",
+            "--max-eval-samples",
+            "8",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-length",
+            "32",
+            "--disable-tqdm",
+            "--no-plot",
+            "--push-to-hub",
+            "--hub-model-id",
+            "test-user/never-uploaded",
+        ]
+    )
     assert code == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("finetune.py: error: Could not upload the files for test-user/never-uploaded")

@@ -268,7 +268,7 @@ def test_remote_code_generation_steps_equal_full_forward(tmp_path):
         sys.meta_path.insert(0, _NoPlugin())
         import torch
         from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'lm')!r}, trust_remote_code=True).eval()
+        model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "lm")!r}, trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         prompt = torch.tensor({prompt.tolist()!r})
         out = model.generate(prompt, do_sample=False, max_new_tokens=10, min_new_tokens=10, pad_token_id=0,
@@ -278,7 +278,7 @@ def test_remote_code_generation_steps_equal_full_forward(tmp_path):
         for step, logits in enumerate(out.logits):
             torch.testing.assert_close(logits, full[:, 5 + step], atol={ATOL}, rtol=0)
         assert "hf_gpt1" not in sys.modules
-        torch.save((out.sequences, torch.stack(out.logits)), {str(tmp_path / 'remote.pt')!r})
+        torch.save((out.sequences, torch.stack(out.logits)), {str(tmp_path / "remote.pt")!r})
         """
     )
     result = run_python(code, env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}, cwd=tmp_path)

@@ -11,9 +11,9 @@ import torch
 from transformers import DynamicCache
 
 from hf_gpt1 import enable_cpu_speedups, kernels, modeling_gpt1
-from hf_gpt1.cpu_speed import _runtime, loss as cpu_loss
+from hf_gpt1.cpu_speed import _runtime
+from hf_gpt1.cpu_speed import loss as cpu_loss
 from hf_gpt1.modeling_gpt1 import GPT1ForCausalLM
-
 from testing_utils import tiny_gpt1_config
 
 AVX512_BF16 = torch.cpu._is_avx512_bf16_supported()
@@ -130,8 +130,14 @@ def test_batch_1_bf16_decoding_runs_on_the_kernels_and_matches_torchs_operators(
         monkeypatch.setattr(_runtime, "_CPU_KERNELS", namespace)
         with torch.inference_mode():
             out = model.generate(
-                prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None,
-                output_logits=True, return_dict_in_generate=True,
+                prompt,
+                max_new_tokens=6,
+                min_new_tokens=6,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=None,
+                output_logits=True,
+                return_dict_in_generate=True,
             )
         logits[name] = torch.stack(out.logits)
         if name == "kernel":
@@ -168,8 +174,13 @@ def _random_bf16_block(n_embd: int, n_head: int) -> modeling_gpt1.GPT1Block:
     block = modeling_gpt1.GPT1Block(tiny_gpt1_config(n_embd=n_embd, n_head=n_head), layer_idx=0)
     with torch.no_grad():
         for module in block.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):  # no zero biases or unit LayerNorms to hide in
-                module.weight.copy_(torch.randn_like(module.weight) * (0.3 if module.weight.dim() == 1 else 0.05) + 1.0 * (module.weight.dim() == 1))
+            if isinstance(
+                module, (torch.nn.Linear, torch.nn.LayerNorm)
+            ):  # no zero biases or unit LayerNorms to hide in
+                module.weight.copy_(
+                    torch.randn_like(module.weight) * (0.3 if module.weight.dim() == 1 else 0.05)
+                    + 1.0 * (module.weight.dim() == 1)
+                )
                 module.bias.copy_(torch.randn_like(module.bias) * 0.1)
     return block.to(torch.bfloat16).eval()
 
@@ -270,13 +281,21 @@ def test_fp32_decoding_runs_each_block_in_one_call_with_the_modules_numbers(ops)
         try:
             with torch.inference_mode():
                 outs[name] = model.generate(
-                    prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None,
-                    output_logits=True, return_dict_in_generate=True,
+                    prompt,
+                    max_new_tokens=6,
+                    min_new_tokens=6,
+                    do_sample=False,
+                    pad_token_id=0,
+                    eos_token_id=None,
+                    output_logits=True,
+                    return_dict_in_generate=True,
                 )
         finally:
             _runtime._CPU_KERNELS = saved
     assert torch.equal(outs["fused"].sequences, outs["modules"].sequences)
-    torch.testing.assert_close(torch.stack(outs["fused"].logits), torch.stack(outs["modules"].logits), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        torch.stack(outs["fused"].logits), torch.stack(outs["modules"].logits), rtol=1e-5, atol=1e-5
+    )
     with torch.no_grad():
         assert _decode_once(model, ops)[0] == ["decode_block"] * model.config.n_layer
         with torch.autocast("cpu", dtype=torch.bfloat16):

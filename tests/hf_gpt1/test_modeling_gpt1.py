@@ -73,9 +73,11 @@ def test_full_size_gpt1_parity(tmp_path):
     reference = save_reference(OpenAIGPTLMHeadModel, config, tmp_path)
     ours = GPT1ForCausalLM.from_pretrained(tmp_path).eval()
     defaults = GPT1Config()
-    assert (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.vocab_size, ours.config.n_positions) == (
-        defaults.n_layer, defaults.n_embd, defaults.n_head, defaults.vocab_size, defaults.n_positions
-    ) == (12, 768, 12, 40478, 512)
+    assert (
+        (ours.config.n_layer, ours.config.n_embd, ours.config.n_head, ours.config.vocab_size, ours.config.n_positions)
+        == (defaults.n_layer, defaults.n_embd, defaults.n_head, defaults.vocab_size, defaults.n_positions)
+        == (12, 768, 12, 40478, 512)
+    )
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
     input_ids = torch.randint(0, 40478, (2, 24))
     with torch.no_grad():
@@ -134,7 +136,9 @@ def test_double_heads_parity_including_losses(tmp_path):
 
 def _classifier(num_labels=2, **overrides):
     torch.manual_seed(0)
-    return GPT1ForSequenceClassification(tiny_gpt1_config(**no_dropout(clf_pdrop=0.0), num_labels=num_labels, **overrides)).eval()
+    return GPT1ForSequenceClassification(
+        tiny_gpt1_config(**no_dropout(clf_pdrop=0.0), num_labels=num_labels, **overrides)
+    ).eval()
 
 
 def test_extract_token_is_found_by_id_then_falls_back_to_last_real_token():
@@ -248,13 +252,16 @@ def test_tied_table_training_gives_the_plain_modules_gradients_step_after_step(a
     for step in range(3):
         ids = torch.randint(0, 99, (2, 9), generator=torch.Generator().manual_seed(step))
         losses = []
-        for model, optimizer in zip((fast, plain), optimizers):
+        for model in (fast, plain):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss = model(ids, labels=ids).loss
             loss.backward()
             losses.append(loss)
         fast_grads, plain_grads = _grads(fast), _grads(plain)
-        assert fast_grads.keys() == plain_grads.keys() and fast.transformer.tokens_embed.weight.grad.layout == torch.strided
+        assert (
+            fast_grads.keys() == plain_grads.keys()
+            and fast.transformer.tokens_embed.weight.grad.layout == torch.strided
+        )
         torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=1e-6)
         for name in plain_grads:
             torch.testing.assert_close(fast_grads[name], plain_grads[name], rtol=1e-5, atol=1e-7, msg=name)
@@ -288,7 +295,10 @@ def test_tied_table_buffers_are_released_by_eval_and_made_again_by_training():
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model(ids, labels=ids).loss.backward()
-    assert "_bf16_table_copies" in fast.lm_head.__dict__ and fast.transformer.tokens_embed._lookup_gradient.tensor is not None
+    assert (
+        "_bf16_table_copies" in fast.lm_head.__dict__
+        and fast.transformer.tokens_embed._lookup_gradient.tensor is not None
+    )
     for name, grad in _grads(plain).items():
         torch.testing.assert_close(_grads(fast)[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
@@ -332,7 +342,9 @@ def test_tied_table_special_cases_match_the_plain_modules():
     plain.transformer.tokens_embed.register_forward_hook(lambda *args: None)
     for model in (fast, plain):
         model(first, labels=torch.tensor([0, 1])).loss.backward()
-    assert fast.transformer.tokens_embed._lookup_gradient.tensor is None  # nothing to add the rows into: a fresh dense gradient
+    assert (
+        fast.transformer.tokens_embed._lookup_gradient.tensor is None
+    )  # nothing to add the rows into: a fresh dense gradient
     for name, grad in _grads(plain).items():
         torch.testing.assert_close(_grads(fast)[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
@@ -384,7 +396,9 @@ def test_sampled_generation_same_with_and_without_cache(lm_pair):
     outs = []
     for use_cache in (True, False):
         torch.manual_seed(123)
-        outs.append(ours.generate(prompt, do_sample=True, top_k=20, max_new_tokens=15, use_cache=use_cache, pad_token_id=0))
+        outs.append(
+            ours.generate(prompt, do_sample=True, top_k=20, max_new_tokens=15, use_cache=use_cache, pad_token_id=0)
+        )
     assert torch.equal(outs[0], outs[1])
 
 
@@ -395,13 +409,13 @@ def test_incremental_decoding_of_left_padded_batch_matches_unpadded_rows(lm_pair
     batch = torch.full((2, 9), pad)
     mask = torch.zeros(2, 9, dtype=torch.long)
     for i, row in enumerate(rows):
-        batch[i, 9 - len(row):] = row
-        mask[i, 9 - len(row):] = 1
+        batch[i, 9 - len(row) :] = row
+        mask[i, 9 - len(row) :] = 1
     kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=pad)
     batched = ours.generate(batch, attention_mask=mask, **kwargs)
     for i, row in enumerate(rows):
         alone = ours.generate(row.unsqueeze(0), **kwargs)
-        assert torch.equal(batched[i, 9:], alone[0, len(row):]), f"row {i} diverged after left padding"
+        assert torch.equal(batched[i, 9:], alone[0, len(row) :]), f"row {i} diverged after left padding"
 
 
 def test_cache_object_and_positions_in_manual_decoding(lm_pair):
@@ -465,7 +479,9 @@ def test_openai_gpt_checkpoint_with_wrong_embedding_shape_is_reported(tmp_path):
 def test_checkpoint_of_another_model_type_is_refused(tmp_path):
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=50)).save_pretrained(tmp_path)
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=50)
+    ).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"holds a 'bert' checkpoint; GPT1ForCausalLM loads 'gpt1'"):
         GPT1ForCausalLM.from_pretrained(tmp_path)
 
@@ -549,4 +565,3 @@ def test_lm_loss_of_the_model_is_the_reference_loss_under_bf16_autocast(tmp_path
     got.backward()
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bf16 matmuls on both sides
     assert ours.transformer.tokens_embed.weight.grad is not None
-

@@ -48,7 +48,7 @@ from hf_gpt1.peft_integration import (
     trainable_parameter_report,
 )
 from hf_gpt1.tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
-from testing_utils import run_python, tiny_gpt1_config, no_dropout
+from testing_utils import no_dropout, run_python, tiny_gpt1_config
 
 register_peft_mappings()  # what `import hf_gpt1` does once the package calls it (see test_import_registers...)
 
@@ -156,7 +156,8 @@ def adapted_modules(model) -> set[str]:
     return {
         name
         for name, module in base.named_modules()
-        if isinstance(module, BaseTunerLayer) and not isinstance(module, (ModulesToSaveWrapper, TrainableTokensWrapper))
+        if isinstance(module, BaseTunerLayer)
+        and not isinstance(module, (ModulesToSaveWrapper, TrainableTokensWrapper))
         and not name.endswith("token_adapter")
     }
 
@@ -340,7 +341,9 @@ def sst2_run(tmp_path_factory, tokenizer, sst2):
     special tokens (40,478 rows, no special ids in its config), resized with add_special_tokens."""
     root = tmp_path_factory.mktemp("sst2")
     hub_dir, base_dir, adapter_dir = root / "hub_base", root / "base", root / "adapter"
-    hub_model = tiny_model(GPT1ForSequenceClassification, tokenizer, vocab_size=40478, special_tokens=False, num_labels=2)
+    hub_model = tiny_model(
+        GPT1ForSequenceClassification, tokenizer, vocab_size=40478, special_tokens=False, num_labels=2
+    )
     hub_model.save_pretrained(hub_dir)
 
     model = AutoModelForSequenceClassification.from_pretrained(hub_dir)
@@ -361,15 +364,28 @@ def sst2_run(tmp_path_factory, tokenizer, sst2):
     reference = outputs(peft_model, sst2)
     info = save_adapter(peft_model, adapter_dir, base_model_name_or_path=hub_dir, tokenizer=tokenizer)
     return dict(
-        hub_dir=hub_dir, base_dir=base_dir, adapter_dir=adapter_dir, peft_model=peft_model, report=report,
-        before=before, initial_rows=initial_rows, trainable_before=trainable_before, initial=initial, final=final,
-        first=first, last=last, reference=reference, info=info,
+        hub_dir=hub_dir,
+        base_dir=base_dir,
+        adapter_dir=adapter_dir,
+        peft_model=peft_model,
+        report=report,
+        before=before,
+        initial_rows=initial_rows,
+        trainable_before=trainable_before,
+        initial=initial,
+        final=final,
+        first=first,
+        last=last,
+        reference=reference,
+        info=info,
     )
 
 
 def test_sst2_adapter_training_lowers_the_loss(sst2_run):
-    print(f"\nSST-2 loss (task + 0.5 LM) {sst2_run['first']:.3f} -> {sst2_run['last']:.3f}; task loss "
-          f"{sst2_run['initial'].task_loss:.3f} -> {sst2_run['final'].task_loss:.3f}")
+    print(
+        f"\nSST-2 loss (task + 0.5 LM) {sst2_run['first']:.3f} -> {sst2_run['last']:.3f}; task loss "
+        f"{sst2_run['initial'].task_loss:.3f} -> {sst2_run['final'].task_loss:.3f}"
+    )
     assert sst2_run["last"] < 0.95 * sst2_run["first"]
     assert sst2_run["final"].task_loss < 0.5 * sst2_run["initial"].task_loss
     assert sst2_run["final"].lm_loss < sst2_run["initial"].lm_loss
@@ -387,8 +403,10 @@ def test_sst2_only_adapter_head_and_special_rows_are_trainable(sst2_run):
     lora = N_LAYER * r * ((E + 3 * E) + (E + E) + (E + 4 * E) + (4 * E + E))
     assert report["by_kind"] == {"lora": lora, "trainable_tokens": 4 * E, "modules_to_save": 2 * E + 2}
     assert report["trainable"] == sum(report["by_kind"].values()) and report["trainable"] < 0.01 * report["total"]
-    print(f"\nSST-2 LoRA r=8: {report['trainable']:,} trainable of {report['total']:,} "
-          f"({report['trainable_percent']:.3f}%)")
+    print(
+        f"\nSST-2 LoRA r=8: {report['trainable']:,} trainable of {report['total']:,} "
+        f"({report['trainable_percent']:.3f}%)"
+    )
 
     # every trainable tensor moved (LoRA B starts at zero, so A moves too once B is non-zero)
     now = dict(sst2_run["peft_model"].named_parameters())
@@ -418,8 +436,10 @@ def test_sst2_special_token_rows_change_and_no_other_row_does(sst2_run):
 def test_sst2_adapter_is_small_on_disk(sst2_run):
     info = sst2_run["info"]
     full_bytes = (sst2_run["base_dir"] / "model.safetensors").stat().st_size
-    print(f"\nadapter_model.safetensors: {info['adapter_bytes']:,} bytes; adapter folder {info['total_bytes']:,} bytes "
-          f"(incl. tokenizer); full model.safetensors: {full_bytes:,} bytes")
+    print(
+        f"\nadapter_model.safetensors: {info['adapter_bytes']:,} bytes; adapter folder {info['total_bytes']:,} bytes "
+        f"(incl. tokenizer); full model.safetensors: {full_bytes:,} bytes"
+    )
     assert "adapter_model.safetensors" in info["files"] and "tokenizer_config.json" in info["files"]
     assert info["adapter_bytes"] < full_bytes / 50
     saved = load_file(sst2_run["adapter_dir"] / "adapter_model.safetensors")
@@ -558,8 +578,12 @@ def test_double_heads_multiple_choice_head_is_trained_and_saved(tokenizer, story
     peft_model = make_peft_model(model, r=4, dropout=0.0)
     stories = {k: v[:2] for k, v in story_cloze.items()}  # this head projects every position onto the vocabulary
     last_token = stories["attention_mask"].sum(-1) - 1  # the extract token of each sequence
-    batch = dict(input_ids=stories["input_ids"], attention_mask=stories["attention_mask"],
-                 mc_token_ids=last_token, mc_labels=stories["labels"])
+    batch = dict(
+        input_ids=stories["input_ids"],
+        attention_mask=stories["attention_mask"],
+        mc_token_ids=last_token,
+        mc_labels=stories["labels"],
+    )
     first, last = train(peft_model, batch, steps=8, loss_key="mc_loss")
     assert last < first
     head = peft_model.get_base_model().multiple_choice_head
@@ -631,8 +655,9 @@ def test_causal_lm_lora_trains_and_generates_with_kv_cache(tokenizer, sst2):
 def _one_step_grads(tokenizer, batch, embeddings, checkpointing):
     model = tiny_model(GPT1ForSequenceClassification, tokenizer, num_labels=2)
     torch.manual_seed(0)
-    peft_model = make_peft_model(model, r=4, dropout=0.0, embeddings=embeddings, activation_checkpointing=checkpointing,
-                                 init_lora_weights=False)  # random B too: every LoRA matrix gets a gradient at once
+    peft_model = make_peft_model(
+        model, r=4, dropout=0.0, embeddings=embeddings, activation_checkpointing=checkpointing, init_lora_weights=False
+    )  # random B too: every LoRA matrix gets a gradient at once
     calls = []
     peft_model.get_base_model().transformer.h[0].attn.register_forward_hook(lambda *args: calls.append(1))
     peft_model.train()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -208,7 +207,9 @@ def test_packing_is_contiguous_and_loses_only_the_tail(tmp_path, corpus_dir, tok
     np.testing.assert_array_equal(torch.cat(windows).numpy(), np.asarray(expected[: split.num_windows * block]))
     torch.testing.assert_close(data.train[0]["labels"], data.train[0]["input_ids"])
     # validation = the tail windows: its first window starts right after the last training window
-    assert torch.equal(data.val[0]["input_ids"], torch.tensor(expected[split.num_train * block : (split.num_train + 1) * block]))
+    assert torch.equal(
+        data.val[0]["input_ids"], torch.tensor(expected[split.num_train * block : (split.num_train + 1) * block])
+    )
 
     # deterministic: a second preparation (from the cache) gives the same split and bytes
     again = pt.prepare_corpus(source, tokenizer, tmp_path / "cache", block_size=block, val_fraction=0.1)
@@ -225,7 +226,9 @@ def test_split_windows_arithmetic_and_too_small_error():
     with pytest.raises(pt.CorpusError) as error:
         pt.split_windows(100, 64, 0.05, source="corpus tiny.txt")
     assert "corpus tiny.txt yields 100 tokens" in str(error.value) and "128 are needed" in str(error.value)
-    with pytest.raises(pt.CorpusError, match="yields 10 tokens after tokenisation, but 64 are needed for one training window"):
+    with pytest.raises(
+        pt.CorpusError, match="yields 10 tokens after tokenisation, but 64 are needed for one training window"
+    ):
         pt.split_windows(10, 64, 0.0)
 
 
@@ -305,10 +308,18 @@ def test_model_config_from_json_files(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"n_layer": 3, "n_embd": 48, "n_head": 4, "n_positions": 96}), encoding="utf-8")
     config = pt.resolve_model_config(str(path), resid_pdrop=0.0, attn_pdrop=None)
-    assert (config.n_layer, config.n_embd, config.n_positions, config.resid_pdrop, config.attn_pdrop) == (3, 48, 96, 0.0, 0.1)
+    assert (config.n_layer, config.n_embd, config.n_positions, config.resid_pdrop, config.attn_pdrop) == (
+        3,
+        48,
+        96,
+        0.0,
+        0.1,
+    )
 
     openai = tmp_path / "openai.json"
-    openai.write_text(json.dumps({"model_type": "openai-gpt", "n_layer": 2, "n_embd": 32, "n_head": 2}), encoding="utf-8")
+    openai.write_text(
+        json.dumps({"model_type": "openai-gpt", "n_layer": 2, "n_embd": 32, "n_head": 2}), encoding="utf-8"
+    )
     assert pt.resolve_model_config(str(openai)).n_embd == 32
 
     bert = tmp_path / "bert.json"
@@ -351,9 +362,9 @@ def test_init_from_an_openai_gpt_checkpoint_converts_and_grows_the_vocabulary(tm
         model.transformer.h[1].attn.c_attn.weight, source.transformer.h[1].attn.c_attn.weight.t(), rtol=0, atol=0
     )
 
-    BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(
-        tmp_path / "bert"
-    )
+    BertModel(
+        BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(pt.PretrainingError, match="holds a 'bert' checkpoint"):
         pt.check_init_from_model_type(str(tmp_path / "bert"))
     with pytest.raises(pt.PretrainingError, match="no config.json found"):
@@ -416,9 +427,18 @@ def test_resolve_run_length():
 
 def _identity(**changes) -> pt.RunIdentity:
     values = dict(
-        model_type="gpt1", model_config={"n_layer": 2, "n_embd": 16}, init_from=None, corpus="c0", tokenizer="t0",
-        text_pipeline="1/standardize=True", block_size=32, val_fraction=0.1, seed=1, batch_size=4,
-        gradient_accumulation_steps=1, num_processes=1,
+        model_type="gpt1",
+        model_config={"n_layer": 2, "n_embd": 16},
+        init_from=None,
+        corpus="c0",
+        tokenizer="t0",
+        text_pipeline="1/standardize=True",
+        block_size=32,
+        val_fraction=0.1,
+        seed=1,
+        batch_size=4,
+        gradient_accumulation_steps=1,
+        num_processes=1,
     )
     values.update(changes)
     return pt.RunIdentity(**values)
@@ -433,7 +453,9 @@ def test_check_output_dir_rules(tmp_path):
     (out / pt.RUN_FILE).write_text(json.dumps(_identity().to_dict()), encoding="utf-8")
     checkpoint = out / "checkpoint-20"
     checkpoint.mkdir()
-    (checkpoint / pt.STATE_FILE).write_text(json.dumps({"step": 20, "identity": _identity().to_dict()}), encoding="utf-8")
+    (checkpoint / pt.STATE_FILE).write_text(
+        json.dumps({"step": 20, "identity": _identity().to_dict()}), encoding="utf-8"
+    )
     (out / "checkpoint-30.tmp").mkdir()  # an interrupted save is never picked
 
     with pytest.raises(pt.OutputDirError, match="already holds a pretraining run .*checkpoint-20.*--resume auto"):
@@ -441,7 +463,9 @@ def test_check_output_dir_rules(tmp_path):
     plan = pt.check_output_dir(out, _identity(), resume="auto", overwrite=False)
     assert plan.resume_checkpoint == checkpoint
     with pytest.raises(pt.OutputDirError) as error:
-        pt.check_output_dir(out, _identity(corpus="c1", model_config={"n_layer": 3, "n_embd": 16}), resume="auto", overwrite=False)
+        pt.check_output_dir(
+            out, _identity(corpus="c1", model_config={"n_layer": 3, "n_embd": 16}), resume="auto", overwrite=False
+        )
     assert "corpus: 'c0' -> 'c1'" in str(error.value) and "n_layer 2 -> 3" in str(error.value)
     assert pt.check_output_dir(out, _identity(corpus="c1"), resume=None, overwrite=True).clean
     with pytest.raises(pt.OutputDirError, match="contradict"):
@@ -464,8 +488,17 @@ def test_clean_output_dir_keeps_data_cache_and_unrelated_files(tmp_path):
     out = tmp_path / "run"
     for name in ("checkpoint-5", "data-cache", "tensorboard"):
         (out / name).mkdir(parents=True)
-    for name in (pt.RUN_FILE, pt.LOG_FILE, "config.json", "model.safetensors", "tokenizer.json", "notes.txt",
-                 "modeling_gpt1.py", "configuration_gpt1.py", "my_script.py"):
+    for name in (
+        pt.RUN_FILE,
+        pt.LOG_FILE,
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "notes.txt",
+        "modeling_gpt1.py",
+        "configuration_gpt1.py",
+        "my_script.py",
+    ):
         (out / name).write_text("{}", encoding="utf-8")
     pt.clean_output_dir(out)
     assert sorted(p.name for p in out.iterdir()) == ["data-cache", "my_script.py", "notes.txt"]
@@ -489,7 +522,9 @@ def accelerator():
 
 def test_checkpoint_save_is_atomic_and_rotates(tmp_path, accelerator):
     model = _tiny_model()
-    optimizer, scheduler = pt.build_optimizer_and_scheduler(model, learning_rate=1e-3, weight_decay=0.01, warmup_steps=1, max_steps=10)
+    optimizer, scheduler = pt.build_optimizer_and_scheduler(
+        model, learning_rate=1e-3, weight_decay=0.01, warmup_steps=1, max_steps=10
+    )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     out = tmp_path / "run"
     out.mkdir()
@@ -562,10 +597,18 @@ def test_lora_settings_are_part_of_the_run_identity():
     from hf_gpt1.peft_integration import LORA_TARGET_MODULES
 
     default = pt.lora_settings()
-    assert default == {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.05,
-                       "target_modules": sorted(LORA_TARGET_MODULES), "embeddings": "none"}
+    assert default == {
+        "method": "lora",
+        "r": 8,
+        "alpha": 16,
+        "dropout": 0.05,
+        "target_modules": sorted(LORA_TARGET_MODULES),
+        "embeddings": "none",
+    }
     # the order and repetition of --lora-target-modules do not make another adapter
-    assert pt.lora_settings(target_modules=["c_fc", "c_attn", "c_fc"]) == pt.lora_settings(target_modules=["c_attn", "c_fc"])
+    assert pt.lora_settings(target_modules=["c_fc", "c_attn", "c_fc"]) == pt.lora_settings(
+        target_modules=["c_attn", "c_fc"]
+    )
     assert pt.lora_settings(target_modules=list(reversed(LORA_TARGET_MODULES))) == default
     with pytest.raises(pt.PretrainingError, match="--lora-r must be a positive integer"):
         pt.lora_settings(r=0)
@@ -595,15 +638,19 @@ def test_apply_lora_trains_only_the_adapter(tokenizer):
     assert peft_model.config.vocab_size == len(tokenizer)  # the config passes through, for the run identity
 
     # a training step moves the adapter and nothing else
-    optimizer, _ = pt.build_optimizer_and_scheduler(peft_model, learning_rate=1e-2, weight_decay=0.01, warmup_steps=0,
-                                                    max_steps=10)
+    optimizer, _ = pt.build_optimizer_and_scheduler(
+        peft_model, learning_rate=1e-2, weight_decay=0.01, warmup_steps=0, max_steps=10
+    )
     ids = torch.randint(0, 40478, (2, 16), generator=torch.Generator().manual_seed(0))
     peft_model(input_ids=ids, labels=ids).loss.backward()
     optimizer.step()
     base = peft_model.get_base_model().state_dict()
     for name, tensor in before.items():
-        key = name.replace("c_attn.", "c_attn.base_layer.").replace("c_proj.", "c_proj.base_layer.").replace(
-            "c_fc.", "c_fc.base_layer.")
+        key = (
+            name.replace("c_attn.", "c_attn.base_layer.")
+            .replace("c_proj.", "c_proj.base_layer.")
+            .replace("c_fc.", "c_fc.base_layer.")
+        )
         assert torch.equal(base[key], tensor), name
     assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in peft_model.named_parameters() if "lora_B" in n)
 
@@ -645,7 +692,9 @@ def test_final_adapter_and_merged_model_reproduce_the_trained_model(tmp_path, ac
     out.mkdir()
     (out / pt.RUN_FILE).write_text("{}", encoding="utf-8")
 
-    info = pt.save_final_adapter_atomically(accelerator, prepared, tokenizer, out, base_model_name_or_path=str(tmp_path / "base"))
+    info = pt.save_final_adapter_atomically(
+        accelerator, prepared, tokenizer, out, base_model_name_or_path=str(tmp_path / "base")
+    )
     assert info["path"] == str(out) and 0 < info["adapter_bytes"] < 100_000
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert not (out / "config.json").exists() and not list(out.glob(".final-*"))
@@ -656,13 +705,16 @@ def test_final_adapter_and_merged_model_reproduce_the_trained_model(tmp_path, ac
         torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, rtol=0, atol=0)
 
     for _ in range(2):  # the second save swaps the complete folder for a new one
-        merged_dir = pt.save_merged_model_atomically(accelerator, prepared, tokenizer, out / pt.MERGED_DIR,
-                                                     extra_files=[out / pt.RUN_FILE, out / pt.LOG_FILE])
+        merged_dir = pt.save_merged_model_atomically(
+            accelerator, prepared, tokenizer, out / pt.MERGED_DIR, extra_files=[out / pt.RUN_FILE, out / pt.LOG_FILE]
+        )
     assert merged_dir == out / pt.MERGED_DIR
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporaries left behind
     assert (merged_dir / pt.RUN_FILE).is_file() and not (merged_dir / pt.LOG_FILE).exists()  # missing extras skipped
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
-    assert type(merged).__name__ == "GPT1ForCausalLM" and "auto_map" in json.loads((merged_dir / "config.json").read_text())
+    assert type(merged).__name__ == "GPT1ForCausalLM" and "auto_map" in json.loads(
+        (merged_dir / "config.json").read_text()
+    )
     assert merged.lm_head.weight.data_ptr() == merged.transformer.tokens_embed.weight.data_ptr()  # still tied
     assert not any("lora" in name for name in merged.state_dict())
     with torch.no_grad():

@@ -275,12 +275,14 @@ def test_save_pretrained_autotokenizer_round_trip(tokenizer, tmp_path, mrpc_pair
     firsts, seconds = [p[0] for p in mrpc_pairs[:40]], [p[1] for p in mrpc_pairs[:40]]
     assert reloaded(firsts, seconds)["input_ids"] == tokenizer(firsts, seconds)["input_ids"]
     assert reloaded(sst2_sentences[:40])["input_ids"] == tokenizer(sst2_sentences[:40])["input_ids"]
-    assert reloaded(firsts[0], seconds[0], truncation=True, max_length=12)["input_ids"] == tokenizer(
-        firsts[0], seconds[0], truncation=True, max_length=12
-    )["input_ids"]
-    assert reloaded(firsts[:3], add_special_tokens=False)["input_ids"] == tokenizer(
-        firsts[:3], add_special_tokens=False
-    )["input_ids"]
+    assert (
+        reloaded(firsts[0], seconds[0], truncation=True, max_length=12)["input_ids"]
+        == tokenizer(firsts[0], seconds[0], truncation=True, max_length=12)["input_ids"]
+    )
+    assert (
+        reloaded(firsts[:3], add_special_tokens=False)["input_ids"]
+        == tokenizer(firsts[:3], add_special_tokens=False)["input_ids"]
+    )
 
     # loading the saved (already extended) tokenizer again does not add the tokens twice
     again = load_gpt1_tokenizer(tmp_path)

@@ -40,12 +40,20 @@ def test_targets_judge_training_at_the_first_shape_and_every_other_section(bench
             _training("attn_pdrop=0", "bf16", "4x512", 1.81),
         ],
         "generation": [
-            {"batch": 1, "new_tokens": 128, "ratio_fp32": 3.4, "ratio_bf16_weights": 5.2,
-             "decode_vs_floor_fp32": 1.2, "decode_vs_floor_bf16": 1.6},
+            {
+                "batch": 1,
+                "new_tokens": 128,
+                "ratio_fp32": 3.4,
+                "ratio_bf16_weights": 5.2,
+                "decode_vs_floor_fp32": 1.2,
+                "decode_vs_floor_bf16": 1.6,
+            },
             {"batch": 8, "new_tokens": 128, "ratio_fp32": 12.0, "ratio_bf16_weights": 20.0},  # no batch-8 targets
         ],
-        "memory": [{"which": "reference", "shape": "4x512", "peak_rss_mb": 8000.0},
-                   {"which": "ours", "shape": "4x512", "peak_rss_mb": 6000.0}],
+        "memory": [
+            {"which": "reference", "shape": "4x512", "peak_rss_mb": 8000.0},
+            {"which": "ours", "shape": "4x512", "peak_rss_mb": 6000.0},
+        ],
         "checkpointing": {"shape": "4x512", "activation_cut": 1.9, "extra_time": 0.2},
     }
     judged = {t["target"]: (t["value"], t["threshold"], t["met"]) for t in benchmark.targets(results)}
@@ -71,7 +79,11 @@ def test_quick_generation_run_matches_the_reference_tokens_and_reports(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--only", "generation", "--json", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(out.read_text())

@@ -20,8 +20,21 @@ pytestmark = pytest.mark.slow
 
 def test_benchmark_encodes_all_of_sst2_train_and_reports_json(tmp_path, shared_data):
     out = tmp_path / "enc.json"
-    command = [sys.executable, str(SCRIPT), "--data-dir", str(shared_data), "--num-proc", "1", "2",
-               "--batch-sizes", "1000", "--repeats", "1", "--json", str(out)]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--data-dir",
+        str(shared_data),
+        "--num-proc",
+        "1",
+        "2",
+        "--batch-sizes",
+        "1000",
+        "--repeats",
+        "1",
+        "--json",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]  # below target (a loaded machine) is reported, not an error
@@ -35,4 +48,4 @@ def test_benchmark_encodes_all_of_sst2_train_and_reports_json(tmp_path, shared_d
     assert result["best_examples_per_s"] == max(r["examples_per_s"] for r in result["encode"])
     assert result["meets_target"] == (result["best_examples_per_s"] >= result["target_examples_per_s"] == 20_000)
     assert result["tokenizer_only_examples_per_s"] > 0
-    assert "examples/s" in run.stdout and json.loads(run.stdout[run.stdout.index("{"):]) == result
+    assert "examples/s" in run.stdout and json.loads(run.stdout[run.stdout.index("{") :]) == result

@@ -58,7 +58,9 @@ def _env() -> dict[str, str]:
 
 def run_finetune(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     result = subprocess.run(_command(*args), cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"finetune.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"finetune.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
     return result
 
 
@@ -67,15 +69,18 @@ def _front_matter(text: str) -> dict:
     return yaml.safe_load(text.split("---\n", 2)[1])
 
 
-def _recompute_metrics(output_dir: Path, task: str, data_dir: Path, split_validation: bool, max_eval: int,
-                       max_length: int) -> dict[str, float]:
+def _recompute_metrics(
+    output_dir: Path, task: str, data_dir: Path, split_validation: bool, max_eval: int, max_length: int
+) -> dict[str, float]:
     """Score the saved checkpoint on the same eval rows, independently of the script's Trainer."""
     import hf_gpt1  # noqa: F401  (registers gpt1)
     from hf_gpt1 import finetuning as ft
 
     spec = ta.get_task_spec(task)
-    args = ft.parse_args(["--task", task, "--model", "x", "--output-dir", "x", "--data-dir", str(data_dir)]
-                         + (["--split-validation"] if split_validation else []))
+    args = ft.parse_args(
+        ["--task", task, "--model", "x", "--output-dir", "x", "--data-dir", str(data_dir)]
+        + (["--split-validation"] if split_validation else [])
+    )
     data = ft.load_raw_splits(args, spec)
     rows = data["validation"].select(range(min(max_eval, len(data["validation"]))))
     tokenizer = load_gpt1_tokenizer(output_dir)
@@ -83,8 +88,9 @@ def _recompute_metrics(output_dir: Path, task: str, data_dir: Path, split_valida
     batch = ta.GPT1DataCollator(tokenizer)(list(adapter.encode(rows, tokenizer, max_length)))
     model = ft.head_auto_class(spec.family).from_pretrained(output_dir).eval()
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       mc_token_ids=batch["mc_token_ids"]).logits
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], mc_token_ids=batch["mc_token_ids"]
+        ).logits
     return adapter.compute_metrics((logits.numpy(), batch["labels"].numpy()))
 
 
@@ -104,9 +110,29 @@ def test_one_task_per_family_end_to_end(task, tiny_gpt1_dir, shared_data, tmp_pa
     max_length, max_eval = 64, 24
     started = time.time()
     result = run_finetune(
-        "--task", task, "--model", tiny_gpt1_dir, "--output-dir", out, "--data-dir", data_dir,
-        "--max-train-samples", 40, "--max-eval-samples", max_eval, "--max-steps", 6, "--batch-size", 4,
-        "--max-length", max_length, "--save-steps", 3, "--learning-rate", "1e-3", *extra,
+        "--task",
+        task,
+        "--model",
+        tiny_gpt1_dir,
+        "--output-dir",
+        out,
+        "--data-dir",
+        data_dir,
+        "--max-train-samples",
+        40,
+        "--max-eval-samples",
+        max_eval,
+        "--max-steps",
+        6,
+        "--batch-size",
+        4,
+        "--max-length",
+        max_length,
+        "--save-steps",
+        3,
+        "--learning-rate",
+        "1e-3",
+        *extra,
     )
     print(f"{task}: {time.time() - started:.1f}s")
     spec = ta.get_task_spec(task)
@@ -117,7 +143,12 @@ def test_one_task_per_family_end_to_end(task, tiny_gpt1_dir, shared_data, tmp_pa
         assert 0.0 <= abs(results[f"eval_{metric}"]) <= 1.0
     assert results["eval_loss"] == pytest.approx(results["eval_task_loss"] + 0.5 * results["eval_lm_loss"], abs=1e-4)
     settings = results["settings"]
-    assert (settings["lm_coef"], settings["learning_rate"], settings["max_steps"], settings["global_step"]) == (0.5, 1e-3, 6, 6)
+    assert (settings["lm_coef"], settings["learning_rate"], settings["max_steps"], settings["global_step"]) == (
+        0.5,
+        1e-3,
+        6,
+        6,
+    )
     assert settings["train_examples"] == 40 and settings["eval_examples"] == {"validation": max_eval}
     assert settings["standardize_text"] is True  # curly quotes etc. mapped to ASCII, as the original code did
     assert settings["best_checkpoint"] in {"checkpoint-3", "checkpoint-6"}
@@ -148,7 +179,11 @@ def test_one_task_per_family_end_to_end(task, tiny_gpt1_dir, shared_data, tmp_pa
     assert train_logs and all({"task_loss", "lm_loss"} <= set(e) for e in train_logs)
     if task == "sst2":
         lines = (out / "SST-2.tsv").read_text().splitlines()
-        assert lines[0] == "index\tprediction" and len(lines) == 11 and {l.split("\t")[1] for l in lines[1:]} <= {"0", "1"}
+        assert (
+            lines[0] == "index\tprediction"
+            and len(lines) == 11
+            and {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+        )
         assert "it/s" in result.stderr  # Trainer's progress bars
 
 
@@ -161,11 +196,43 @@ def test_two_processes_with_accelerate_launch(tiny_gpt1_dir, glue_dir, tmp_path)
     # mpirun is configured); on this GPU-less machine the script then asks Accelerate for a CPU (gloo) process group.
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(port), str(SCRIPT),
-        "--task", "cola", "--model", str(tiny_gpt1_dir), "--output-dir", str(out), "--data-dir", str(glue_dir),
-        "--max-train-samples", "48", "--max-eval-samples", "30", "--max-steps", "4", "--batch-size", "4",
-        "--max-length", "48", "--logging-steps", "1", "--save-steps", "2", "--disable-tqdm",
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        str(SCRIPT),
+        "--task",
+        "cola",
+        "--model",
+        str(tiny_gpt1_dir),
+        "--output-dir",
+        str(out),
+        "--data-dir",
+        str(glue_dir),
+        "--max-train-samples",
+        "48",
+        "--max-eval-samples",
+        "30",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "48",
+        "--logging-steps",
+        "1",
+        "--save-steps",
+        "2",
+        "--disable-tqdm",
     ]
     result = subprocess.run(command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
@@ -188,9 +255,30 @@ def test_sst2_learns_beyond_the_majority_class(tiny_gpt1_dir, glue_dir, tmp_path
     out = tmp_path / "out"
     started = time.time()
     run_finetune(
-        "--task", "sst2", "--model", tiny_gpt1_dir, "--output-dir", out, "--data-dir", glue_dir,
-        "--max-train-samples", 9600, "--max-steps", 300, "--batch-size", 32, "--max-length", 64,
-        "--learning-rate", "3e-3", "--lm-coef", 0, "--eval-strategy", "no", "--disable-tqdm", "--no-plot",
+        "--task",
+        "sst2",
+        "--model",
+        tiny_gpt1_dir,
+        "--output-dir",
+        out,
+        "--data-dir",
+        glue_dir,
+        "--max-train-samples",
+        9600,
+        "--max-steps",
+        300,
+        "--batch-size",
+        32,
+        "--max-length",
+        64,
+        "--learning-rate",
+        "3e-3",
+        "--lm-coef",
+        0,
+        "--eval-strategy",
+        "no",
+        "--disable-tqdm",
+        "--no-plot",
     )
     accuracy = json.loads((out / "eval_results.json").read_text())["eval_accuracy"]
     record_property("sst2_dev_accuracy", accuracy)
@@ -217,9 +305,32 @@ def _checkpoints(folder: Path) -> list[int]:
 
 def test_resume_after_sigterm_and_sigkill_matches_an_uninterrupted_run(tiny_gpt1_dir, glue_dir, tmp_path):
     common = [
-        "--task", "sst2", "--model", tiny_gpt1_dir, "--data-dir", glue_dir, "--max-train-samples", 64,
-        "--max-eval-samples", 48, "--max-steps", 60, "--batch-size", 4, "--max-length", 32, "--save-steps", 10,
-        "--logging-steps", 5, "--learning-rate", "1e-3", "--disable-tqdm", "--no-plot", "--seed", 7,
+        "--task",
+        "sst2",
+        "--model",
+        tiny_gpt1_dir,
+        "--data-dir",
+        glue_dir,
+        "--max-train-samples",
+        64,
+        "--max-eval-samples",
+        48,
+        "--max-steps",
+        60,
+        "--batch-size",
+        4,
+        "--max-length",
+        32,
+        "--save-steps",
+        10,
+        "--logging-steps",
+        5,
+        "--learning-rate",
+        "1e-3",
+        "--disable-tqdm",
+        "--no-plot",
+        "--seed",
+        7,
         "--no-load-best-model",  # the final weights are step 60's, trained across both interruptions
     ]
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
@@ -239,7 +350,9 @@ def test_resume_after_sigterm_and_sigkill_matches_an_uninterrupted_run(tiny_gpt1
     assert state["global_step"] == stopped_at
 
     # 2. resume, then SIGKILL right after the next checkpoint appears (nothing graceful about it)
-    second = subprocess.Popen(_command(*common, "--output-dir", interrupted, "--resume-from-checkpoint", "auto"), **popen)
+    second = subprocess.Popen(
+        _command(*common, "--output-dir", interrupted, "--resume-from-checkpoint", "auto"), **popen
+    )
     _wait_for(lambda: max(_checkpoints(interrupted)) > stopped_at, second, what="a checkpoint after the resume")
     second.kill()
     second.communicate(timeout=60)
@@ -265,8 +378,10 @@ def test_resume_after_sigterm_and_sigkill_matches_an_uninterrupted_run(tiny_gpt1
     # Training-loss logs agree too, except the 5-step windows a resume cut in two: Trainer (and so GPT1Trainer)
     # averages a window over the steps run since the process started.
     cut = lambda step: any(step - 5 < resumed < step for resumed in (stopped_at, killed_at))  # noqa: E731
-    losses = [[(e["step"], e["loss"], e["task_loss"], e["lm_loss"]) for e in h if "loss" in e and not cut(e["step"])]
-              for h in history]
+    losses = [
+        [(e["step"], e["loss"], e["task_loss"], e["lm_loss"]) for e in h if "loss" in e and not cut(e["step"])]
+        for h in history
+    ]
     assert losses[0] == losses[1] and len(losses[1]) >= 10
 
 
@@ -285,11 +400,39 @@ def test_nan_loss_exits_1_and_keeps_only_the_earlier_checkpoints(tiny_gpt1_dir, 
 
     out = tmp_path / "out"
     result = subprocess.run(
-        _command("--task", "sst2", "--model", tiny_gpt1_dir, "--output-dir", out, "--data-dir", glue_dir,
-                 "--max-train-samples", 40, "--max-eval-samples", 8, "--max-steps", 10, "--batch-size", 4,
-                 "--max-length", 32, "--save-steps", 1, "--learning-rate", "1e30", "--warmup-ratio", 0,
-                 "--disable-tqdm", "--no-plot"),
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+        _command(
+            "--task",
+            "sst2",
+            "--model",
+            tiny_gpt1_dir,
+            "--output-dir",
+            out,
+            "--data-dir",
+            glue_dir,
+            "--max-train-samples",
+            40,
+            "--max-eval-samples",
+            8,
+            "--max-steps",
+            10,
+            "--batch-size",
+            4,
+            "--max-length",
+            32,
+            "--save-steps",
+            1,
+            "--learning-rate",
+            "1e30",
+            "--warmup-ratio",
+            0,
+            "--disable-tqdm",
+            "--no-plot",
+        ),
+        cwd=REPO_ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     last_line = result.stderr.strip().splitlines()[-1]
@@ -328,28 +471,66 @@ def test_push_to_hub_end_to_end(variant, hub_server, tiny_gpt1_dir, glue_dir, to
 
     repo = f"{USER}/tiny-sst2" + ("-lora" if variant != "full" else "")
     out = tmp_path / "out"
-    extra = (["--hub-strategy", "every_save", "--save-steps", 3] if variant == "full"
-             else ["--peft", "lora", "--merge-adapter", "--learning-rate", "3e-3"])
+    extra = (
+        ["--hub-strategy", "every_save", "--save-steps", 3]
+        if variant == "full"
+        else ["--peft", "lora", "--merge-adapter", "--learning-rate", "3e-3"]
+    )
     result = subprocess.run(
-        _command("--task", "sst2", "--model", tiny_gpt1_dir, "--output-dir", out, "--data-dir", glue_dir,
-                 "--max-train-samples", 24, "--max-eval-samples", 16, "--max-steps", 6, "--batch-size", 4,
-                 "--max-length", 32, "--disable-tqdm", "--no-plot", "--push-to-hub", "--hub-model-id", repo, *extra),
-        cwd=REPO_ROOT, env={**_env(), **hub_env(hub_server)}, capture_output=True, text=True, timeout=600,
+        _command(
+            "--task",
+            "sst2",
+            "--model",
+            tiny_gpt1_dir,
+            "--output-dir",
+            out,
+            "--data-dir",
+            glue_dir,
+            "--max-train-samples",
+            24,
+            "--max-eval-samples",
+            16,
+            "--max-steps",
+            6,
+            "--batch-size",
+            4,
+            "--max-length",
+            32,
+            "--disable-tqdm",
+            "--no-plot",
+            "--push-to-hub",
+            "--hub-model-id",
+            repo,
+            *extra,
+        ),
+        cwd=REPO_ROOT,
+        env={**_env(), **hub_env(hub_server)},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-5000:]
     local = out if variant == "full" else out / "merged"
 
     files = hub_server.files(repo)
-    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md",
-            "eval_results.json"} | CODE_FILES <= set(files)
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "eval_results.json",
+    } | CODE_FILES <= set(files)
     assert not any(p.startswith(("checkpoint-", "_")) or p.endswith(("optimizer.pt", ".pth")) for p in files)
     # push_folder never uploads the TrainingArguments pickle; Trainer's own checkpoint pushes (every_save) do
     assert ("training_args.bin" in files) == (variant == "full")
     for path in files.keys() - {".gitattributes", "training_args.bin"}:
         assert files[path] == (local / path).read_bytes(), path  # the local folder, as it is
     config = json.loads(files["config.json"])
-    assert config["model_type"] == "gpt1" and config["auto_map"]["AutoModelForSequenceClassification"] == \
-        "modeling_gpt1.GPT1ForSequenceClassification"
+    assert (
+        config["model_type"] == "gpt1"
+        and config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_gpt1.GPT1ForSequenceClassification"
+    )
     added = {t["content"] for t in json.loads(files["tokenizer.json"])["added_tokens"]}
     assert {"_start_", "_delimiter_", "_classify_", "<pad>"} <= added
 
@@ -377,17 +558,35 @@ def test_push_to_hub_end_to_end(variant, hub_server, tiny_gpt1_dir, glue_dir, to
 
 
 @pytest.mark.parametrize("token", [None, READ_TOKEN], ids=["no-token", "read-only-token"])
-def test_push_to_hub_with_a_token_that_cannot_push_fails_before_training(token, hub_server, tiny_gpt1_dir, glue_dir,
-                                                                         tmp_path):
+def test_push_to_hub_with_a_token_that_cannot_push_fails_before_training(
+    token, hub_server, tiny_gpt1_dir, glue_dir, tmp_path
+):
     out = tmp_path / "out"
     env = {**_env(), **hub_env(hub_server)}
     env.pop("HF_TOKEN")
     started = time.time()
     result = subprocess.run(
-        _command("--task", "sst2", "--model", tiny_gpt1_dir, "--output-dir", out, "--data-dir", glue_dir,
-                 "--max-steps", 2, "--push-to-hub", "--hub-model-id", f"{USER}/never-pushed",
-                 *(["--hub-token", token] if token else [])),
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        _command(
+            "--task",
+            "sst2",
+            "--model",
+            tiny_gpt1_dir,
+            "--output-dir",
+            out,
+            "--data-dir",
+            glue_dir,
+            "--max-steps",
+            2,
+            "--push-to-hub",
+            "--hub-model-id",
+            f"{USER}/never-pushed",
+            *(["--hub-token", token] if token else []),
+        ),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     print(f"failed after {time.time() - started:.1f}s")
     assert result.returncode == 2, result.stderr[-3000:]

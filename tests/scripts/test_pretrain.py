@@ -53,8 +53,17 @@ def _config(tmp_path: Path, name: str = "tiny.json", **fields) -> str:
 
 def _args(corpus, config, out, tokenizer_dir, *extra) -> list[str]:
     return [
-        "--corpus", str(corpus), "--model-config", str(config), "--output-dir", str(out),
-        "--tokenizer", str(tokenizer_dir), "--report-to", "none", *map(str, extra),
+        "--corpus",
+        str(corpus),
+        "--model-config",
+        str(config),
+        "--output-dir",
+        str(out),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--report-to",
+        "none",
+        *map(str, extra),
     ]
 
 
@@ -62,12 +71,15 @@ def run_pretrain(
     args: list[str], timeout: int = 600, launcher: list[str] | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     command = (launcher or [sys.executable]) + [str(SCRIPT), *args]
-    return subprocess.run(command, env={**_env(), **(env or {})}, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        command, env={**_env(), **(env or {})}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+    )
     return result
 
 
@@ -103,12 +115,40 @@ def test_tiny_model_learns_shakespeare_and_generates(tmp_path, shakespeare, toke
     out = tmp_path / "run"
     config = _config(tmp_path, n_embd=64)
     start = time.perf_counter()
-    result = _ok(run_pretrain(_args(
-        shakespeare, config, out, tokenizer_dir,
-        "--block-size", 64, "--batch-size", 8, "--max-steps", 60, "--learning-rate", 3e-3, "--warmup-steps", 10,
-        "--eval-every", 30, "--eval-windows", 32, "--log-every", 10, "--save-every", 30, "--val-fraction", 0.02,
-        "--data-cache-dir", data_cache, "--report-to", "tensorboard",
-    )))
+    result = _ok(
+        run_pretrain(
+            _args(
+                shakespeare,
+                config,
+                out,
+                tokenizer_dir,
+                "--block-size",
+                64,
+                "--batch-size",
+                8,
+                "--max-steps",
+                60,
+                "--learning-rate",
+                3e-3,
+                "--warmup-steps",
+                10,
+                "--eval-every",
+                30,
+                "--eval-windows",
+                32,
+                "--log-every",
+                10,
+                "--save-every",
+                30,
+                "--val-fraction",
+                0.02,
+                "--data-cache-dir",
+                data_cache,
+                "--report-to",
+                "tensorboard",
+            )
+        )
+    )
     elapsed = time.perf_counter() - start
 
     val = _val_losses(out)
@@ -132,13 +172,16 @@ def test_tiny_model_learns_shakespeare_and_generates(tmp_path, shakespeare, toke
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
 
     # the final model loads through the Auto classes and generates
-    import hf_gpt1  # noqa: F401  (registers model_type "gpt1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import hf_gpt1  # noqa: F401  (registers model_type "gpt1")
 
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert type(model).__name__ == "GPT1ForCausalLM" and model.config.vocab_size == len(tokenizer) == 40482
-    prompt = tokenizer("first citizen : before we proceed any further , hear me speak .", add_special_tokens=False, return_tensors="pt")
+    prompt = tokenizer(
+        "first citizen : before we proceed any further , hear me speak .", add_special_tokens=False, return_tensors="pt"
+    )
     with torch.no_grad():
         generated = model.generate(**prompt, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     new_tokens = generated[0, prompt["input_ids"].shape[1] :]
@@ -170,21 +213,60 @@ def test_two_processes_and_accumulation_match_one_process(tmp_path, shakespeare,
     differs (DDP and accumulation average two half-batch gradients); observed differences are ~1e-6.
     """
     config = _config(tmp_path)
-    common = ["--block-size", 32, "--max-steps", 8, "--learning-rate", 3e-3, "--warmup-steps", 2, "--dropout", 0,
-              "--log-every", 1, "--eval-every", 4, "--eval-windows", 16, "--save-every", 0, "--data-cache-dir", data_cache]
+    common = [
+        "--block-size",
+        32,
+        "--max-steps",
+        8,
+        "--learning-rate",
+        3e-3,
+        "--warmup-steps",
+        2,
+        "--dropout",
+        0,
+        "--log-every",
+        1,
+        "--eval-every",
+        4,
+        "--eval-windows",
+        16,
+        "--save-every",
+        0,
+        "--data-cache-dir",
+        data_cache,
+    ]
     single, double, accumulated = tmp_path / "one", tmp_path / "two", tmp_path / "accumulated"
     _ok(run_pretrain(_args(shakespeare, config, single, tokenizer_dir, "--batch-size", 8, *common)))
     launcher = [str(ACCELERATE), "launch", "--config_file", str(CPU_2PROC), "--main_process_port", str(_free_port())]
-    result = _ok(run_pretrain(_args(shakespeare, config, double, tokenizer_dir, "--batch-size", 4, "--cpu", *common),
-                              launcher=launcher))
-    _ok(run_pretrain(_args(shakespeare, config, accumulated, tokenizer_dir, "--batch-size", 4,
-                           "--gradient-accumulation-steps", 2, "--activation-checkpointing", *common)))
+    result = _ok(
+        run_pretrain(
+            _args(shakespeare, config, double, tokenizer_dir, "--batch-size", 4, "--cpu", *common), launcher=launcher
+        )
+    )
+    _ok(
+        run_pretrain(
+            _args(
+                shakespeare,
+                config,
+                accumulated,
+                tokenizer_dir,
+                "--batch-size",
+                4,
+                "--gradient-accumulation-steps",
+                2,
+                "--activation-checkpointing",
+                *common,
+            )
+        )
+    )
 
     # really two processes (accelerate can silently start one), and each rank wrote its RNG state
     assert json.loads((double / "pretrain_run.json").read_text())["num_processes"] == 2
     assert "2 process(es) (MULTI_CPU" in result.stderr
     assert sorted(p.name for p in (double / "checkpoint-8").glob("random_states_*.pkl")) == [
-        "random_states_0.pkl", "random_states_1.pkl"]
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
 
     one = _train_losses(single)
     assert sorted(one) == list(range(1, 9))
@@ -212,17 +294,42 @@ def test_init_from_openai_gpt_checkpoint(tmp_path, shakespeare, tokenizer_dir, d
     source = OpenAIGPTLMHeadModel(OpenAIGPTConfig(vocab_size=40478, n_positions=64, n_embd=32, n_layer=2, n_head=4))
     source.save_pretrained(tmp_path / "openai")
     out = tmp_path / "run"
-    args = ["--corpus", shakespeare, "--init-from", tmp_path / "openai", "--tokenizer", tokenizer_dir, "--output-dir", out,
-            "--report-to", "none", "--block-size", 32, "--batch-size", 4, "--max-steps", 2, "--learning-rate", 0,
-            "--eval-every", 0, "--eval-windows", 8, "--data-cache-dir", data_cache]
+    args = [
+        "--corpus",
+        shakespeare,
+        "--init-from",
+        tmp_path / "openai",
+        "--tokenizer",
+        tokenizer_dir,
+        "--output-dir",
+        out,
+        "--report-to",
+        "none",
+        "--block-size",
+        32,
+        "--batch-size",
+        4,
+        "--max-steps",
+        2,
+        "--learning-rate",
+        0,
+        "--eval-every",
+        0,
+        "--eval-windows",
+        8,
+        "--data-cache-dir",
+        data_cache,
+    ]
     _ok(run_pretrain([str(a) for a in args]))
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "gpt1" and config["vocab_size"] == 40482 and config["n_embd"] == 32
     weights = load_file(out / "model.safetensors")
-    torch.testing.assert_close(weights["transformer.tokens_embed.weight"][:40478], source.transformer.tokens_embed.weight,
-                               rtol=0, atol=0)
-    torch.testing.assert_close(weights["transformer.h.0.mlp.c_fc.weight"], source.transformer.h[0].mlp.c_fc.weight.t(),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        weights["transformer.tokens_embed.weight"][:40478], source.transformer.tokens_embed.weight, rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        weights["transformer.h.0.mlp.c_fc.weight"], source.transformer.h[0].mlp.c_fc.weight.t(), rtol=0, atol=0
+    )
     assert json.loads((out / "pretrain_run.json").read_text())["init_from"] == str((tmp_path / "openai").resolve())
 
 
@@ -243,12 +350,16 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float, what: str) -
         time.sleep(0.05)
 
 
-def _kill_and_resume(make_args, reference: Path, interrupted: Path, kill_at: str = "checkpoint-4") -> subprocess.CompletedProcess:
+def _kill_and_resume(
+    make_args, reference: Path, interrupted: Path, kill_at: str = "checkpoint-4"
+) -> subprocess.CompletedProcess:
     """Run `make_args(out)` to the end in `reference`; in `interrupted`, SIGKILL it once `kill_at` exists, check that
     a plain rerun refuses the folder, then `--resume` it. Returns the resumed run (asserted successful)."""
     _ok(run_pretrain(make_args(reference)))
     command = [sys.executable, str(SCRIPT), *make_args(interrupted)]
-    process = subprocess.Popen(command, env=_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait_for(lambda: (interrupted / kill_at).is_dir(), process, 300, kill_at)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
@@ -267,9 +378,30 @@ def _kill_and_resume(make_args, reference: Path, interrupted: Path, kill_at: str
 
 
 # Shared by the kill/resume tests of full and LoRA training (see the docstring below for why this schedule).
-KILL_RESUME_SCHEDULE = ["--block-size", 32, "--batch-size", 4, "--gradient-accumulation-steps", 3, "--max-steps", 12,
-                        "--learning-rate", 3e-3, "--warmup-steps", 2, "--log-every", 1, "--eval-every", 6,
-                        "--save-every", 4, "--save-total-limit", 0, "--val-fraction", 0.1]
+KILL_RESUME_SCHEDULE = [
+    "--block-size",
+    32,
+    "--batch-size",
+    4,
+    "--gradient-accumulation-steps",
+    3,
+    "--max-steps",
+    12,
+    "--learning-rate",
+    3e-3,
+    "--warmup-steps",
+    2,
+    "--log-every",
+    1,
+    "--eval-every",
+    6,
+    "--save-every",
+    4,
+    "--save-total-limit",
+    0,
+    "--val-fraction",
+    0.1,
+]
 
 
 def _excerpt(tmp_path: Path, shakespeare: Path) -> Path:
@@ -285,7 +417,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shakespeare, tok
     corpus = _excerpt(tmp_path, shakespeare)
     config = _config(tmp_path)  # dropout 0.1 (the GPT1Config default)
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    _kill_and_resume(lambda out: _args(corpus, config, out, tokenizer_dir, *KILL_RESUME_SCHEDULE), reference, interrupted)
+    _kill_and_resume(
+        lambda out: _args(corpus, config, out, tokenizer_dir, *KILL_RESUME_SCHEDULE), reference, interrupted
+    )
     epochs = {r["epoch"] for r in _records(reference) if "epoch" in r}
     assert epochs == {0, 1, 2, 3}, epochs  # 36 micro-batches over ~11-batch epochs
 
@@ -303,11 +437,36 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path, shakespeare, tok
 
     out = tmp_path / "run"
     precision = "bf16" if is_bf16_available() else "no"
-    args = _args(shakespeare, _config(tmp_path), out, tokenizer_dir, "--block-size", 32, "--batch-size", 4,
-                 "--max-steps", 500, "--log-every", 1, "--eval-every", 0, "--save-every", 0,
-                 "--data-cache-dir", data_cache, "--mixed-precision", precision)
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=_env(), cwd=REPO_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = _args(
+        shakespeare,
+        _config(tmp_path),
+        out,
+        tokenizer_dir,
+        "--block-size",
+        32,
+        "--batch-size",
+        4,
+        "--max-steps",
+        500,
+        "--log-every",
+        1,
+        "--eval-every",
+        0,
+        "--save-every",
+        0,
+        "--data-cache-dir",
+        data_cache,
+        "--mixed-precision",
+        precision,
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        env=_env(),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(lambda: (out / "log.jsonl").is_file() and len(_train_losses(out)) >= 2, process, 300, "two updates")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
@@ -328,12 +487,37 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path, shakespeare, tok
     assert all(math.isfinite(loss) for loss in _train_losses(out).values())
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, shakespeare, tokenizer_dir, data_cache):
+def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
+    tmp_path, shakespeare, tokenizer_dir, data_cache
+):
     out = tmp_path / "run"
     # lr 1e30 with no warmup: update 1 throws every weight to ~1e30, so the forward pass of update 2 overflows
-    result = run_pretrain(_args(shakespeare, _config(tmp_path), out, tokenizer_dir, "--block-size", 32,
-                                "--batch-size", 4, "--max-steps", 6, "--learning-rate", 1e30, "--warmup-steps", 0,
-                                "--log-every", 1, "--eval-every", 0, "--save-every", 1, "--data-cache-dir", data_cache))
+    result = run_pretrain(
+        _args(
+            shakespeare,
+            _config(tmp_path),
+            out,
+            tokenizer_dir,
+            "--block-size",
+            32,
+            "--batch-size",
+            4,
+            "--max-steps",
+            6,
+            "--learning-rate",
+            1e30,
+            "--warmup-steps",
+            0,
+            "--log-every",
+            1,
+            "--eval-every",
+            0,
+            "--save-every",
+            1,
+            "--data-cache-dir",
+            data_cache,
+        )
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "non-finite loss nan at update 2" in result.stderr
     assert f"Last good checkpoint: {out / 'checkpoint-1'}" in result.stderr
@@ -366,16 +550,20 @@ def _bad_corpus(kind: str, tmp_path: Path, shakespeare: Path) -> tuple[Path, Pat
         out.mkdir()
         (out / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
         (out / "model.safetensors").write_bytes(b"")
-        return shakespeare, out, [f"Output folder {out} holds a model checkpoint (config.json, model_type='bert')",
-                                  "--overwrite"]
+        return (
+            shakespeare,
+            out,
+            [f"Output folder {out} holds a model checkpoint (config.json, model_type='bert')", "--overwrite"],
+        )
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", ["empty-folder", "non-utf8", "too-small", "foreign-checkpoint"])
 def test_bad_input_is_a_clear_error(kind, tmp_path, shakespeare, tokenizer_dir):
     corpus, out, expected = _bad_corpus(kind, tmp_path, shakespeare)
-    result = run_pretrain(_args(corpus, _config(tmp_path), out, tokenizer_dir, "--block-size", 32, "--max-steps", 2),
-                          timeout=300)
+    result = run_pretrain(
+        _args(corpus, _config(tmp_path), out, tokenizer_dir, "--block-size", 32, "--max-steps", 2), timeout=300
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     error_line = [line for line in result.stderr.splitlines() if line.startswith("pretrain.py: error:")]
     assert error_line, result.stderr[-3000:]
@@ -401,9 +589,32 @@ def lora_base(tmp_path_factory, shakespeare, tokenizer_dir) -> Path:
     corpus = root / "base.txt"
     corpus.write_bytes(shakespeare.read_bytes()[:40_000])
     out = root / "base"
-    _ok(run_pretrain(_args(corpus, _config(root, n_embd=64), out, tokenizer_dir, "--block-size", 32, "--batch-size", 8,
-                           "--max-steps", 40, "--learning-rate", 1e-2, "--warmup-steps", 4, "--eval-every", 0,
-                           "--save-every", 0, "--val-fraction", 0.05)))
+    _ok(
+        run_pretrain(
+            _args(
+                corpus,
+                _config(root, n_embd=64),
+                out,
+                tokenizer_dir,
+                "--block-size",
+                32,
+                "--batch-size",
+                8,
+                "--max-steps",
+                40,
+                "--learning-rate",
+                1e-2,
+                "--warmup-steps",
+                4,
+                "--eval-every",
+                0,
+                "--save-every",
+                0,
+                "--val-fraction",
+                0.05,
+            )
+        )
+    )
     return out
 
 
@@ -423,8 +634,18 @@ def lora_corpus(lora_base, shakespeare) -> Path:
 
 def _lora_args(corpus: Path, base: Path, out: Path, *extra) -> list[str]:
     """No --tokenizer: the one saved next to the --init-from model is used."""
-    return ["--corpus", str(corpus), "--init-from", str(base), "--output-dir", str(out), "--report-to", "none",
-            *map(str, LORA), *map(str, extra)]
+    return [
+        "--corpus",
+        str(corpus),
+        "--init-from",
+        str(base),
+        "--output-dir",
+        str(out),
+        "--report-to",
+        "none",
+        *map(str, LORA),
+        *map(str, extra),
+    ]
 
 
 def _strip_peft_prefix(name: str) -> str:
@@ -440,7 +661,9 @@ def _mean_window_loss(model, windows: torch.Tensor) -> float:
     return per_token.mean(dim=1).mean().item()
 
 
-def test_lora_continued_pretraining_learns_and_saves_a_reproducible_adapter(tmp_path, lora_base, lora_corpus, hub_server):
+def test_lora_continued_pretraining_learns_and_saves_a_reproducible_adapter(
+    tmp_path, lora_base, lora_corpus, hub_server
+):
     """--init-from a pretrained base --peft lora --merge-adapter --push-to-hub: the loss goes down while the base weights
     stay bit-identical; the adapter folder reproduces the run's final validation loss through PeftModel and
     AutoPeftModel; the merged model matches it within 1e-5 and is what the Hub repo receives."""
@@ -451,12 +674,37 @@ def test_lora_continued_pretraining_learns_and_saves_a_reproducible_adapter(tmp_
     from hf_gpt1 import pretraining as pt
 
     out, repo = tmp_path / "lora", "test-user/tiny-lora-lm"
-    result = _ok(run_pretrain(
-        _lora_args(lora_corpus, lora_base, out, "--block-size", 32, "--batch-size", 4, "--max-steps", 60,
-                   "--learning-rate", 5e-3, "--warmup-steps", 3, "--eval-every", 20, "--log-every", 20,
-                   "--save-every", 30, "--val-fraction", 0.1, "--merge-adapter", "--push-to-hub", repo),
-        env=hub_env(hub_server),
-    ))
+    result = _ok(
+        run_pretrain(
+            _lora_args(
+                lora_corpus,
+                lora_base,
+                out,
+                "--block-size",
+                32,
+                "--batch-size",
+                4,
+                "--max-steps",
+                60,
+                "--learning-rate",
+                5e-3,
+                "--warmup-steps",
+                3,
+                "--eval-every",
+                20,
+                "--log-every",
+                20,
+                "--save-every",
+                30,
+                "--val-fraction",
+                0.1,
+                "--merge-adapter",
+                "--push-to-hub",
+                repo,
+            ),
+            env=hub_env(hub_server),
+        )
+    )
 
     # it learns: validation loss down at every evaluation, training loss down too
     val, train = _val_losses(out), _train_losses(out)
@@ -470,13 +718,19 @@ def test_lora_continued_pretraining_learns_and_saves_a_reproducible_adapter(tmp_
     assert not names & {"config.json", "model.safetensors"}
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == str(lora_base.resolve())
-    assert (adapter_config["peft_type"], adapter_config["task_type"], adapter_config["r"], adapter_config["lora_alpha"]) == (
-        "LORA", "CAUSAL_LM", 16, 32)
+    assert (
+        adapter_config["peft_type"],
+        adapter_config["task_type"],
+        adapter_config["r"],
+        adapter_config["lora_alpha"],
+    ) == ("LORA", "CAUSAL_LM", 16, 32)
     assert set(adapter_config["target_modules"]) == {"c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"}
     adapter = load_file(out / "adapter_model.safetensors")
     assert len(adapter) == 16 and all(".lora_A." in n or ".lora_B." in n for n in adapter)
     trainable = sum(t.numel() for t in adapter.values())
-    assert f"trainable parameters: {trainable:,} of " in result.stdout and f"by kind: lora {trainable:,})" in result.stdout
+    assert (
+        f"trainable parameters: {trainable:,} of " in result.stdout and f"by kind: lora {trainable:,})" in result.stdout
+    )
     assert json.loads((out / "pretrain_run.json").read_text())["peft"]["r"] == 16
 
     # only the adapter trained: in the run's final state (checkpoint-60: the whole PeftModel) every base tensor is
@@ -494,8 +748,9 @@ def test_lora_continued_pretraining_learns_and_saves_a_reproducible_adapter(tmp_
 
     # the saved adapter reproduces the run: its validation loss on the run's validation windows is the logged one
     tokenizer = hf_gpt1.load_gpt1_tokenizer(out)
-    data = pt.prepare_corpus(pt.resolve_corpus(str(lora_corpus)), tokenizer, out / "data-cache", block_size=32,
-                             val_fraction=0.1)
+    data = pt.prepare_corpus(
+        pt.resolve_corpus(str(lora_corpus)), tokenizer, out / "data-cache", block_size=32, val_fraction=0.1
+    )
     windows = torch.stack([data.val[i]["input_ids"] for i in range(len(data.val))])
     base = hf_gpt1.GPT1ForCausalLM.from_pretrained(lora_base)
     with torch.no_grad():
@@ -534,7 +789,10 @@ def test_lora_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shakespeare
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     _kill_and_resume(lambda out: _lora_args(corpus, lora_base, out, *KILL_RESUME_SCHEDULE), reference, interrupted)
 
-    expected, actual = load_file(reference / "adapter_model.safetensors"), load_file(interrupted / "adapter_model.safetensors")
+    expected, actual = (
+        load_file(reference / "adapter_model.safetensors"),
+        load_file(interrupted / "adapter_model.safetensors"),
+    )
     assert expected.keys() == actual.keys() and len(expected) == 16
     for name in expected:
         assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
@@ -557,8 +815,14 @@ def test_lora_and_hub_flags(capsys, tmp_path, shakespeare, lora_base):
     assert args.lora_target_modules == ["c_attn", "c_fc", "mlp.c_proj"] and (args.lora_r, args.lora_alpha) == (8, 16)
     assert _parse_args(["--init-from", "base"]).peft == "none"
     for argv, expected in [
-        (["--model-config", "gpt1-tiny", "--peft", "lora"], "--peft lora adapts an existing model: give it with --init-from"),
-        (["--init-from", "base", "--peft", "lora", "--push-to-hub", "me/x"], "publishes the merged model: add --merge-adapter"),
+        (
+            ["--model-config", "gpt1-tiny", "--peft", "lora"],
+            "--peft lora adapts an existing model: give it with --init-from",
+        ),
+        (
+            ["--init-from", "base", "--peft", "lora", "--push-to-hub", "me/x"],
+            "publishes the merged model: add --merge-adapter",
+        ),
         (["--init-from", "base", "--merge-adapter"], "--merge-adapter needs --peft lora"),
         (["--init-from", "base", "--peft", "lora", "--lora-r", "0"], "--lora-r must be a positive integer"),
     ]:
@@ -568,7 +832,9 @@ def test_lora_and_hub_flags(capsys, tmp_path, shakespeare, lora_base):
 
     # a target module the model does not have: a clear error before training, naming the modules it does have
     out = tmp_path / "run"
-    result = run_pretrain(_lora_args(shakespeare, lora_base, out, "--lora-target-modules", "q_proj,v_proj"), timeout=300)
+    result = run_pretrain(
+        _lora_args(shakespeare, lora_base, out, "--lora-target-modules", "q_proj,v_proj"), timeout=300
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("pretrain.py: error:")]
     assert "--lora-target-modules q_proj v_proj" in error and "attn.c_attn" in error and "mlp.c_fc" in error
@@ -595,29 +861,73 @@ def _small_corpus(tmp_path: Path, shakespeare: Path) -> Path:
 
 def _push_args(corpus: Path, out: Path, tokenizer_dir: Path, *extra) -> list[str]:
     """A gpt1-tiny model (2 layers, width 64), a few updates."""
-    return ["--corpus", str(corpus), "--model-config", "gpt1-tiny", "--output-dir", str(out), "--tokenizer",
-            str(tokenizer_dir), "--report-to", "none", "--block-size", "32", "--batch-size", "4", *map(str, extra)]
+    return [
+        "--corpus",
+        str(corpus),
+        "--model-config",
+        "gpt1-tiny",
+        "--output-dir",
+        str(out),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--report-to",
+        "none",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "4",
+        *map(str, extra),
+    ]
 
 
 def test_push_to_hub_publishes_the_final_model(tmp_path, shakespeare, tokenizer_dir, hub_server):
     from transformers import AutoModelForCausalLM
 
     repo, out = "test-user/tiny-lm", tmp_path / "run"
-    result = _ok(run_pretrain(
-        _push_args(_small_corpus(tmp_path, shakespeare), out, tokenizer_dir, "--max-steps", 3, "--save-every", 2,
-                   "--eval-every", 0, "--report-to", "tensorboard", "--push-to-hub", repo, "--hub-private-repo"),
-        env=hub_env(hub_server),
-    ))
+    result = _ok(
+        run_pretrain(
+            _push_args(
+                _small_corpus(tmp_path, shakespeare),
+                out,
+                tokenizer_dir,
+                "--max-steps",
+                3,
+                "--save-every",
+                2,
+                "--eval-every",
+                0,
+                "--report-to",
+                "tensorboard",
+                "--push-to-hub",
+                repo,
+                "--hub-private-repo",
+            ),
+            env=hub_env(hub_server),
+        )
+    )
     assert "Uploaded " in result.stdout and f"to {repo}:" in result.stdout and "pretrain.py: pushed to" in result.stdout
     # the run left what must not be uploaded next to the model
     assert (out / "checkpoint-2" / "optimizer.bin").is_file() and list((out / "data-cache").iterdir())
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
 
     files = hub_server.files(repo)
-    assert {"config.json", "model.safetensors", "modeling_gpt1.py", "configuration_gpt1.py", "tokenizer.json",
-            "tokenizer_config.json", "README.md", "pretrain_run.json", "log.jsonl"} <= set(files)
-    leftovers = [n for n in files if n.startswith(("checkpoint-", "data-cache/", "tensorboard/", ".final-"))
-                 or n.endswith((".bin", ".pkl", ".pt", ".npy", ".arrow"))]
+    assert {
+        "config.json",
+        "model.safetensors",
+        "modeling_gpt1.py",
+        "configuration_gpt1.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "pretrain_run.json",
+        "log.jsonl",
+    } <= set(files)
+    leftovers = [
+        n
+        for n in files
+        if n.startswith(("checkpoint-", "data-cache/", "tensorboard/", ".final-"))
+        or n.endswith((".bin", ".pkl", ".pt", ".npy", ".arrow"))
+    ]
     assert leftovers == []
     config = json.loads(files["config.json"])
     assert config["model_type"] == "gpt1"
@@ -629,7 +939,10 @@ def test_push_to_hub_publishes_the_final_model(tmp_path, shakespeare, tokenizer_
     assert metadata["pipeline_tag"] == "text-generation" and "hf-gpt1" in metadata["tags"]
     assert metadata["library_name"] == "transformers" and "datasets" not in metadata  # a local file is no Hub dataset
     assert repo in card and "| max_steps | 3 |" in card
-    assert [c.title for c in hub_server.commits(repo)] == ["GPT-1 pretrained, 3 updates", "initial commit"]  # newest first
+    assert [c.title for c in hub_server.commits(repo)] == [
+        "GPT-1 pretrained, 3 updates",
+        "initial commit",
+    ]  # newest first
     assert hub_server.repo(repo).private
 
     # loads by name from the server (private: with the owner's token), with the local weights
@@ -641,15 +954,29 @@ def test_push_to_hub_publishes_the_final_model(tmp_path, shakespeare, tokenizer_
 
 
 @pytest.mark.parametrize("token", ["read-only", "none"])
-def test_push_to_hub_without_write_access_fails_before_training(tmp_path, shakespeare, tokenizer_dir, hub_server, token):
+def test_push_to_hub_without_write_access_fails_before_training(
+    tmp_path, shakespeare, tokenizer_dir, hub_server, token
+):
     out = tmp_path / "run"
     extra, env = [], hub_env(hub_server)
     if token == "read-only":
         extra, expected = ["--hub-token", READ_TOKEN], "the token of 'test-user' is read-only"
     else:
         env["HF_TOKEN"], expected = "", "no Hugging Face token found"  # and no stored login in the test HF_HOME
-    result = run_pretrain(_push_args(_small_corpus(tmp_path, shakespeare), out, tokenizer_dir, "--max-steps", 3,
-                                     "--push-to-hub", "test-user/tiny-lm", *extra), env=env, timeout=300)
+    result = run_pretrain(
+        _push_args(
+            _small_corpus(tmp_path, shakespeare),
+            out,
+            tokenizer_dir,
+            "--max-steps",
+            3,
+            "--push-to-hub",
+            "test-user/tiny-lm",
+            *extra,
+        ),
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("pretrain.py: error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -663,10 +990,25 @@ def test_failed_push_after_training_keeps_the_model_and_exits_1(tmp_path, shakes
     """The token passes the startup check, then loses write access while the model trains: the upload fails, the run
     says so and how to retry, and the saved model is left complete."""
     out = tmp_path / "run"
-    args = _push_args(_small_corpus(tmp_path, shakespeare), out, tokenizer_dir, "--max-steps", 6, "--eval-every", 0,
-                      "--push-to-hub", "test-user/tiny-lm")
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *args], env={**_env(), **hub_env(hub_server)},
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = _push_args(
+        _small_corpus(tmp_path, shakespeare),
+        out,
+        tokenizer_dir,
+        "--max-steps",
+        6,
+        "--eval-every",
+        0,
+        "--push-to-hub",
+        "test-user/tiny-lm",
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        env={**_env(), **hub_env(hub_server)},
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(lambda: (out / "pretrain_run.json").is_file(), process, 300, "the run to start")  # after the check
     hub_server.tokens[hub_server.token] = HubUser(USER, can_write=False)
     stdout, stderr = process.communicate(timeout=300)

@@ -73,19 +73,37 @@ def _closed_endpoint() -> str:
 def _isolated_env(tmp_path: Path, endpoint: str, token: str = "") -> dict[str, str]:
     """A user without stored credentials (empty HF_HOME), talking to `endpoint`."""
     home = tmp_path / "hf_home"
-    return {"HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
-            "HF_HUB_OFFLINE": "0", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    return {
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": token,
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_HUB_OFFLINE": "0",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
 
 
 def test_dry_run_lists_files_without_network(checkpoint, tmp_path):
     before = folder_hash(checkpoint)
-    result = run_script(str(checkpoint), f"{USER}/gpt1-sst2", "--dry-run", env=_isolated_env(tmp_path, _closed_endpoint()))
+    result = run_script(
+        str(checkpoint), f"{USER}/gpt1-sst2", "--dry-run", env=_isolated_env(tmp_path, _closed_endpoint())
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Would upload 9 file(s)") and f"to {USER}/gpt1-sst2" in lines[0]
     listed = {line.split()[0]: line for line in lines[1:]}
-    assert set(listed) == {"README.md", "config.json", "configuration_gpt1.py", "conversion_gpt1.py", "modeling_gpt1.py",
-                           "model.safetensors", "tokenizer.json", "tokenizer_config.json", "eval_results.json"}
+    assert set(listed) == {
+        "README.md",
+        "config.json",
+        "configuration_gpt1.py",
+        "conversion_gpt1.py",
+        "modeling_gpt1.py",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "eval_results.json",
+    }
     assert "rendered" in listed["README.md"] and "MB" in listed["model.safetensors"]
     assert folder_hash(checkpoint) == before  # the card is only rendered, not written
 
@@ -99,8 +117,18 @@ def test_push(checkpoint, hub_server: HubServer, tmp_path):
     assert result.stdout.startswith("Uploaded 9 file(s)") and "Commit: " in result.stdout
 
     files = hub_server.files(repo_id)
-    assert set(files) == {".gitattributes", "README.md", "config.json", "configuration_gpt1.py", "conversion_gpt1.py",
-                          "modeling_gpt1.py", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "eval_results.json"}
+    assert set(files) == {
+        ".gitattributes",
+        "README.md",
+        "config.json",
+        "configuration_gpt1.py",
+        "conversion_gpt1.py",
+        "modeling_gpt1.py",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "eval_results.json",
+    }
     assert hub_server.repo(repo_id).private
     assert hub_server.commits(repo_id)[0].title == "GPT-1 on SST-2"
     metadata = yaml.safe_load(files["README.md"].decode().split("---\n", 2)[1])

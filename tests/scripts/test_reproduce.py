@@ -24,9 +24,21 @@ def test_smoke_budget_runs_end_to_end_and_reports(tmp_path, shared_data):
     out, docs = tmp_path / "runs", tmp_path / "docs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [
-        sys.executable, str(SCRIPT), "--budget", "smoke", "--data-dir", str(shared_data),
-        "--output-dir", str(out), "--docs-dir", str(docs), "--tasks", "sst2", "story_cloze",
-        "--corpus", str(shared_data / "corpus" / "tinyshakespeare.txt"),
+        sys.executable,
+        str(SCRIPT),
+        "--budget",
+        "smoke",
+        "--data-dir",
+        str(shared_data),
+        "--output-dir",
+        str(out),
+        "--docs-dir",
+        str(docs),
+        "--tasks",
+        "sst2",
+        "story_cloze",
+        "--corpus",
+        str(shared_data / "corpus" / "tinyshakespeare.txt"),
     ]
     run = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -57,7 +69,9 @@ def test_smoke_budget_runs_end_to_end_and_reports(tmp_path, shared_data):
         assert f"]({png})" in report
 
     # a second invocation reuses every finished run instead of training again
-    again = subprocess.run(command + ["--skip-pretrain"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        command + ["--skip-pretrain"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "seed 0:" not in again.stdout  # no fine-tuning run was timed, i.e. none was started
     assert json.loads((docs / "results.json").read_text())["runs"] == results["runs"]

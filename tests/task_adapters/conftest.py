@@ -31,7 +31,9 @@ class Writers:
     modules are imported by path and cannot share a helper module."""
 
     @staticmethod
-    def tsv(path: Path, rows: Sequence[Sequence[object]], header: Sequence[str] | None = None, bom: bool = False) -> Path:
+    def tsv(
+        path: Path, rows: Sequence[Sequence[object]], header: Sequence[str] | None = None, bom: bool = False
+    ) -> Path:
         """GLUE-style TSV: tab-separated, no quoting, ``\\n`` line ends (as download_glue_data.py)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = ["\t".join(header)] if header is not None else []

@@ -19,17 +19,30 @@ def encoded(glue_dir, rocstories_dir, gpt1_tokenizer):
     sst2 = ta.load_task("sst2", glue_dir)["validation"].select(range(8))
     mrpc = ta.load_task("mrpc", glue_dir)["validation"].select(range(6))
     story = ta.load_task("story_cloze", rocstories_dir)["validation"].select(range(6))
-    stsb = {"sentence1": ["A plane is taking off.", "A man is playing a flute.", "A cat."],
-            "sentence2": ["An air plane is taking off.", "A man is playing a large flute.", "Three men are playing chess on a big board."],
-            "label": [5.0, 3.8, 0.0]}
+    stsb = {
+        "sentence1": ["A plane is taking off.", "A man is playing a flute.", "A cat."],
+        "sentence2": [
+            "An air plane is taking off.",
+            "A man is playing a large flute.",
+            "Three men are playing chess on a big board.",
+        ],
+        "label": [5.0, 3.8, 0.0],
+    }
     return {
         "sst2": ta.get_adapter("sst2").encode(sst2, tok),
         "mrpc": ta.get_adapter("mrpc").encode(mrpc, tok),
         "story_cloze": ta.get_adapter("story_cloze").encode(story, tok),
         "stsb": ta.get_adapter("stsb").encode(stsb, tok),
         "race": ta.get_adapter("race").encode(
-            {"example_id": ["x"], "article": ["Tom met Amy at school."], "answer": ["B"], "question": ["Where?"],
-             "options": [["in a park", "at school", "at home", "in a big old shop downtown"]]}, tok),
+            {
+                "example_id": ["x"],
+                "article": ["Tom met Amy at school."],
+                "answer": ["B"],
+                "question": ["Where?"],
+                "options": [["in a park", "at school", "at home", "in a big old shop downtown"]],
+            },
+            tok,
+        ),
     }
 
 
@@ -125,8 +138,15 @@ def test_gpt1_heads_accept_collated_batches(encoded, gpt1_tokenizer):
     from hf_gpt1 import GPT1Config, GPT1ForMultipleChoice, GPT1ForSequenceClassification
 
     torch.manual_seed(0)
-    small = dict(vocab_size=len(gpt1_tokenizer), n_positions=512, n_embd=32, n_layer=1, n_head=2,
-                 extract_token_id=40480, pad_token_id=PAD)
+    small = dict(
+        vocab_size=len(gpt1_tokenizer),
+        n_positions=512,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        extract_token_id=40480,
+        pad_token_id=PAD,
+    )
     collate = GPT1DataCollator(gpt1_tokenizer)
     cases = [
         (GPT1ForSequenceClassification(GPT1Config(num_labels=2, **small)), "sst2"),

@@ -159,11 +159,34 @@ def test_standardize_false_is_part_of_the_cache_fingerprint(tmp_path, gpt1_token
 
 
 ENTAILMENT_ROWS = {
-    "rte": {"sentence1": ["No Weapons of Mass Destruction Found in Iraq Yet."], "sentence2": ["Weapons of Mass Destruction Found in Iraq."], "label": [1], "idx": [0]},
-    "snli": {"premise": ["A person on a horse jumps over a broken down airplane."], "hypothesis": ["A person is outdoors, on a horse."], "label": [0]},
-    "scitail": {"premise": ["Vertebrates are animals that have a backbone."], "hypothesis": ["Animals that have a backbone are called vertebrates."], "label": ["entails"]},
-    "wnli": {"sentence1": ["I stuck a pin through a carrot. When I pulled the pin out, it had a hole."], "sentence2": ["The carrot had a hole."], "label": [1], "idx": [0]},
-    "mnli": {"premise": ["You and your friends are not welcome here, said Severn."], "hypothesis": ["Severn said the people were not welcome there."], "label": [0], "idx": [0]},
+    "rte": {
+        "sentence1": ["No Weapons of Mass Destruction Found in Iraq Yet."],
+        "sentence2": ["Weapons of Mass Destruction Found in Iraq."],
+        "label": [1],
+        "idx": [0],
+    },
+    "snli": {
+        "premise": ["A person on a horse jumps over a broken down airplane."],
+        "hypothesis": ["A person is outdoors, on a horse."],
+        "label": [0],
+    },
+    "scitail": {
+        "premise": ["Vertebrates are animals that have a backbone."],
+        "hypothesis": ["Animals that have a backbone are called vertebrates."],
+        "label": ["entails"],
+    },
+    "wnli": {
+        "sentence1": ["I stuck a pin through a carrot. When I pulled the pin out, it had a hole."],
+        "sentence2": ["The carrot had a hole."],
+        "label": [1],
+        "idx": [0],
+    },
+    "mnli": {
+        "premise": ["You and your friends are not welcome here, said Severn."],
+        "hypothesis": ["Severn said the people were not welcome there."],
+        "label": [0],
+        "idx": [0],
+    },
 }
 
 
@@ -174,19 +197,34 @@ def test_entailment_hub_layout_rows(task, gpt1_tokenizer):
     rows = ENTAILMENT_ROWS[task]
     enc = ta.get_adapter(task).encode(rows, tok)[0]  # a plain dict of columns is accepted
     premise, hypothesis = (rows[c][0] for c in spec.text_columns)
-    assert render(tok, enc["input_ids"]) == f"_start_ {norm(tok, premise)} _delimiter_ {norm(tok, hypothesis)} _classify_"
+    assert (
+        render(tok, enc["input_ids"]) == f"_start_ {norm(tok, premise)} _delimiter_ {norm(tok, hypothesis)} _classify_"
+    )
     assert enc["labels"] == (0 if task == "scitail" else rows["label"][0])  # label names are accepted too
 
 
 def test_mnli_datasetdict_both_validation_splits(gpt1_tokenizer):
-    feats = Features({"premise": Value("string"), "hypothesis": Value("string"),
-                      "label": ClassLabel(names=["entailment", "neutral", "contradiction"]), "idx": Value("int32")})
-    row = {"premise": ["The new rights are nice enough"], "hypothesis": ["Everyone really likes the newest benefits"], "label": [1], "idx": [0]}
-    data = DatasetDict({
-        "validation_matched": Dataset.from_dict(row, features=feats),
-        "validation_mismatched": Dataset.from_dict(dict(row, label=[2]), features=feats),
-        "test_matched": Dataset.from_dict(dict(row, label=[-1]), features=feats),
-    })
+    feats = Features(
+        {
+            "premise": Value("string"),
+            "hypothesis": Value("string"),
+            "label": ClassLabel(names=["entailment", "neutral", "contradiction"]),
+            "idx": Value("int32"),
+        }
+    )
+    row = {
+        "premise": ["The new rights are nice enough"],
+        "hypothesis": ["Everyone really likes the newest benefits"],
+        "label": [1],
+        "idx": [0],
+    }
+    data = DatasetDict(
+        {
+            "validation_matched": Dataset.from_dict(row, features=feats),
+            "validation_mismatched": Dataset.from_dict(dict(row, label=[2]), features=feats),
+            "test_matched": Dataset.from_dict(dict(row, label=[-1]), features=feats),
+        }
+    )
     adapter = ta.get_adapter("mnli")
     enc = adapter.encode(data, gpt1_tokenizer, keep_columns=["idx"])
     assert isinstance(enc, DatasetDict) and list(enc) == list(data)
@@ -212,25 +250,74 @@ def test_mrpc_both_orderings_real_rows(glue, gpt1_tokenizer):
 
 
 def test_stsb_from_tsv_float_labels(tmp_path, files, gpt1_tokenizer):
-    header = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
-    files.tsv(tmp_path / "STS-B" / "dev.tsv", [[0, "main-captions", "MSRvid", "2012test", "0000", "none", "none",
-                                                  "A man with a hard hat is dancing.", "A man wearing a hard hat is dancing.", "5.000"],
-                                                 [1, "main-captions", "MSRvid", "2012test", "0002", "none", "none",
-                                                  "A young child is riding a horse.", "A child is riding a horse.", "4.750"]], header)
+    header = [
+        "index",
+        "genre",
+        "filename",
+        "year",
+        "old_index",
+        "source1",
+        "source2",
+        "sentence1",
+        "sentence2",
+        "score",
+    ]
+    files.tsv(
+        tmp_path / "STS-B" / "dev.tsv",
+        [
+            [
+                0,
+                "main-captions",
+                "MSRvid",
+                "2012test",
+                "0000",
+                "none",
+                "none",
+                "A man with a hard hat is dancing.",
+                "A man wearing a hard hat is dancing.",
+                "5.000",
+            ],
+            [
+                1,
+                "main-captions",
+                "MSRvid",
+                "2012test",
+                "0002",
+                "none",
+                "none",
+                "A young child is riding a horse.",
+                "A child is riding a horse.",
+                "4.750",
+            ],
+        ],
+        header,
+    )
     adapter = ta.get_adapter("stsb")
     enc = adapter.encode(ta.load_task("stsb", tmp_path), gpt1_tokenizer)["validation"]
     assert enc.features["labels"] == Value("float32")
     assert enc["labels"][:] == [5.0, 4.75]
     ex = enc[1]
-    assert render(gpt1_tokenizer, ex["input_ids"][0]) == "_start_ a young child is riding a horse . _delimiter_ a child is riding a horse . _classify_"
-    assert render(gpt1_tokenizer, ex["input_ids"][1]) == "_start_ a child is riding a horse . _delimiter_ a young child is riding a horse . _classify_"
+    assert (
+        render(gpt1_tokenizer, ex["input_ids"][0])
+        == "_start_ a young child is riding a horse . _delimiter_ a child is riding a horse . _classify_"
+    )
+    assert (
+        render(gpt1_tokenizer, ex["input_ids"][1])
+        == "_start_ a child is riding a horse . _delimiter_ a young child is riding a horse . _classify_"
+    )
 
 
 def test_qqp_hub_layout(gpt1_tokenizer):
-    rows = {"question1": ["How do I read and find my YouTube comments?"], "question2": ["How can I see all my Youtube comments?"],
-            "label": [1], "idx": [0]}
+    rows = {
+        "question1": ["How do I read and find my YouTube comments?"],
+        "question2": ["How can I see all my Youtube comments?"],
+        "label": [1],
+        "idx": [0],
+    }
     ex = ta.get_adapter("qqp").encode(rows, gpt1_tokenizer)[0]
-    assert render(gpt1_tokenizer, ex["input_ids"][0]).startswith("_start_ how do i read and find my youtube comments ? _delimiter_ how can i")
+    assert render(gpt1_tokenizer, ex["input_ids"][0]).startswith(
+        "_start_ how do i read and find my youtube comments ? _delimiter_ how can i"
+    )
     assert ex["labels"] == 1 and len(ex["input_ids"]) == 2
 
 
@@ -247,14 +334,19 @@ def test_story_cloze_real_rows(rocstories_dir, gpt1_tokenizer):
         assert np.array(ex["input_ids"]).shape == (2, width)
         for k in range(2):
             assert ex["input_ids"][k] == expected[k] + [PAD] * (width - len(expected[k]))
-            assert render(tok, ex["input_ids"][k]) == f"_start_ {seg(tok, context)} _delimiter_ {seg(tok, endings[k])} _classify_"
+            assert (
+                render(tok, ex["input_ids"][k])
+                == f"_start_ {seg(tok, context)} _delimiter_ {seg(tok, endings[k])} _classify_"
+            )
             check_sequence(ex["input_ids"][k], ex["attention_mask"][k], ex["lm_labels"][k], ex["mc_token_ids"][k])
         assert ex["labels"] == row["answer_right_ending"] - 1
 
 
 RACE_ROW = {
     "example_id": ["middle7.txt"],
-    "article": ["Tom met Amy at school on Monday. They played chess after class, and Tom won. His mother was proud of him."],
+    "article": [
+        "Tom met Amy at school on Monday. They played chess after class, and Tom won. His mother was proud of him."
+    ],
     "answer": ["D"],
     "question": ["How did Tom's mother feel?"],
     "options": [["happy", "angry", "bored", "proud"]],
@@ -272,12 +364,19 @@ def test_race_options_and_letter_answers(gpt1_tokenizer):
 
 
 def test_swag_context_and_endings(gpt1_tokenizer):
-    row = {"video-id": ["anetv_jkn6uvmqwh4"], "fold-ind": ["3416"], "startphrase": ["x"],
-           "sent1": ["Members of the procession walk down the street holding small horn brass instruments."],
-           "sent2": ["A drum line"], "gold-source": ["gold"],
-           "ending0": ["passes by walking down the street playing their instruments."], "ending1": ["has heard approaching them."],
-           "ending2": ["arrives and they're outside dancing and asleep."], "ending3": ["turns the lead singer watches the performance."],
-           "label": [0]}
+    row = {
+        "video-id": ["anetv_jkn6uvmqwh4"],
+        "fold-ind": ["3416"],
+        "startphrase": ["x"],
+        "sent1": ["Members of the procession walk down the street holding small horn brass instruments."],
+        "sent2": ["A drum line"],
+        "gold-source": ["gold"],
+        "ending0": ["passes by walking down the street playing their instruments."],
+        "ending1": ["has heard approaching them."],
+        "ending2": ["arrives and they're outside dancing and asleep."],
+        "ending3": ["turns the lead singer watches the performance."],
+        "label": [0],
+    }
     ex = ta.get_adapter("swag").encode(row, gpt1_tokenizer)[0]
     assert np.array(ex["input_ids"]).shape[0] == 4 and ex["labels"] == 0
     assert render(gpt1_tokenizer, ex["input_ids"][1]) == (
@@ -334,7 +433,12 @@ def test_similarity_truncated_orderings_stay_aligned(gpt1_tokenizer):
 def test_multiple_choice_truncates_context_only_from_the_left(gpt1_tokenizer):
     tok = gpt1_tokenizer
     question = "What did Tom win?"
-    row = {**RACE_ROW, "article": [LONG], "question": [question], "options": [["a game of chess", "b", "a long answer with several words", "d"]]}
+    row = {
+        **RACE_ROW,
+        "article": [LONG],
+        "question": [question],
+        "options": [["a game of chess", "b", "a long answer with several words", "d"]],
+    }
     adapter = ta.get_adapter("race")
     ex = adapter.encode(row, tok, max_length=32)[0]
     context_ids = bpe(tok, LONG + " " + question)
@@ -343,7 +447,7 @@ def test_multiple_choice_truncates_context_only_from_the_left(gpt1_tokenizer):
         assert len(ids) == 32 and ids[0] == START and ids[-1] == EXTRACT
         d = ids.index(DELIM)
         assert ids[d + 1 : -1] == bpe(tok, option)  # the answer is never cut
-        assert ids[1:d] == context_ids[-(d - 1):]  # the context keeps its end (question) and loses its start
+        assert ids[1:d] == context_ids[-(d - 1) :]  # the context keeps its end (question) and loses its start
         assert render(tok, ids[1:d]).endswith("what did tom win ?")
     assert adapter.last_truncation_stats["data"].num_truncated_sequences == 4
 
@@ -364,7 +468,9 @@ def test_multiple_choice_answer_room_edge(gpt1_tokenizer):
     ex = ta.get_adapter("race").encode(row, tok, max_length=n + 4)[0]
     ids = ex["input_ids"][0]
     assert len(ids) == n + 4 and ids[2] == DELIM and ids[3:-1] == bpe(tok, answer)
-    with pytest.raises(ValueError, match=rf"answer 0 of row 0 has {n} tokens.*room for {n - 1}.*at least 1 context token"):
+    with pytest.raises(
+        ValueError, match=rf"answer 0 of row 0 has {n} tokens.*room for {n - 1}.*at least 1 context token"
+    ):
         ta.get_adapter("race").encode(row, tok, max_length=n + 3)
 
 
@@ -424,7 +530,9 @@ def test_label_out_of_range_names_values_and_allowed(gpt1_tokenizer):
         ta.get_adapter("race").encode({**RACE_ROW, "answer": ["E"]}, gpt1_tokenizer)
     with pytest.raises(TaskDataError, match=r"\[3\]"):
         story = {f"input_sentence_{k}": ["s."] for k in range(1, 5)}
-        ta.get_adapter("story_cloze").encode({**story, "sentence_quiz1": ["a"], "sentence_quiz2": ["b"], "answer_right_ending": [3]}, gpt1_tokenizer)
+        ta.get_adapter("story_cloze").encode(
+            {**story, "sentence_quiz1": ["a"], "sentence_quiz2": ["b"], "answer_right_ending": [3]}, gpt1_tokenizer
+        )
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -440,7 +548,10 @@ def test_stsb_out_of_range_rejected(gpt1_tokenizer):
 
 
 def test_empty_split_rejected(gpt1_tokenizer):
-    empty = Dataset.from_dict({"sentence": [], "label": []}, features=Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"])}))
+    empty = Dataset.from_dict(
+        {"sentence": [], "label": []},
+        features=Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"])}),
+    )
     with pytest.raises(TaskDataError, match="'sst2', split 'validation': the split is empty"):
         ta.get_adapter("sst2").encode(DatasetDict({"validation": empty}), gpt1_tokenizer)
 
@@ -464,7 +575,9 @@ def test_tokenizer_without_special_tokens_rejected(tokenizer_dir):
 
 def test_max_length_too_small(gpt1_tokenizer):
     with pytest.raises(ValueError, match="max_length must be an int >= 4"):
-        ta.get_adapter("rte").encode({"sentence1": ["a"], "sentence2": ["b"], "label": [0]}, gpt1_tokenizer, max_length=3)
+        ta.get_adapter("rte").encode(
+            {"sentence1": ["a"], "sentence2": ["b"], "label": [0]}, gpt1_tokenizer, max_length=3
+        )
 
 
 def test_wrong_container_type(gpt1_tokenizer):
@@ -476,25 +589,108 @@ def test_wrong_container_type(gpt1_tokenizer):
 def _write_release_files(task, root, files):
     """One or two rows per task, written in the task's original release format."""
     if task == "rte":
-        files.tsv(root / "RTE" / "dev.tsv", [[0, 'The "Eagle" landed on the Moon in 1969.', "Humans landed on the Moon.", "entailment"]],
-                  ["index", "sentence1", "sentence2", "label"])
+        files.tsv(
+            root / "RTE" / "dev.tsv",
+            [[0, 'The "Eagle" landed on the Moon in 1969.', "Humans landed on the Moon.", "entailment"]],
+            ["index", "sentence1", "sentence2", "label"],
+        )
         return "validation", ('The "Eagle" landed on the Moon in 1969.', "Humans landed on the Moon."), 0
     if task == "wnli":
-        files.tsv(root / "WNLI" / "train.tsv", [[0, "Sam pulled up a chair to the piano, but it was broken, so he had to sing instead.", "The piano was broken.", 1]],
-                  ["index", "sentence1", "sentence2", "label"])
-        return "train", ("Sam pulled up a chair to the piano, but it was broken, so he had to sing instead.", "The piano was broken."), 1
+        files.tsv(
+            root / "WNLI" / "train.tsv",
+            [
+                [
+                    0,
+                    "Sam pulled up a chair to the piano, but it was broken, so he had to sing instead.",
+                    "The piano was broken.",
+                    1,
+                ]
+            ],
+            ["index", "sentence1", "sentence2", "label"],
+        )
+        return (
+            "train",
+            (
+                "Sam pulled up a chair to the piano, but it was broken, so he had to sing instead.",
+                "The piano was broken.",
+            ),
+            1,
+        )
     if task == "snli":
-        files.jsonl(root / "snli_1.0" / "snli_1.0_test.jsonl", [{"gold_label": "contradiction", "sentence1": "This church choir sings to the masses as they sing joyous songs.", "sentence2": "A choir is silent."}])
+        files.jsonl(
+            root / "snli_1.0" / "snli_1.0_test.jsonl",
+            [
+                {
+                    "gold_label": "contradiction",
+                    "sentence1": "This church choir sings to the masses as they sing joyous songs.",
+                    "sentence2": "A choir is silent.",
+                }
+            ],
+        )
         return "test", ("This church choir sings to the masses as they sing joyous songs.", "A choir is silent."), 2
     if task == "scitail":
-        files.tsv(root / "SciTailV1.1" / "tsv_format" / "scitail_1.0_dev.tsv", [["Mercury is the closest planet to the Sun.", "The planet closest to the sun is mercury.", "entails"]])
-        return "validation", ("Mercury is the closest planet to the Sun.", "The planet closest to the sun is mercury."), 0
+        files.tsv(
+            root / "SciTailV1.1" / "tsv_format" / "scitail_1.0_dev.tsv",
+            [["Mercury is the closest planet to the Sun.", "The planet closest to the sun is mercury.", "entails"]],
+        )
+        return (
+            "validation",
+            ("Mercury is the closest planet to the Sun.", "The planet closest to the sun is mercury."),
+            0,
+        )
     if task == "race":
-        files.json(root / "RACE" / "test" / "high" / "1.txt", {"id": "high1.txt", "article": "The bus was late, so Mia walked.", "questions": ["Why did Mia walk?"],
-                                                              "options": [["She likes walking.", "The bus was late.", "It rained.", "She had no money."]], "answers": ["B"]})
-        return "test", ("The bus was late, so Mia walked. Why did Mia walk?", ["She likes walking.", "The bus was late.", "It rained.", "She had no money."]), 1
-    header = ["", "video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source", "ending0", "ending1", "ending2", "ending3", "label"]
-    files.csv(root / "swagaf" / "data" / "train.csv", [[0, "lsmdc1", "7", "x", "Someone opens the door.", "He", "gold", "walks in.", "flies away.", "eats the door.", "sings.", 0]], header)
+        files.json(
+            root / "RACE" / "test" / "high" / "1.txt",
+            {
+                "id": "high1.txt",
+                "article": "The bus was late, so Mia walked.",
+                "questions": ["Why did Mia walk?"],
+                "options": [["She likes walking.", "The bus was late.", "It rained.", "She had no money."]],
+                "answers": ["B"],
+            },
+        )
+        return (
+            "test",
+            (
+                "The bus was late, so Mia walked. Why did Mia walk?",
+                ["She likes walking.", "The bus was late.", "It rained.", "She had no money."],
+            ),
+            1,
+        )
+    header = [
+        "",
+        "video-id",
+        "fold-ind",
+        "startphrase",
+        "sent1",
+        "sent2",
+        "gold-source",
+        "ending0",
+        "ending1",
+        "ending2",
+        "ending3",
+        "label",
+    ]
+    files.csv(
+        root / "swagaf" / "data" / "train.csv",
+        [
+            [
+                0,
+                "lsmdc1",
+                "7",
+                "x",
+                "Someone opens the door.",
+                "He",
+                "gold",
+                "walks in.",
+                "flies away.",
+                "eats the door.",
+                "sings.",
+                0,
+            ]
+        ],
+        header,
+    )
     return "train", ("Someone opens the door. He", ["walks in.", "flies away.", "eats the door.", "sings."]), 0
 
 
@@ -507,7 +703,10 @@ def test_release_files_to_model_inputs(task, tmp_path, files, gpt1_tokenizer):
     if isinstance(second, list):  # multiple choice: one sequence per answer
         assert len(ex["input_ids"]) == len(second)
         for k, answer in enumerate(second):
-            assert render(tok, ex["input_ids"][k]) == f"_start_ {seg(tok, first)} _delimiter_ {seg(tok, answer)} _classify_"
+            assert (
+                render(tok, ex["input_ids"][k])
+                == f"_start_ {seg(tok, first)} _delimiter_ {seg(tok, answer)} _classify_"
+            )
     else:
         assert ex["input_ids"] == framed(tok, first, second)
         assert render(tok, ex["input_ids"]) == f"_start_ {seg(tok, first)} _delimiter_ {seg(tok, second)} _classify_"

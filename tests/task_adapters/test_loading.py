@@ -104,8 +104,14 @@ def test_story_cloze_validation_file(rocstories_dir):
     val = data["validation"]
     assert len(val) == 1_871
     assert val.column_names == [
-        "story_id", "input_sentence_1", "input_sentence_2", "input_sentence_3", "input_sentence_4",
-        "sentence_quiz1", "sentence_quiz2", "answer_right_ending",
+        "story_id",
+        "input_sentence_1",
+        "input_sentence_2",
+        "input_sentence_3",
+        "input_sentence_4",
+        "sentence_quiz1",
+        "sentence_quiz2",
+        "answer_right_ending",
     ]
     assert Counter(val["answer_right_ending"][:]) == {1: 962, 2: 909}
     first = val[0]
@@ -123,12 +129,12 @@ def test_story_cloze_split_val_matches_original_code(rocstories_dir):
     storys = [" ".join(r[1:5]) for r in rows]
     comps1 = [r[5] for r in rows]
     ys = [int(r[-1]) - 1 for r in rows]
-    tr_s, va_s, tr_c1, va_c1, tr_y, va_y = train_test_split(
-        storys, comps1, ys, test_size=374, random_state=3535999445
-    )
+    tr_s, va_s, tr_c1, va_c1, tr_y, va_y = train_test_split(storys, comps1, ys, test_size=374, random_state=3535999445)
+
     def story(ds):
         cols = [ds[f"input_sentence_{k}"][:] for k in range(1, 5)]
         return [" ".join(parts) for parts in zip(*cols)]
+
     assert story(data["train"]) == tr_s and story(data["validation"]) == va_s
     assert data["train"]["sentence_quiz1"][:] == tr_c1
     assert [y - 1 for y in data["validation"]["answer_right_ending"][:]] == va_y
@@ -141,9 +147,26 @@ def test_story_cloze_without_data_dir_explains(rocstories_dir):
 
 
 def test_story_cloze_test_file_and_bad_answer(tmp_path, rocstories_dir, files):
-    header = ["InputStoryid", "InputSentence1", "InputSentence2", "InputSentence3", "InputSentence4",
-              "RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2", "AnswerRightEnding"]
-    row = ["id-1", "Ann had a dog.", "It was old, \"very\" old.", "It died.", "Ann was sad.", "She cried.", "She laughed.", "1"]
+    header = [
+        "InputStoryid",
+        "InputSentence1",
+        "InputSentence2",
+        "InputSentence3",
+        "InputSentence4",
+        "RandomFifthSentenceQuiz1",
+        "RandomFifthSentenceQuiz2",
+        "AnswerRightEnding",
+    ]
+    row = [
+        "id-1",
+        "Ann had a dog.",
+        'It was old, "very" old.',
+        "It died.",
+        "Ann was sad.",
+        "She cried.",
+        "She laughed.",
+        "1",
+    ]
     files.csv(tmp_path / "cloze_test_test__spring2016 - cloze_test_ALL_test.csv", [row, row[:-1] + ["2"]], header)
     data = ta.load_task("story_cloze", tmp_path)
     assert list(data) == ["test"] and data["test"]["answer_right_ending"][:] == [1, 2]
@@ -156,10 +179,18 @@ def test_story_cloze_test_file_and_bad_answer(tmp_path, rocstories_dir, files):
 # ----------------------------------------------------------------------------- GLUE TSVs written here
 RTE_HEADER = ["index", "sentence1", "sentence2", "label"]
 RTE_ROWS = [
-    [0, 'Dana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at age 44, according to the "Christopher Reeve Foundation.',
-     "Christopher Reeve had an accident.", "not_entailment"],
-    [1, "Yet, we now are discovering that antibiotics are losing their effectiveness against illness.",
-     "Bacteria is winning the war against antibiotics.", "entailment"],
+    [
+        0,
+        'Dana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at age 44, according to the "Christopher Reeve Foundation.',
+        "Christopher Reeve had an accident.",
+        "not_entailment",
+    ],
+    [
+        1,
+        "Yet, we now are discovering that antibiotics are losing their effectiveness against illness.",
+        "Bacteria is winning the war against antibiotics.",
+        "entailment",
+    ],
 ]
 
 
@@ -178,20 +209,77 @@ def test_rte_tsv_quotes_and_unlabeled_test(tmp_path, files):
 
 
 def test_wnli_integer_labels(tmp_path, files):
-    rows = [[0, "The trophy doesn't fit into the suitcase because it is too large.", "The trophy is too large.", 1],
-            [1, "The trophy doesn't fit into the suitcase because it is too large.", "The suitcase is too large.", 0]]
+    rows = [
+        [0, "The trophy doesn't fit into the suitcase because it is too large.", "The trophy is too large.", 1],
+        [1, "The trophy doesn't fit into the suitcase because it is too large.", "The suitcase is too large.", 0],
+    ]
     files.tsv(tmp_path / "WNLI" / "dev.tsv", rows, RTE_HEADER)
     dev = ta.load_task("wnli", tmp_path)["validation"]
     assert dev.features["label"].names == ["not_entailment", "entailment"]
     assert dev["label"][:] == [1, 0]
 
 
-STSB_HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
+STSB_HEADER = [
+    "index",
+    "genre",
+    "filename",
+    "year",
+    "old_index",
+    "source1",
+    "source2",
+    "sentence1",
+    "sentence2",
+    "score",
+]
 STSB_ROWS = [
-    [0, "main-captions", "MSRvid", "2012test", "0001", "none", "none", "A plane is taking off.", "An air plane is taking off.", "5.000"],
-    [1, "main-captions", "MSRvid", "2012test", "0004", "none", "none", "A man is playing a large flute.", "A man is playing a flute.", "3.800"],
-    [2, "main-captions", "MSRvid", "2012test", "0005", "none", "none", "A man is spreading shreded cheese on a pizza.", "A man is spreading shredded cheese on an uncooked pizza.", "3.800"],
-    [3, "main-news", "headlines", "2013", "0010", "none", "none", "Three men are playing chess.", "Two men are playing chess.", "2.600"],
+    [
+        0,
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0001",
+        "none",
+        "none",
+        "A plane is taking off.",
+        "An air plane is taking off.",
+        "5.000",
+    ],
+    [
+        1,
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0004",
+        "none",
+        "none",
+        "A man is playing a large flute.",
+        "A man is playing a flute.",
+        "3.800",
+    ],
+    [
+        2,
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0005",
+        "none",
+        "none",
+        "A man is spreading shreded cheese on a pizza.",
+        "A man is spreading shredded cheese on an uncooked pizza.",
+        "3.800",
+    ],
+    [
+        3,
+        "main-news",
+        "headlines",
+        "2013",
+        "0010",
+        "none",
+        "none",
+        "Three men are playing chess.",
+        "Two men are playing chess.",
+        "2.600",
+    ],
 ]
 
 
@@ -206,8 +294,20 @@ def test_stsb_float_scores_and_unlabeled_test(tmp_path, files):
     assert data["test"]["label"][:] == [-1.0] * 4
 
 
-MNLI_TRAIN_HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-                     "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]
+MNLI_TRAIN_HEADER = [
+    "index",
+    "promptID",
+    "pairID",
+    "genre",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+    "label1",
+    "gold_label",
+]
 MNLI_DEV_HEADER = MNLI_TRAIN_HEADER[:11] + ["label2", "label3", "label4", "label5", "gold_label"]
 
 
@@ -218,11 +318,56 @@ def _mnli_row(i, s1, s2, gold, dev=False):
 
 def test_mnli_matched_mismatched_splits(tmp_path, files):
     folder = tmp_path / "glue_data" / "MNLI"
-    files.tsv(folder / "train.tsv", [_mnli_row(0, "Conceptually cream skimming has two basic dimensions.", "Product and geography are what make cream skimming work.", "neutral")], MNLI_TRAIN_HEADER)
-    files.tsv(folder / "dev_matched.tsv", [_mnli_row(0, "The new rights are nice enough", "Everyone really likes the newest benefits", "neutral", True),
-                                           _mnli_row(1, "This site includes a list of all award winners.", "The Government Executive articles housed on the website are not able to be searched.", "contradiction", True)], MNLI_DEV_HEADER)
-    files.tsv(folder / "dev_mismatched.tsv", [_mnli_row(0, "Your contribution helped make it possible.", "Your contributions were of no help.", "contradiction", True)], MNLI_DEV_HEADER)
-    files.tsv(folder / "test_matched.tsv", [_mnli_row(0, "Hierbas, ans seco, ans dulce, and frigola are just a few names.", "Hierbas is a name.", "x")[:10]], MNLI_TRAIN_HEADER[:10])
+    files.tsv(
+        folder / "train.tsv",
+        [
+            _mnli_row(
+                0,
+                "Conceptually cream skimming has two basic dimensions.",
+                "Product and geography are what make cream skimming work.",
+                "neutral",
+            )
+        ],
+        MNLI_TRAIN_HEADER,
+    )
+    files.tsv(
+        folder / "dev_matched.tsv",
+        [
+            _mnli_row(
+                0, "The new rights are nice enough", "Everyone really likes the newest benefits", "neutral", True
+            ),
+            _mnli_row(
+                1,
+                "This site includes a list of all award winners.",
+                "The Government Executive articles housed on the website are not able to be searched.",
+                "contradiction",
+                True,
+            ),
+        ],
+        MNLI_DEV_HEADER,
+    )
+    files.tsv(
+        folder / "dev_mismatched.tsv",
+        [
+            _mnli_row(
+                0,
+                "Your contribution helped make it possible.",
+                "Your contributions were of no help.",
+                "contradiction",
+                True,
+            )
+        ],
+        MNLI_DEV_HEADER,
+    )
+    files.tsv(
+        folder / "test_matched.tsv",
+        [
+            _mnli_row(0, "Hierbas, ans seco, ans dulce, and frigola are just a few names.", "Hierbas is a name.", "x")[
+                :10
+            ]
+        ],
+        MNLI_TRAIN_HEADER[:10],
+    )
     data = ta.load_task("mnli", tmp_path / "glue_data")
     assert list(data) == ["train", "validation_matched", "validation_mismatched", "test_matched"]
     assert data["train"].column_names == ["premise", "hypothesis", "label", "idx"]
@@ -234,9 +379,16 @@ def test_mnli_matched_mismatched_splits(tmp_path, files):
 
 
 def test_qqp_and_glue_test_files(tmp_path, files):
-    files.tsv(tmp_path / "QQP" / "dev.tsv", [[201359, 303345, 303346, "Why are African-Americans so beautiful?", "Why are hispanics so beautiful?", 0]],
-              ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"])
-    files.tsv(tmp_path / "QQP" / "test.tsv", [[0, "How do I learn Python?", "What is the best way to learn Python?"]], ["id", "question1", "question2"])
+    files.tsv(
+        tmp_path / "QQP" / "dev.tsv",
+        [[201359, 303345, 303346, "Why are African-Americans so beautiful?", "Why are hispanics so beautiful?", 0]],
+        ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+    )
+    files.tsv(
+        tmp_path / "QQP" / "test.tsv",
+        [[0, "How do I learn Python?", "What is the best way to learn Python?"]],
+        ["id", "question1", "question2"],
+    )
     qqp = ta.load_task("qqp", tmp_path)
     assert qqp["validation"].column_names == ["question1", "question2", "label", "idx"]
     assert qqp["validation"].features["label"].names == ["not_duplicate", "duplicate"]
@@ -244,12 +396,19 @@ def test_qqp_and_glue_test_files(tmp_path, files):
     # SST-2 / CoLA / MRPC test.tsv have an index column and no label
     files.tsv(tmp_path / "SST-2" / "test.tsv", [[0, "uneasy mishmash of styles and genres ."]], ["index", "sentence"])
     files.tsv(tmp_path / "CoLA" / "test.tsv", [[0, "Bill whistled past the house."]], ["index", "sentence"])
-    files.tsv(tmp_path / "MRPC" / "test.tsv", [[0, 1089874, 1089925, 'PCCW \'s chief " operating officer', "Current Chief Operating Officer Mike Butcher"]],
-              ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"])
-    assert ta.load_task("sst2", tmp_path)["test"][0] == {"sentence": "uneasy mishmash of styles and genres .", "label": -1, "idx": 0}
+    files.tsv(
+        tmp_path / "MRPC" / "test.tsv",
+        [[0, 1089874, 1089925, "PCCW 's chief \" operating officer", "Current Chief Operating Officer Mike Butcher"]],
+        ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+    )
+    assert ta.load_task("sst2", tmp_path)["test"][0] == {
+        "sentence": "uneasy mishmash of styles and genres .",
+        "label": -1,
+        "idx": 0,
+    }
     assert ta.load_task("cola", tmp_path)["test"][0]["sentence"] == "Bill whistled past the house."
     mrpc_test = ta.load_task("mrpc", tmp_path)["test"][0]
-    assert mrpc_test["sentence1"] == 'PCCW \'s chief " operating officer' and mrpc_test["label"] == -1
+    assert mrpc_test["sentence1"] == "PCCW 's chief \" operating officer" and mrpc_test["label"] == -1
 
 
 def test_glue_format_errors(tmp_path, files):
@@ -276,10 +435,22 @@ def test_split_val_needs_a_recipe(glue_dir):
 # ----------------------------------------------------------------------------- SNLI / SciTail / RACE / SWAG
 def test_snli_jsonl_drops_no_gold_label(tmp_path, files, caplog):
     recs = [
-        {"gold_label": "neutral", "sentence1": "A person on a horse jumps over a broken down airplane.", "sentence2": "A person is training his horse for a competition."},
+        {
+            "gold_label": "neutral",
+            "sentence1": "A person on a horse jumps over a broken down airplane.",
+            "sentence2": "A person is training his horse for a competition.",
+        },
         {"gold_label": "-", "sentence1": "Two women are embracing.", "sentence2": "The sisters are hugging."},
-        {"gold_label": "contradiction", "sentence1": "A person on a horse jumps over a broken down airplane.", "sentence2": "A person is at a diner, ordering an omelette."},
-        {"gold_label": "entailment", "sentence1": "A person on a horse jumps over a broken down airplane.", "sentence2": "A person is outdoors, on a horse."},
+        {
+            "gold_label": "contradiction",
+            "sentence1": "A person on a horse jumps over a broken down airplane.",
+            "sentence2": "A person is at a diner, ordering an omelette.",
+        },
+        {
+            "gold_label": "entailment",
+            "sentence1": "A person on a horse jumps over a broken down airplane.",
+            "sentence2": "A person is outdoors, on a horse.",
+        },
     ]
     files.jsonl(tmp_path / "snli_1.0" / "snli_1.0_dev.jsonl", recs)
     with caplog.at_level(logging.WARNING, logger="task_adapters.loading"):
@@ -291,8 +462,18 @@ def test_snli_jsonl_drops_no_gold_label(tmp_path, files, caplog):
 
 
 def test_scitail_tsv(tmp_path, files):
-    rows = [["Pluto rotates once on its axis every 6.39 Earth days.", "Earth rotates on its axis once times in one day.", "neutral"],
-            ["Vertebrates are animals that have a backbone.", "Animals that have a backbone are called vertebrates.", "entails"]]
+    rows = [
+        [
+            "Pluto rotates once on its axis every 6.39 Earth days.",
+            "Earth rotates on its axis once times in one day.",
+            "neutral",
+        ],
+        [
+            "Vertebrates are animals that have a backbone.",
+            "Animals that have a backbone are called vertebrates.",
+            "entails",
+        ],
+    ]
     files.tsv(tmp_path / "SciTailV1.1" / "tsv_format" / "scitail_1.0_train.tsv", rows)
     train = ta.load_task("scitail", tmp_path)["train"]
     assert train.column_names == ["premise", "hypothesis", "label"]
@@ -321,16 +502,49 @@ def test_race_json_files(tmp_path, files):
     assert len(ta.load_task("race", tmp_path, levels=("middle",))["validation"]) == 2
 
 
-SWAG_HEADER = ["", "video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source", "ending0", "ending1", "ending2", "ending3", "label"]
+SWAG_HEADER = [
+    "",
+    "video-id",
+    "fold-ind",
+    "startphrase",
+    "sent1",
+    "sent2",
+    "gold-source",
+    "ending0",
+    "ending1",
+    "ending2",
+    "ending3",
+    "label",
+]
 SWAG_ROWS = [
-    [0, "anetv_jkn6uvmqwh4", "3416", "Members of the procession walk down the street holding small horn brass instruments. A drum line",
-     "Members of the procession walk down the street holding small horn brass instruments.", "A drum line", "gold",
-     "passes by walking down the street playing their instruments.", "has heard approaching them.",
-     "arrives and they're outside dancing and asleep.", "turns the lead singer watches the performance.", 0],
-    [1, "anetv_jkn6uvmqwh4", "3417", "A drum line passes by walking down the street playing their instruments. Members of the procession",
-     "A drum line passes by walking down the street playing their instruments.", "Members of the procession", "gen",
-     "are playing ping pong and celebrating one left each in quick.", "wait slowly towards the cadets.",
-     "continues to play as well along the crowd along with the band being interviewed.", "continue to play marching, interspersed.", 3],
+    [
+        0,
+        "anetv_jkn6uvmqwh4",
+        "3416",
+        "Members of the procession walk down the street holding small horn brass instruments. A drum line",
+        "Members of the procession walk down the street holding small horn brass instruments.",
+        "A drum line",
+        "gold",
+        "passes by walking down the street playing their instruments.",
+        "has heard approaching them.",
+        "arrives and they're outside dancing and asleep.",
+        "turns the lead singer watches the performance.",
+        0,
+    ],
+    [
+        1,
+        "anetv_jkn6uvmqwh4",
+        "3417",
+        "A drum line passes by walking down the street playing their instruments. Members of the procession",
+        "A drum line passes by walking down the street playing their instruments.",
+        "Members of the procession",
+        "gen",
+        "are playing ping pong and celebrating one left each in quick.",
+        "wait slowly towards the cadets.",
+        "continues to play as well along the crowd along with the band being interviewed.",
+        "continue to play marching, interspersed.",
+        3,
+    ],
 ]
 
 
@@ -339,8 +553,19 @@ def test_swag_csv(tmp_path, files):
     files.csv(tmp_path / "swagaf" / "data" / "test.csv", [r[:-1] for r in SWAG_ROWS], SWAG_HEADER[:-1])
     data = ta.load_task("swag", tmp_path)
     val = data["validation"]
-    assert val.column_names == ["video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source",
-                                "ending0", "ending1", "ending2", "ending3", "label"]
+    assert val.column_names == [
+        "video-id",
+        "fold-ind",
+        "startphrase",
+        "sent1",
+        "sent2",
+        "gold-source",
+        "ending0",
+        "ending1",
+        "ending2",
+        "ending3",
+        "label",
+    ]
     assert val["label"][:] == [0, 3]
     assert data["test"]["label"][:] == [-1, -1]
     assert val[1]["sent2"] == "Members of the procession"
@@ -352,11 +577,22 @@ def test_hub_path_goes_through_load_dataset(tmp_path, files):
     folder stands in for a Hub repo: SciTail-like string labels become a ClassLabel, and a
     ``drop_unlabeled`` task loses its -1 rows."""
     repo = tmp_path / "repo"
-    files.jsonl(repo / "train.jsonl", [{"premise": "p1", "hypothesis": "h1", "label": "neutral"},
-                                       {"premise": "p2", "hypothesis": "h2", "label": "entails"}])
+    files.jsonl(
+        repo / "train.jsonl",
+        [
+            {"premise": "p1", "hypothesis": "h1", "label": "neutral"},
+            {"premise": "p2", "hypothesis": "h2", "label": "entails"},
+        ],
+    )
     files.jsonl(repo / "validation.jsonl", [{"premise": "p3", "hypothesis": "h3", "label": "entails"}])
-    spec = TaskSpec(name="local_scitail", family=TaskFamily.ENTAILMENT, text_columns=("premise", "hypothesis"),
-                    label_column="label", label_names=("entails", "neutral"), hub_path=str(repo))
+    spec = TaskSpec(
+        name="local_scitail",
+        family=TaskFamily.ENTAILMENT,
+        text_columns=("premise", "hypothesis"),
+        label_column="label",
+        label_names=("entails", "neutral"),
+        hub_path=str(repo),
+    )
     data = ta.load_task(spec)
     assert set(data) == {"train", "validation"}
     assert data["train"].features["label"] == ClassLabel(names=["entails", "neutral"])
@@ -364,7 +600,13 @@ def test_hub_path_goes_through_load_dataset(tmp_path, files):
 
     repo2 = tmp_path / "repo2"
     files.jsonl(repo2 / "train.jsonl", [{"premise": "p", "hypothesis": "h", "label": k} for k in (0, -1, 2, -1)])
-    spec2 = TaskSpec(name="local_snli", family=TaskFamily.ENTAILMENT, text_columns=("premise", "hypothesis"),
-                     label_column="label", label_names=("entailment", "neutral", "contradiction"),
-                     hub_path=str(repo2), drop_unlabeled=True)
+    spec2 = TaskSpec(
+        name="local_snli",
+        family=TaskFamily.ENTAILMENT,
+        text_columns=("premise", "hypothesis"),
+        label_column="label",
+        label_names=("entailment", "neutral", "contradiction"),
+        hub_path=str(repo2),
+        drop_unlabeled=True,
+    )
     assert ta.load_task(spec2)["train"]["label"][:] == [0, 2]

@@ -22,7 +22,9 @@ YS = rng.uniform(0, 5, N).astype(np.float32)
 PS = (YS + rng.normal(0, 1, N)).astype(np.float32)
 
 
-@pytest.mark.parametrize("config", ["accuracy", "sst2", "mnli", "mnli_matched", "mnli_mismatched", "qnli", "rte", "wnli"])
+@pytest.mark.parametrize(
+    "config", ["accuracy", "sst2", "mnli", "mnli_matched", "mnli_mismatched", "qnli", "rte", "wnli"]
+)
 def test_accuracy(config):
     y = rng.integers(0, 3, N)
     p = np.where(rng.random(N) < 0.6, y, (y + 1) % 3)
@@ -54,7 +56,10 @@ def test_pearson_spearman(config):
 
 def test_loads_offline_with_plain_evaluate_and_rejects_unknown_config():
     metric = evaluate.load(str(METRIC_SCRIPT), "mrpc")  # HF_HUB_OFFLINE=1 in the test session
-    assert metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0]) == {"accuracy": 0.75, "f1": f1_score([0, 1, 0, 0], [0, 1, 1, 0])}
+    assert metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0]) == {
+        "accuracy": 0.75,
+        "f1": f1_score([0, 1, 0, 0], [0, 1, 1, 0]),
+    }
     with pytest.raises(KeyError, match="unknown config 'bleu'"):
         evaluate.load(str(METRIC_SCRIPT), "bleu")
 
@@ -63,8 +68,8 @@ def test_loads_offline_with_plain_evaluate_and_rejects_unknown_config():
 def test_every_task_reports_its_metrics(task):
     adapter = ta.get_adapter(task)
     n, k = 40, adapter.num_labels
-    labels = (YS[:n] if adapter.spec.is_regression else rng.integers(0, k, n))
-    logits = (PS[:n, None] if adapter.spec.is_regression else rng.normal(size=(n, k)))
+    labels = YS[:n] if adapter.spec.is_regression else rng.integers(0, k, n)
+    logits = PS[:n, None] if adapter.spec.is_regression else rng.normal(size=(n, k))
     out = adapter.compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
     assert set(out) == set(adapter.spec.metric_names)
 
@@ -86,7 +91,9 @@ def test_compute_metrics_regression_squeezes_and_multiple_choice():
     assert out["pearson"] == float(pearsonr(PS, YS)[0])
     y = rng.integers(0, 4, N)
     logits = rng.normal(size=(N, 4))
-    assert ta.get_adapter("race").compute_metrics(EvalPrediction(logits, y)) == {"accuracy": accuracy_score(y, logits.argmax(-1))}
+    assert ta.get_adapter("race").compute_metrics(EvalPrediction(logits, y)) == {
+        "accuracy": accuracy_score(y, logits.argmax(-1))
+    }
 
 
 def test_compute_metrics_errors():
@@ -115,13 +122,24 @@ def test_trainer_evaluate_end_to_end(tmp_path, glue_dir, gpt1_tokenizer):
     torch.manual_seed(0)
     adapter = ta.get_adapter("mrpc")
     data = adapter.encode(ta.load_task("mrpc", glue_dir)["validation"].select(range(12)), gpt1_tokenizer, max_length=64)
-    model = GPT1ForSequenceClassification(GPT1Config(
-        vocab_size=len(gpt1_tokenizer), n_embd=32, n_layer=1, n_head=2, num_labels=adapter.num_labels,
-        id2label=adapter.spec.id2label, label2id=adapter.spec.label2id, extract_token_id=40480, pad_token_id=40481))
+    model = GPT1ForSequenceClassification(
+        GPT1Config(
+            vocab_size=len(gpt1_tokenizer),
+            n_embd=32,
+            n_layer=1,
+            n_head=2,
+            num_labels=adapter.num_labels,
+            id2label=adapter.spec.id2label,
+            label2id=adapter.spec.label2id,
+            extract_token_id=40480,
+            pad_token_id=40481,
+        )
+    )
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=5, report_to=[], use_cpu=True,
-                               dataloader_num_workers=0),
+        args=TrainingArguments(
+            output_dir=str(tmp_path), per_device_eval_batch_size=5, report_to=[], use_cpu=True, dataloader_num_workers=0
+        ),
         eval_dataset=data,
         data_collator=ta.GPT1DataCollator(gpt1_tokenizer),
         compute_metrics=adapter.compute_metrics,
