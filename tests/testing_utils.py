@@ -33,11 +33,7 @@ def save_reference(model_class, config: OpenAIGPTConfig, path: Path, seed: int =
     """Instantiate a random transformers OpenAIGPT* model (biases and LayerNorms randomised too, so a
     wrong transpose or a swapped parameter cannot hide behind zeros/ones) and save it."""
     torch.manual_seed(seed)
-    model = model_class(config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                param.add_(torch.randn_like(param) * 0.1)
+    model = randomize_biases_and_norms(model_class(config), scale=0.1)
     model.save_pretrained(path)
     return model.eval()
 
@@ -50,3 +46,33 @@ def run_python(
     return subprocess.run(
         [sys.executable, "-c", code], env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def randomize_biases_and_norms(model, scale: float = 0.2):
+    """Move every bias and LayerNorm parameter off its init value (0 or 1), so that a wrong transpose, a swapped
+    parameter or a skipped LayerNorm cannot hide behind zeros and ones. In place; returns the model."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or ".ln_" in name:
+                param.add_(torch.randn_like(param) * scale)
+    return model
+
+
+def assert_steps_equal_full_forward(model, out, prompt_len: int, *, atol: float, rtol: float = 0.0,
+                                    attention_mask=None, **forward_kwargs):  # fmt: skip
+    """A `generate(..., return_dict_in_generate=True, output_logits=True)` result: the raw logits of generated step i
+    equal the logits an uncached full forward over `out.sequences` gives at position prompt_len - 1 + i (scores, not
+    only tokens: a tiny random model's greedy tokens survive a cache that forgets). `attention_mask` (of the prompt)
+    is extended over the generated tokens."""
+    sequences = out.sequences
+    if attention_mask is not None:
+        new = sequences.shape[1] - attention_mask.shape[1]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], new)], dim=1)
+        forward_kwargs["attention_mask"] = attention_mask
+    with torch.no_grad():
+        full = model(sequences, **forward_kwargs).logits.float()
+    assert len(out.logits) == sequences.shape[1] - prompt_len
+    for step, logits in enumerate(out.logits):
+        torch.testing.assert_close(
+            logits.float(), full[:, prompt_len - 1 + step], atol=atol, rtol=rtol, msg=lambda m: f"step {step}: {m}"
+        )

@@ -19,7 +19,8 @@ from transformers import DynamicCache
 
 from hf_gpt1 import GPT1ForCausalLM, enable_cpu_speedups
 from hf_gpt1.cpu_speed import _runtime
-from testing_utils import run_python, tiny_gpt1_config
+from testing_utils import assert_steps_equal_full_forward as steps_equal_full_forward
+from testing_utils import randomize_biases_and_norms, run_python, tiny_gpt1_config
 
 WIDE = dict(initializer_range=0.3, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 ATOL = 2e-4  # fp32, logits of magnitude ~10 with this init
@@ -28,11 +29,7 @@ AVX512_BF16 = torch.cpu._is_avx512_bf16_supported()
 
 def wide_model(seed: int = 0, **overrides) -> GPT1ForCausalLM:
     torch.manual_seed(seed)
-    model = GPT1ForCausalLM(tiny_gpt1_config(**{**WIDE, **overrides})).eval()
-    with torch.no_grad():  # LayerNorm and biases off their init values too: nothing hides behind ones and zeros
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                param.add_(torch.randn_like(param) * 0.2)
+    model = randomize_biases_and_norms(GPT1ForCausalLM(tiny_gpt1_config(**{**WIDE, **overrides})).eval())
     return enable_cpu_speedups(model, attention=False)  # the CPU speed paths (decode block etc.) are what generate runs
 
 
@@ -42,17 +39,9 @@ def full_forward_logits(model, sequences: torch.Tensor, attention_mask: torch.Te
 
 
 def assert_steps_equal_full_forward(model, out, prompt_len: int, attention_mask=None, atol=ATOL, rtol=0.0):
-    """out.logits[i] (raw logits of generated step i) == the full forward's logits at position prompt_len - 1 + i."""
-    sequences = out.sequences
-    if attention_mask is not None:
-        new = sequences.shape[1] - attention_mask.shape[1]
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], new)], dim=1)
-    full = full_forward_logits(model, sequences, attention_mask)
-    assert len(out.logits) == sequences.shape[1] - prompt_len
-    for step, logits in enumerate(out.logits):
-        torch.testing.assert_close(
-            logits.float(), full[:, prompt_len - 1 + step], atol=atol, rtol=rtol, msg=lambda m: f"step {step}: {m}"
-        )
+    steps_equal_full_forward(
+        model, out, prompt_len, atol=atol, rtol=rtol, attention_mask=attention_mask, use_cache=False
+    )
 
 
 # pad_token_id=0 never occurs in the prompts (randint from 1): generate would infer a padding mask from it.

@@ -43,7 +43,8 @@ from hf_gpt1 import (
     GPT1ForSequenceClassification,
     GPT1Model,
 )
-from testing_utils import TINY
+from testing_utils import TINY, randomize_biases_and_norms
+from testing_utils import assert_steps_equal_full_forward as steps_equal_full_forward
 
 PAD = 98  # OpenAIGPTModelTester: pad_token_id = vocab_size - 1; inputs are drawn from [1, PAD) so it never occurs
 CHOICES = 2
@@ -101,12 +102,7 @@ def make_model(family: str, kind: str, seed: int = 0, **overrides):
     """A tiny random model, wide init, biases and LayerNorms off their init values (nothing hides behind 0 and 1)."""
     cls = model_class(family, kind)
     torch.manual_seed(seed)
-    model = cls(make_config(family, **overrides))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                param.add_(torch.randn_like(param) * 0.2)
-    return model.eval()
+    return randomize_biases_and_norms(cls(make_config(family, **overrides))).eval()
 
 
 def make_ids(kind: str, batch: int = 3, seq: int = 7, seed: int = 0) -> torch.Tensor:
@@ -161,13 +157,7 @@ def gen_kwargs(family: str, **overrides) -> dict:
 
 
 def assert_steps_equal_full_forward(model, out, prompt_len: int, atol=ATOL, **forward_kwargs):
-    """The raw logits of generated step i equal an uncached full forward's logits at position prompt_len - 1 + i."""
-    full = forward(model, out.sequences, **forward_kwargs).logits
-    assert len(out.logits) == out.sequences.shape[1] - prompt_len
-    for step, logits in enumerate(out.logits):
-        torch.testing.assert_close(
-            logits, full[:, prompt_len - 1 + step], atol=atol, rtol=1e-5, msg=lambda m: f"step {step}: {m}"
-        )
+    steps_equal_full_forward(model, out, prompt_len, atol=atol, rtol=1e-5, **forward_kwargs)
 
 
 def returned_cache(out):
