@@ -40,10 +40,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q -rs --durations=25 tests
 
-# ruff lints and checks formatting (config in pyproject.toml); the layering contract is tests/test_layering.py.
+# ruff lints and checks formatting, mypy type-checks the public API's documented use (config in pyproject.toml);
+# the layering contract is tests/test_layering.py.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q -m "not slow" tests
