@@ -78,7 +78,12 @@ def sst2_zero_shot(model, tokenizer, sentences: Sequence[str], labels: Sequence[
     positive = continuation_logprobs(model, tokenizer, contexts, ["positive"] * len(contexts), batch_size)
     negative = continuation_logprobs(model, tokenizer, contexts, ["negative"] * len(contexts), batch_size)
     predictions = np.array([int(p[0] > n[0]) for p, n in zip(positive, negative)])
-    return {"accuracy": float((predictions == np.asarray(labels)).mean()), "positive_rate": float(predictions.mean())}
+    correct = predictions == np.asarray(labels)
+    return {
+        "accuracy": float(correct.mean()),
+        "ci95": wilson_interval(correct),
+        "positive_rate": float(predictions.mean()),
+    }
 
 
 def story_cloze_zero_shot(
@@ -95,7 +100,8 @@ def story_cloze_zero_shot(
     flat = [ending for choice in endings for ending in choice]
     scores = continuation_logprobs(model, tokenizer, contexts, flat, batch_size)
     average = np.array([total / max(count, 1) for total, count in scores]).reshape(-1, n_choices)
-    return {"accuracy": float((average.argmax(1) == np.asarray(labels)).mean())}
+    correct = average.argmax(1) == np.asarray(labels)
+    return {"accuracy": float(correct.mean()), "ci95": wilson_interval(correct)}
 
 
 def cola_zero_shot(
@@ -118,7 +124,45 @@ def cola_zero_shot(
     candidates = np.unique(np.quantile(fit_scores, np.linspace(0.02, 0.98, 49)))
     threshold = max(candidates, key=lambda t: matthews_corrcoef(fit_labels, (fit_scores > t).astype(int)))
     predictions = (average_logprob(sentences) > threshold).astype(int)
-    return {"mcc": float(matthews_corrcoef(np.asarray(labels), predictions)), "threshold": float(threshold)}
+    labels = np.asarray(labels)
+    return {
+        "mcc": float(matthews_corrcoef(labels, predictions)),
+        "ci95": bootstrap_interval(labels, predictions, matthews_corrcoef),
+        "threshold": float(threshold),
+    }
 
 
-__all__ = ["continuation_logprobs", "sst2_zero_shot", "story_cloze_zero_shot", "cola_zero_shot"]
+def wilson_interval(correct: Sequence[bool] | np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy measured on `len(correct)` independent examples.
+
+    It says how far a score can move by the luck of the sample alone: on SST-2's 872 dev sentences an accuracy near
+    0.5 has an interval of about ±0.033, on 300 sentences about ±0.056."""
+    n = len(correct)
+    if n == 0:
+        raise ValueError("no examples: an accuracy needs at least one")
+    p = float(np.mean(correct))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (float(centre - half), float(centre + half))
+
+
+def bootstrap_interval(
+    labels: np.ndarray, predictions: np.ndarray, metric, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of `metric(labels, predictions)` over the examples (seeded: reproducible)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    draws = rng.integers(0, n, size=(resamples, n))
+    values = np.array([metric(labels[rows], predictions[rows]) for rows in draws])
+    low, high = np.quantile(values, [0.025, 0.975])
+    return (float(low), float(high))
+
+
+__all__ = [
+    "bootstrap_interval",
+    "cola_zero_shot",
+    "continuation_logprobs",
+    "sst2_zero_shot",
+    "story_cloze_zero_shot",
+    "wilson_interval",
+]

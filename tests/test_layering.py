@@ -2,7 +2,7 @@
 functions alike): each module of `hf_gpt1` imports only from its own layer or the layers below, and no two modules
 import each other, directly or around a cycle.
 
-    0  configuration_gpt1, tokenization_gpt1                                   config and tokenizer
+    0  configuration_gpt1, tokenization_gpt1, bpe_training                     config and tokenizer
     1  modeling_gpt1, conversion_gpt1                                          the network (ships as remote code)
     2  cpu_speed, kernels, peft_integration, convert_openai_checkpoint,        applied to a finished model
        model_cards
@@ -24,6 +24,7 @@ from testing_utils import REPO_ROOT
 LAYERS = {
     "hf_gpt1.configuration_gpt1": 0,
     "hf_gpt1.tokenization_gpt1": 0,
+    "hf_gpt1.bpe_training": 0,
     "hf_gpt1.modeling_gpt1": 1,
     "hf_gpt1.conversion_gpt1": 1,
     "hf_gpt1.cpu_speed": 2,

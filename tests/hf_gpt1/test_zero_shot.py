@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from hf_gpt1 import GPT1ForCausalLM
 from hf_gpt1.tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
-from hf_gpt1.zero_shot import continuation_logprobs, sst2_zero_shot, story_cloze_zero_shot
+from hf_gpt1.zero_shot import (
+    bootstrap_interval,
+    continuation_logprobs,
+    sst2_zero_shot,
+    story_cloze_zero_shot,
+    wilson_interval,
+)
 from testing_utils import tiny_gpt1_config
 
 
@@ -71,3 +78,35 @@ def test_texts_are_scored_as_the_lm_saw_them_in_pretraining(tokenizer_dir):
     )
     ascii_ = continuation_logprobs(model, tokenizer, ['she said "it\'s late" - and'], ["left..."])
     assert typographic == ascii_ and ascii_[0][1] == len(tokenizer("left...", add_special_tokens=False)["input_ids"])
+
+
+def test_wilson_interval_matches_the_textbook_values_and_shrinks_with_n():
+    # 436 of 872 right (50%): the Wilson interval is 0.5 +- 0.0332 (z = 1.96)
+    low, high = wilson_interval([True] * 436 + [False] * 436)
+    assert abs(low - (0.5 - 0.03317)) < 1e-4 and abs(high - (0.5 + 0.03317)) < 1e-4
+    # 9 of 10: asymmetric, inside [0, 1], and the textbook (0.5958, 0.9821)
+    low, high = wilson_interval([True] * 9 + [False])
+    assert abs(low - 0.5958) < 1e-3 and abs(high - 0.9821) < 1e-3
+    assert wilson_interval([True] * 150 + [False] * 150)[1] - 0.5 > 0.05  # 300 examples: a 3-point move is noise
+
+
+def test_bootstrap_interval_brackets_the_metric_and_is_reproducible():
+    from sklearn.metrics import matthews_corrcoef
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 1000)
+    predictions = np.where(rng.random(1000) < 0.7, labels, 1 - labels)  # 70% agreement: MCC about 0.4
+    value = matthews_corrcoef(labels, predictions)
+    low, high = bootstrap_interval(labels, predictions, matthews_corrcoef)
+    assert low < value < high and 0.05 < high - low < 0.2
+    assert (low, high) == bootstrap_interval(labels, predictions, matthews_corrcoef)
+
+
+def test_zero_shot_results_carry_their_interval(tokenizer_dir, glue_dir):
+    model, tokenizer = _model_and_tokenizer(tokenizer_dir)
+    sentences, labels = _sst2_dev(glue_dir, 40)
+    result = sst2_zero_shot(model, tokenizer, sentences, labels)
+    low, high = result["ci95"]
+    assert low <= result["accuracy"] <= high
+    right = round(result["accuracy"] * 40)
+    assert (low, high) == wilson_interval([True] * right + [False] * (40 - right))
