@@ -7,7 +7,8 @@ import each other, directly or around a cycle.
        input_checks_gpt1, modeling_outputs_gpt1
     2  cpu_speed, kernels, peft_integration, convert_openai_checkpoint,        applied to a finished model
        model_cards
-    3  pretraining, finetuning, zero_shot, hub; task_adapters                  training, evaluation, publishing
+    3  pretraining, finetuning, zero_shot, hub, benchmarks; task_adapters      training, evaluation, publishing,
+                                                                               benchmarking
     scripts/                                                                   entry points: may import anything
 
 One exception, named in KNOWN_EXCEPTIONS with its reason: the model's `push_to_hub` optionally imports `hf_gpt1.hub`.
@@ -38,6 +39,7 @@ LAYERS = {
     "hf_gpt1.finetuning": 3,
     "hf_gpt1.zero_shot": 3,
     "hf_gpt1.hub": 3,
+    "hf_gpt1.benchmarks": 3,
     "task_adapters": 3,
 }
 # (importer, imported): why. transformers' push_to_hub writes README.md after save_pretrained and has no hook for a
