@@ -13,8 +13,8 @@ optimise L3 = L2 + λ·L1, L1 being the language-modelling loss on the same inpu
 
 HF plumbing (attention-function interface, masks, KV cache, output recording) follows transformers'
 `models/gpt2/modeling_gpt2.py`. The file is plain PyTorch and ships as remote code next to checkpoints, so it imports
-only torch, transformers and its siblings (`configuration_gpt1`, `conversion_gpt1`, `input_checks_gpt1`). CPU speed
-paths plug in from outside (docs/ARCHITECTURE.md). Projections are `nn.Linear` ([out, in]) rather than the `Conv1D`
+only torch, transformers and the siblings that ship with it (`configuration_gpt1`, `conversion_gpt1`,
+`input_checks_gpt1`, `modeling_outputs_gpt1`). CPU speed paths plug in from outside (docs/ARCHITECTURE.md). Projections are `nn.Linear` ([out, in]) rather than the `Conv1D`
 ([in, out]) of transformers' `openai-gpt`, so PEFT and quantisers see ordinary linear layers; `openai-gpt`
 checkpoints are converted on load (`conversion_gpt1`).
 """
