@@ -1,30 +1,27 @@
-"""GPT-1: the decoder of "Improving Language Understanding by Generative Pre-Training".
+"""GPT-1: the decoder of "Improving Language Understanding by Generative Pre-Training" (Radford et al., 2018).
 
-The network in one file, nanoGPT-style: embeddings -> 12 post-LayerNorm blocks -> heads.
+The network in one file, read top to bottom: embeddings -> 12 post-LayerNorm blocks -> heads.
 
-    h   = tokens_embed(x) + positions_embed(pos)          learned absolute positions
+    h = tokens_embed(x) + positions_embed(pos)      learned absolute positions
     for each block:
-        h = LN(h + attn(h))                                post-LN (GPT-2 later moved LN in front)
-        h = LN(h + mlp(h))                                 mlp = W2 · gelu_tanh(W1 · h)
-    logits = h · tokens_embedᵀ                             LM head tied to the token table, no final LN
+        h = LN(h + attn(h))                          post-LN (GPT-2 later moved LN in front)
+        h = LN(h + mlp(h))                           mlp = W2 · gelu_tanh(W1 · h)
+    logits = h · tokens_embedᵀ                       LM head tied to the token table, no final LN
 
-Fine-tuning heads (paper §3.2) read the final state at the extract token, h_l^m, feed it to a linear
-layer and optimise L3 = L2 + λ·L1, where L1 is the language-modelling loss on the same inputs.
+The fine-tuning heads (paper §3.2) read the final state at the extract token, h_l^m, feed it to a linear layer and
+optimise L3 = L2 + λ·L1, L1 being the language-modelling loss on the same inputs.
 
-HF plumbing (attention interface, masks, KV cache, Auto registration) follows
-`transformers/models/gpt2/modeling_gpt2.py` (v5) and stays out of the blocks' way. This file imports
-only torch/transformers and its siblings `.configuration_gpt1` / `.conversion_gpt1`, so it ships as remote code next
-to checkpoints. It is plain PyTorch throughout; CPU speed paths plug in from outside (docs/ARCHITECTURE.md).
-
-Layout note: projections are `nn.Linear` ([out, in] weights) rather than the `Conv1D` ([in, out]) of
-transformers' `openai-gpt`, so PEFT/LoRA and quantisers see ordinary linear layers. Checkpoints in the
-`openai-gpt` layout are converted on the fly by `GPT1PreTrainedModel.from_pretrained`.
+HF plumbing (attention-function interface, masks, KV cache, output recording) follows transformers'
+`models/gpt2/modeling_gpt2.py`. The file is plain PyTorch and ships as remote code next to checkpoints, so it imports
+only torch, transformers and the siblings that ship with it (`configuration_gpt1`, `conversion_gpt1`,
+`input_checks_gpt1`, `modeling_outputs_gpt1`). CPU speed paths plug in from outside (docs/ARCHITECTURE.md). Projections are `nn.Linear` ([out, in]) rather than the `Conv1D`
+([in, out]) of transformers' `openai-gpt`, so PEFT and quantisers see ordinary linear layers; `openai-gpt`
+checkpoints are converted on load (`conversion_gpt1`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,20 +34,25 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, logging
+from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_gpt1 import GPT1Config
 from .conversion_gpt1 import OpenAIGPTLoadingMixin, config_from_openai_gpt, convert_openai_gpt_state_dict
+from .input_checks_gpt1 import (
+    check_choice_labels,
+    check_class_labels,
+    check_input_ids,
+    check_lm_labels,
+    check_model_kwargs,
+    check_positions,
+    tracing,
+)
+from .modeling_outputs_gpt1 import GPT1ClassifierOutput, GPT1DoubleHeadsModelOutput
 
-logger = logging.get_logger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The network
-# ----------------------------------------------------------------------------------------------------------------------
+# --- The network ------------------------------------------------------------------------------------------------------
 
 
 def eager_attention_forward(
@@ -65,7 +67,7 @@ def eager_attention_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q·kᵀ/√d + mask) · v, written out; the reference for every other implementation. Without a mask it is
     causal, the queries being the last positions of the keys (what sdpa's `is_causal` does when the mask is skipped)."""
-    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (batch, heads, q_len, kv_len)
     q_len, kv_len = query.shape[-2], key.shape[-2]
     if attention_mask is None and q_len > 1:
         attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
@@ -81,7 +83,8 @@ def eager_attention_forward(
 
 
 class GPT1Attention(nn.Module):
-    """Causal multi-head self-attention with one fused q/k/v projection."""
+    """Causal multi-head self-attention with one fused q/k/v projection, computed by the attention function
+    `config._attn_implementation` names (eager, sdpa, or any registered with transformers' `AttentionInterface`)."""
 
     def __init__(self, config: GPT1Config, layer_idx: int):
         super().__init__()
@@ -106,15 +109,12 @@ class GPT1Attention(nn.Module):
         batch, seq, _ = hidden_states.shape
         qkv = self.c_attn(hidden_states).view(batch, seq, 3, self.n_head, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, seq, head_dim)
-
         if cache is not None:  # append this step's keys/values, get the whole history back
             key, value = cache.update(key, value, self.layer_idx)
 
         implementation = self.config._attn_implementation
         if kwargs.get("output_attentions") and implementation == "sdpa":
-            implementation = (
-                "eager"  # the fused kernel never forms the weights; asked for, they come from the written-out softmax
-            )
+            implementation = "eager"  # sdpa never forms the weights; asked for, they come from the written-out softmax
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attn_output, attn_weights = attention_interface(
             self,
@@ -145,7 +145,7 @@ class GPT1MLP(nn.Module):
 
 
 class GPT1Block(GradientCheckpointingLayer):
-    """One post-LayerNorm transformer block: h = LN(x + attn(x)); out = LN(h + mlp(h))."""
+    """One post-LayerNorm transformer block."""
 
     def __init__(self, config: GPT1Config, layer_idx: int):
         super().__init__()
@@ -156,53 +156,16 @@ class GPT1Block(GradientCheckpointingLayer):
 
     def forward(
         self,
-        hidden_states: torch.Tensor,
+        x: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        hidden_states = self.ln_1(hidden_states + self.attn(hidden_states, attention_mask, cache, **kwargs)[0])
-        return self.ln_2(hidden_states + self.mlp(hidden_states))
+        h = self.ln_1(x + self.attn(x, attention_mask, cache, **kwargs)[0])
+        return self.ln_2(h + self.mlp(h))
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Outputs
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class GPT1ClassifierOutput(ModelOutput):
-    """Output of the fine-tuning heads (sequence classification, similarity, multiple choice).
-
-    loss: L3 = task_loss + lm_coef * lm_loss (the paper's fine-tuning objective), when `labels` are given.
-    logits: (batch, num_labels) for classification/regression, (batch, num_choices) for multiple choice.
-    task_loss / lm_loss: the two parts of `loss`, so training code can log them separately
-        (`config.keys_to_ignore_at_inference` keeps them out of Trainer's gathered predictions).
-    """
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    task_loss: torch.Tensor | None = None
-    lm_loss: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class GPT1DoubleHeadsModelOutput(ModelOutput):
-    """Same fields as `transformers.OpenAIGPTDoubleHeadsModelOutput`: `loss` is the LM loss, `mc_loss` the choice loss."""
-
-    loss: torch.Tensor | None = None
-    mc_loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    mc_logits: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Pretrained-model plumbing
-# ----------------------------------------------------------------------------------------------------------------------
+# --- Pretrained-model plumbing and the base model ---------------------------------------------------------------------
 
 
 class GPT1PreTrainedModel(OpenAIGPTLoadingMixin, PreTrainedModel):
@@ -214,21 +177,18 @@ class GPT1PreTrainedModel(OpenAIGPTLoadingMixin, PreTrainedModel):
     _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
     _supports_attention_backend = True
+    # Traced, the forwards have no host syncs (the input checks step aside, the auxiliary LM loss keeps static shapes):
+    # torch.compile(model, fullgraph=True) works for every class.
     _can_compile_fullgraph = True
-    _can_record_outputs = {
-        "hidden_states": GPT1Block,
-        "attentions": OutputRecorder(GPT1Attention, index=1),
-    }
-    # `openai-gpt` checkpoints (converted on load by OpenAIGPTLoadingMixin) carry the causal mask as a buffer; we build
-    # masks per call instead.
+    _can_record_outputs = {"hidden_states": GPT1Block, "attentions": OutputRecorder(GPT1Attention, index=1)}
+    # `openai-gpt` checkpoints carry the causal mask as a buffer; we build masks per call instead.
     _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """N(0, initializer_range) for weights and embeddings, zero biases, unit LayerNorm (paper §4.1)."""
-        std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.normal_(mean=0.0, std=std)
+            module.weight.normal_(mean=0.0, std=self.config.initializer_range)
             if getattr(module, "bias", None) is not None:
                 module.bias.zero_()
         elif isinstance(module, nn.LayerNorm):
@@ -247,51 +207,9 @@ class GPT1PreTrainedModel(OpenAIGPTLoadingMixin, PreTrainedModel):
         return result
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# The base model
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-# What `**kwargs` of a forward may carry: transformers' model-agnostic keyword arguments (outputs to record, attention
-# arguments passed on to the attention function, Trainer's `num_items_in_batch`), as its own models type them.
-# Anything else would be accepted and silently ignored, so it is an error instead.
-ACCEPTED_MODEL_KWARGS = frozenset(TransformersKwargs.__optional_keys__) | frozenset(
-    TransformersKwargs.__required_keys__
-)
-
-
-def check_model_kwargs(model: nn.Module, kwargs: dict) -> None:
-    """Raise a TypeError naming every keyword argument in `kwargs` that no GPT-1 forward uses."""
-    unknown = sorted(set(kwargs) - ACCEPTED_MODEL_KWARGS)
-    if unknown:
-        raise TypeError(
-            f"{type(model).__name__}.forward() got keyword argument(s) it does not use: {', '.join(unknown)}. It takes "
-            f"its named arguments plus transformers' model kwargs ({', '.join(sorted(ACCEPTED_MODEL_KWARGS))}); "
-            f"check the spelling, or drop arguments meant for another model."
-        )
-
-
-def check_lm_labels(labels: torch.Tensor, vocab_size: int, ignore_index: int = -100) -> None:
-    """Raise a ValueError naming an LM label outside the vocabulary (cross-entropy would fail with an opaque index
-    error, or not at all on some devices)."""
-    scored = labels[labels != ignore_index]
-    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= vocab_size):
-        bad = int(scored.min()) if int(scored.min()) < 0 else int(scored.max())
-        raise ValueError(
-            f"LM labels contain {bad}, outside the vocabulary [0, {vocab_size}). Labels must be token ids "
-            f"of this model's vocabulary, or {ignore_index} for positions that are not scored."
-        )
-
-
-def _tracing() -> bool:
-    """Inside torch.compile or torch.export: input checks that read tensor values are skipped there (they would be
-    host syncs); eager calls keep their clear errors."""
-    exporting = getattr(torch.compiler, "is_exporting", None)
-    return torch.compiler.is_compiling() or (exporting is not None and exporting())
-
-
 class GPT1Model(GPT1PreTrainedModel):
-    """The bare decoder. Accepts any leading shape, e.g. (batch, choices, seq), and keeps it in the output."""
+    """The bare decoder. Accepts any leading shape, e.g. (batch, choices, seq), and keeps it in the output.
+    `torch.compile(model, fullgraph=True)` works: traced, the forward has no host syncs (the input checks step aside)."""
 
     def __init__(self, config: GPT1Config):
         super().__init__(config)
@@ -333,12 +251,12 @@ class GPT1Model(GPT1PreTrainedModel):
         leading_shape = input_ids.shape[:-1] if input_ids is not None else inputs_embeds.shape[:-2]
         if input_ids is not None:
             input_ids = input_ids.reshape(-1, input_ids.shape[-1])
-            if not _tracing():  # reads values: a host sync that torch.compile/export cannot trace
-                self._check_input_ids(input_ids)
+            # PEFT may wrap tokens_embed (trainable token rows); config.vocab_size follows resize_token_embeddings.
+            check_input_ids(input_ids, getattr(self.tokens_embed, "num_embeddings", None) or self.config.vocab_size)
             inputs_embeds = self.tokens_embed(input_ids)
         else:
             inputs_embeds = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])
-        seq_len = inputs_embeds.shape[1]
+        seq_len = inputs_embeds.shape[1]  # inputs_embeds: (batch, seq, E)
         if attention_mask is not None and attention_mask.dim() < 4:
             attention_mask = attention_mask.reshape(inputs_embeds.shape[0], -1)
         if position_ids is not None:
@@ -347,18 +265,10 @@ class GPT1Model(GPT1PreTrainedModel):
         if use_cache and cache is None and not self.training:
             cache = DynamicCache(config=self.config)
         past_seen = cache.get_seq_length() if cache is not None else 0
-
         if position_ids is None:
             position_ids = self._position_ids(attention_mask, past_seen, seq_len, inputs_embeds.device)
-        if not _tracing() and (
-            past_seen + seq_len > self.config.n_positions or int(position_ids.max()) >= self.config.n_positions
-        ):
-            raise ValueError(
-                f"GPT-1 has {self.config.n_positions} learned positions, but this call needs positions up to "
-                f"{max(past_seen + seq_len, int(position_ids.max()) + 1)} (cached {past_seen} + {seq_len} new tokens). "
-                f"Truncate inputs to at most n_positions={self.config.n_positions} tokens (tokenizer: "
-                f"truncation=True, max_length={self.config.n_positions})."
-            )
+        check_positions(position_ids, past_seen, seq_len, self.config.n_positions)
+
         hidden_states = inputs_embeds + self.positions_embed(position_ids)
         if token_type_ids is not None:
             hidden_states = hidden_states + self.tokens_embed(token_type_ids.reshape(-1, token_type_ids.shape[-1]))
@@ -379,18 +289,6 @@ class GPT1Model(GPT1PreTrainedModel):
             cache=cache if use_cache else None,
         )
 
-    def _check_input_ids(self, input_ids: torch.Tensor) -> None:
-        # An id past the table would be an opaque "index out of range" deep inside F.embedding.
-        # PEFT may wrap tokens_embed (trainable token rows); config.vocab_size follows resize_token_embeddings.
-        vocab = getattr(self.tokens_embed, "num_embeddings", None) or self.config.vocab_size
-        if input_ids.numel() and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
-            bad = int(input_ids.max()) if int(input_ids.max()) >= vocab else int(input_ids.min())
-            raise ValueError(
-                f"input_ids contain id {bad}, outside the embedding table [0, {vocab}). If the tokenizer has added "
-                f"tokens (e.g. GPT-1's start/delimiter/extract/pad), call hf_gpt1.add_special_tokens(model, tokenizer) "
-                f"so the embeddings are resized and the ids recorded in the config."
-            )
-
     @staticmethod
     def _position_ids(attention_mask, past_seen: int, seq_len: int, device) -> torch.Tensor:
         """Absolute positions counted over real tokens, so a left-padded row starts at position 0 like an
@@ -403,9 +301,7 @@ class GPT1Model(GPT1PreTrainedModel):
         return torch.where(attention_mask.bool().all(-1, keepdim=True), plain, counted)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Heads
-# ----------------------------------------------------------------------------------------------------------------------
+# --- Heads ------------------------------------------------------------------------------------------------------------
 
 
 class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
@@ -446,12 +342,10 @@ class GPT1ForCausalLM(GPT1PreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = self.lm_head(hidden_states)
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))  # (batch, seq, V)
         loss = None
         if labels is not None:
-            if not _tracing():
-                check_lm_labels(labels[..., 1:], logits.shape[-1])  # position 0 is never a target
+            check_lm_labels(labels[..., 1:], logits.shape[-1])  # position 0 is never a target
             loss = self.loss_function(logits, labels, vocab_size=logits.shape[-1], **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
@@ -466,19 +360,71 @@ GPT1LMHeadModel = GPT1ForCausalLM  # the name users of OpenAIGPTLMHeadModel reac
 
 
 class _GPT1FineTuningHeadMixin:
-    """Shared by the fine-tuning heads: find h_l^m at the extract token, and the auxiliary LM loss L1."""
+    """The fine-tuning heads' shared part (paper §3.2): run the transformer, read h_l^m at the extract token, hand it
+    to the head's `task_head`, and add the auxiliary LM loss: L3 = L2 + λ·L1."""
 
+    _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
     # Trainer must not pass num_items_in_batch: it would count *task* labels, which says nothing about how
     # many tokens the auxiliary LM loss averages over. Our losses are means; Trainer rescales for accumulation.
     accepts_loss_kwargs = False
 
-    def extract_positions(
+    @can_return_tuple
+    def forward(
         self,
-        input_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        seq_shape: torch.Size,
-        device: torch.device,
-    ) -> torch.Tensor:
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        mc_token_ids: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        lm_labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> GPT1ClassifierOutput:
+        """mc_token_ids: the extract token's index in every sequence (input_ids without the seq dim); found from the
+        ids if omitted. labels: the task's targets (see the head's class). lm_labels: targets of the auxiliary LM loss
+        (default: the input ids with padding masked)."""
+        outputs, hidden_states, extract_states = self.encode_extract_states(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
+        )
+        logits, task_loss = self.task_head(extract_states, labels)
+        lm_loss = None  # L1, computed only when it counts: λ ≠ 0 and a loss is asked for
+        if self.config.lm_coef != 0 and (labels is not None or lm_labels is not None):
+            lm_loss = self.auxiliary_lm_loss(hidden_states, input_ids, attention_mask, lm_labels)
+        loss = task_loss if task_loss is None or lm_loss is None else task_loss + self.config.lm_coef * lm_loss
+        return GPT1ClassifierOutput(
+            loss=loss,
+            logits=logits,
+            task_loss=task_loss,
+            lm_loss=lm_loss,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def encode_extract_states(
+        self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
+    ):
+        """Run the transformer; return its outputs, the final hidden states (batch, [choices or 2,] seq, E) and
+        h_l^m at each extract token (batch, [choices or 2,] E)."""
+        check_model_kwargs(self, kwargs)
+        outputs = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if mc_token_ids is None:
+            mc_token_ids = self.extract_positions(
+                input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device
+            )
+        index = mc_token_ids.unsqueeze(-1).unsqueeze(-1).expand(*mc_token_ids.shape, 1, hidden_states.shape[-1])
+        return outputs, hidden_states, hidden_states.gather(-2, index).squeeze(-2)
+
+    def extract_positions(self, input_ids, attention_mask, seq_shape: torch.Size, device) -> torch.Tensor:
         """Index of the extract token in every sequence: the last `extract_token_id` if the config knows it,
         else the last non-padding token (what `pipeline(...)` callers without `mc_token_ids` get)."""
         seq_len = seq_shape[-1]
@@ -495,21 +441,10 @@ class _GPT1FineTuningHeadMixin:
         last_extract = (is_extract.long() * index).argmax(-1)
         return torch.where(is_extract.any(-1), last_extract, last_real)
 
-    @staticmethod
-    def gather_at(hidden_states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """hidden_states (..., seq, E), positions (...) -> (..., E)."""
-        index = positions.unsqueeze(-1).unsqueeze(-1).expand(*positions.shape, 1, hidden_states.shape[-1])
-        return hidden_states.gather(-2, index).squeeze(-2)
-
-    def auxiliary_lm_loss(
-        self,
-        hidden_states: torch.Tensor,
-        input_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        lm_labels: torch.Tensor | None,
-    ) -> torch.Tensor | None:
-        """L1 on the task inputs themselves: predict every next token, padding excluded (mean per sequence,
-        then over sequences)."""
+    def auxiliary_lm_loss(self, hidden_states, input_ids, attention_mask, lm_labels) -> torch.Tensor | None:
+        """L1 on the task inputs themselves: predict every next token, padding excluded. Mean per sequence, then over
+        sequences, as the original train.py does: every sequence weighs the same whatever its length, which also
+        keeps gradient accumulation exact for micro-batches of unequal lengths."""
         if lm_labels is None:
             if input_ids is None:
                 return None
@@ -518,81 +453,25 @@ class _GPT1FineTuningHeadMixin:
                 lm_labels = lm_labels.masked_fill(attention_mask.reshape(input_ids.shape) == 0, -100)
             elif self.config.pad_token_id is not None:
                 lm_labels = lm_labels.masked_fill(input_ids == self.config.pad_token_id, -100)
-        hidden = hidden_states[..., :-1, :].reshape(-1, hidden_states.shape[-1])
+        hidden = hidden_states[..., :-1, :].reshape(-1, hidden_states.shape[-1])  # (sequences * (seq - 1), E)
         targets = lm_labels[..., 1:].reshape(-1, lm_labels.shape[-1] - 1)  # (sequences, seq - 1)
-        keep = targets != -100  # project only the scored positions onto the vocabulary
-        if _tracing():  # compiled: every position (static shapes), the same per-sequence means
+        keep = targets != -100
+        if tracing():  # static shapes: every position goes through the vocabulary, unscored ones count 0
             token_losses = self.token_lm_losses(self.lm_head(hidden), targets.reshape(-1)).view(targets.shape)
-            counts = keep.sum(dim=1)
-            scored = (counts > 0).to(token_losses.dtype)
-            per_sequence = token_losses.sum(dim=1) / counts.clamp(min=1)
-            return (per_sequence * scored).sum() / scored.sum().clamp(min=1)
-        if not bool(keep.any()):
-            return hidden_states.new_zeros(())
-        logits = self.lm_head(hidden[keep.reshape(-1)])  # (scored tokens, V)
-        check_lm_labels(targets[keep], logits.shape[-1])
-        token_losses = self.token_lm_losses(logits, targets[keep])
-        # Mean per sequence, then over sequences, as the original train.py does: every sequence weighs the same
-        # whatever its length, which also keeps gradient accumulation exact for micro-batches of unequal lengths.
-        sequence = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[keep]
-        per_sequence = token_losses.new_zeros(targets.shape[0]).index_add_(0, sequence, token_losses)
+        else:  # eager: only the scored positions are projected onto the vocabulary (padding can be half a batch)
+            logits = self.lm_head(hidden[keep.reshape(-1)])  # (scored tokens, V)
+            check_lm_labels(targets, logits.shape[-1])
+            scored_losses = self.token_lm_losses(logits, targets[keep])
+            token_losses = scored_losses.new_zeros(targets.shape).masked_scatter(keep, scored_losses)
         counts = keep.sum(dim=1)
-        scored = counts > 0
-        return (per_sequence[scored] / counts[scored]).mean()
+        per_sequence = token_losses.sum(dim=1) / counts.clamp(min=1)
+        scored = (counts > 0).to(per_sequence.dtype)
+        return (per_sequence * scored).sum() / scored.sum().clamp(min=1)
 
     def token_lm_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-token fp32 cross-entropy of logits (N, V) against targets (N,), 0 where a target is -100. An instance
         may carry its own (like `loss_function`), computing the same numbers another way."""
         return F.cross_entropy(logits.float(), targets, reduction="none")
-
-    def encode_extract_states(
-        self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
-    ):
-        """Run the transformer; return its outputs, the final hidden states and h_l^m at each extract token."""
-        check_model_kwargs(self, kwargs)
-        outputs = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            **kwargs,
-        )
-        hidden_states = outputs.last_hidden_state  # (batch, [choices or 2,] seq, E)
-        if mc_token_ids is None:
-            mc_token_ids = self.extract_positions(
-                input_ids, attention_mask, hidden_states.shape[:-1], hidden_states.device
-            )
-        return outputs, hidden_states, self.gather_at(hidden_states, mc_token_ids)
-
-    def classifier_output(
-        self, outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels
-    ) -> GPT1ClassifierOutput:
-        """L3 = L2 + λ·L1 around the task logits; the auxiliary L1 is only computed when λ ≠ 0 and a loss is asked for."""
-        lm_loss = (
-            self.auxiliary_lm_loss(hidden_states, input_ids, attention_mask, lm_labels)
-            if self.want_lm_loss(labels, lm_labels)
-            else None
-        )
-        return GPT1ClassifierOutput(
-            loss=self.combine_losses(task_loss, lm_loss),
-            logits=logits,
-            task_loss=task_loss,
-            lm_loss=lm_loss,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
-
-    def combine_losses(self, task_loss, lm_loss):
-        if task_loss is None:
-            return None
-        if lm_loss is None or self.config.lm_coef == 0:
-            return task_loss
-        return task_loss + self.config.lm_coef * lm_loss
-
-    def want_lm_loss(self, labels, lm_labels) -> bool:
-        return self.config.lm_coef != 0 and (labels is not None or lm_labels is not None)
 
 
 class GPT1ForSequenceClassification(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
@@ -601,10 +480,9 @@ class GPT1ForSequenceClassification(_GPT1FineTuningHeadMixin, GPT1PreTrainedMode
     - input_ids (batch, seq): classification / entailment; `num_labels == 1` gives regression (STS-B).
     - input_ids (batch, 2, seq): the *similarity* mode — both orderings of a sentence pair, whose extract
       states are summed before the classifier, as the paper does for MRPC/QQP/STS-B.
+    labels: class ids (batch,), or float targets for regression. mc_token_ids: (batch,) or (batch, 2).
     loss = task_loss + lm_coef * lm_loss (L3 = L2 + λ·L1); both parts are returned too.
     """
-
-    _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
 
     def __init__(self, config: GPT1Config):
         super().__init__(config)
@@ -615,101 +493,52 @@ class GPT1ForSequenceClassification(_GPT1FineTuningHeadMixin, GPT1PreTrainedMode
         self.score = nn.Linear(config.n_embd, config.num_labels)
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        mc_token_ids: torch.LongTensor | None = None,
-        labels: torch.Tensor | None = None,
-        lm_labels: torch.LongTensor | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> GPT1ClassifierOutput:
-        """mc_token_ids: extract-token index per sequence ((batch,) or (batch, 2)); found from the ids if omitted.
-        labels: class ids (batch,), or float targets for regression. lm_labels: targets of the auxiliary LM loss
-        (default: the input ids with padding masked)."""
-        outputs, hidden_states, pooled = self.encode_extract_states(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
-        )
-        if pooled.dim() == 3:  # similarity: sum the representations of both orderings
-            pooled = pooled.sum(dim=1)
-        logits = self.score(self.clf_dropout(pooled))
-        task_loss = self._task_loss(logits, labels) if labels is not None else None
-        return self.classifier_output(
-            outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels
-        )
+    def task_head(self, extract_states: torch.Tensor, labels: torch.Tensor | None):
+        if extract_states.dim() == 3:  # similarity: sum the representations of both orderings
+            extract_states = extract_states.sum(dim=1)
+        logits = self.score(self.clf_dropout(extract_states))  # (batch, num_labels)
+        return logits, (self._task_loss(logits, labels) if labels is not None else None)
 
     def _task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        problem_type = self.config.problem_type
-        if problem_type is None:
+        if self.config.problem_type is None:  # as transformers' sequence classifiers infer it
             if self.num_labels == 1:
-                problem_type = "regression"
+                self.config.problem_type = "regression"
             elif labels.dtype in (torch.long, torch.int):
-                problem_type = "single_label_classification"
+                self.config.problem_type = "single_label_classification"
             else:
-                problem_type = "multi_label_classification"
-            self.config.problem_type = problem_type
-        if problem_type == "regression":
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float().reshape(-1))
-        if problem_type == "single_label_classification":
-            if not _tracing() and labels.numel() and (int(labels.max()) >= self.num_labels or int(labels.min()) < 0):
-                raise ValueError(
-                    f"labels must be class ids in [0, {self.num_labels}) for this {self.num_labels}-way classifier, "
-                    f"got values in [{int(labels.min())}, {int(labels.max())}]. Set num_labels (or id2label) to match "
-                    f"the task's label set."
-                )
+        if self.config.problem_type == "single_label_classification":
+            check_class_labels(labels, self.num_labels)
             return F.cross_entropy(logits.float(), labels.reshape(-1))
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
 class GPT1ForMultipleChoice(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
     """Paper §3.3 multiple choice (Story Cloze, RACE, SWAG): one `start context delim answer extract` sequence per
-    answer, input (batch, choices, seq), each scored by a linear layer on its extract state, softmax over choices."""
-
-    _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
+    answer, input (batch, choices, seq), each scored by a linear layer on its extract state, softmax over choices.
+    mc_token_ids: (batch, choices); labels: (batch,), the index of the right choice."""
 
     def __init__(self, config: GPT1Config):
         super().__init__(config)
         self.transformer = GPT1Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # for the auxiliary L1
         self.clf_dropout = nn.Dropout(config.clf_pdrop)
         self.score = nn.Linear(config.n_embd, 1)
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        mc_token_ids: torch.LongTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        lm_labels: torch.LongTensor | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> GPT1ClassifierOutput:
-        """input_ids (batch, choices, seq); mc_token_ids (batch, choices); labels (batch,) = index of the right choice."""
-        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
-        if len(shape) != 3:
+    def task_head(self, extract_states: torch.Tensor, labels: torch.Tensor | None):
+        if extract_states.dim() != 3:  # (batch, choices, E)
             raise ValueError(
-                f"GPT1ForMultipleChoice expects input_ids of shape (batch, num_choices, seq_len), got {tuple(shape)}."
+                f"GPT1ForMultipleChoice expects input_ids of shape (batch, num_choices, seq_len), got "
+                f"{extract_states.dim()}-dimensional input."
             )
-        outputs, hidden_states, extract_states = self.encode_extract_states(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
-        )  # hidden_states (batch, choices, seq, E)
-        logits = self.score(self.clf_dropout(extract_states)).squeeze(-1)
-        task_loss = None
-        if labels is not None:
-            if not _tracing() and labels.numel() and (int(labels.max()) >= shape[1] or int(labels.min()) < 0):
-                raise ValueError(f"labels must be choice indices in [0, {shape[1]}), got {labels.tolist()}.")
-            task_loss = F.cross_entropy(logits.float(), labels.reshape(-1))
-        return self.classifier_output(
-            outputs, hidden_states, logits, task_loss, input_ids, attention_mask, labels, lm_labels
-        )
+        logits = self.score(self.clf_dropout(extract_states)).squeeze(-1)  # (batch, choices)
+        if labels is None:
+            return logits, None
+        check_choice_labels(labels, logits.shape[-1])
+        return logits, F.cross_entropy(logits.float(), labels.reshape(-1))
 
 
 class GPT1MultipleChoiceHead(nn.Module):
@@ -727,8 +556,6 @@ class GPT1MultipleChoiceHead(nn.Module):
 class GPT1DoubleHeadsModel(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
     """Drop-in for `transformers.OpenAIGPTDoubleHeadsModel`: same arguments (`mc_token_ids`, `labels` for the LM,
     `mc_labels` for the choice) and outputs (`loss` = LM loss, `mc_loss`, `logits` = LM logits, `mc_logits`)."""
-
-    _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
 
     def __init__(self, config: GPT1Config):
         super().__init__(config)
@@ -757,14 +584,11 @@ class GPT1DoubleHeadsModel(_GPT1FineTuningHeadMixin, GPT1PreTrainedModel):
         outputs, hidden_states, extract_states = self.encode_extract_states(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, mc_token_ids, **kwargs
         )
-        lm_logits = self.lm_head(hidden_states)
-        mc_logits = self.multiple_choice_head(extract_states).squeeze(-1)
-        mc_loss = (
-            F.cross_entropy(mc_logits.reshape(-1, mc_logits.shape[-1]), mc_labels.reshape(-1))
-            if mc_labels is not None
-            else None
-        )
-        lm_loss = None
+        lm_logits = self.lm_head(hidden_states)  # (batch, choices, seq, V)
+        mc_logits = self.multiple_choice_head(extract_states).squeeze(-1)  # (batch, choices)
+        mc_loss = lm_loss = None
+        if mc_labels is not None:
+            mc_loss = F.cross_entropy(mc_logits.reshape(-1, mc_logits.shape[-1]), mc_labels.reshape(-1))
         if labels is not None:
             shift_logits = lm_logits[..., :-1, :].reshape(-1, lm_logits.shape[-1])
             lm_loss = F.cross_entropy(shift_logits, labels[..., 1:].reshape(-1))

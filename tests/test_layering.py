@@ -3,10 +3,12 @@ functions alike): each module of `hf_gpt1` imports only from its own layer or th
 import each other, directly or around a cycle.
 
     0  configuration_gpt1, tokenization_gpt1, bpe_training                     config and tokenizer
-    1  modeling_gpt1, conversion_gpt1                                          the network (ships as remote code)
+    1  modeling_gpt1 and the siblings it ships with: conversion_gpt1,          the network (ships as remote code)
+       input_checks_gpt1, modeling_outputs_gpt1
     2  cpu_speed, kernels, peft_integration, convert_openai_checkpoint,        applied to a finished model
        model_cards
-    3  pretraining, finetuning, zero_shot, reproduction, hub; task_adapters    training, evaluation, publishing
+    3  pretraining, finetuning, zero_shot, reproduction, hub, benchmarks;      training, evaluation, publishing,
+       task_adapters                                                           benchmarking
     scripts/                                                                   entry points: may import anything
 
 One exception, named in KNOWN_EXCEPTIONS with its reason: the model's `push_to_hub` optionally imports `hf_gpt1.hub`.
@@ -27,6 +29,8 @@ LAYERS = {
     "hf_gpt1.bpe_training": 0,
     "hf_gpt1.modeling_gpt1": 1,
     "hf_gpt1.conversion_gpt1": 1,
+    "hf_gpt1.input_checks_gpt1": 1,
+    "hf_gpt1.modeling_outputs_gpt1": 1,
     "hf_gpt1.cpu_speed": 2,
     "hf_gpt1.kernels": 2,
     "hf_gpt1.peft_integration": 2,
@@ -37,12 +41,20 @@ LAYERS = {
     "hf_gpt1.zero_shot": 3,
     "hf_gpt1.reproduction": 3,
     "hf_gpt1.hub": 3,
+    "hf_gpt1.benchmarks": 3,
     "task_adapters": 3,
 }
 # (importer, imported): why. transformers' push_to_hub writes README.md after save_pretrained and has no hook for a
 # model's own card, so GPT1PreTrainedModel.push_to_hub uploads hf-gpt1's card afterwards; the import is optional
 # (remote code without the package keeps transformers' generic card).
 KNOWN_EXCEPTIONS = {("hf_gpt1.modeling_gpt1", "hf_gpt1.hub")}
+# What save_pretrained copies next to the weights with modeling_gpt1.py (its relative imports).
+REMOTE_CODE_SIBLINGS = {
+    "hf_gpt1.configuration_gpt1",
+    "hf_gpt1.conversion_gpt1",
+    "hf_gpt1.input_checks_gpt1",
+    "hf_gpt1.modeling_outputs_gpt1",
+}
 PACKAGES = ("hf_gpt1", "task_adapters")
 
 
@@ -111,7 +123,13 @@ def test_the_model_file_imports_only_what_ships_with_it():
     """modeling_gpt1 is saved next to checkpoints as remote code: only relative imports of its sibling files."""
     path = REPO_ROOT / "hf_gpt1" / "modeling_gpt1.py"
     imported = {unit(t) for t in imports_of(path)} - {t for s, t in KNOWN_EXCEPTIONS if s == "hf_gpt1.modeling_gpt1"}
-    assert imported <= {"hf_gpt1.configuration_gpt1", "hf_gpt1.conversion_gpt1"}
+    assert imported <= REMOTE_CODE_SIBLINGS
+
+
+def test_the_remote_code_siblings_import_only_torch_and_transformers_and_each_other():
+    for sibling in REMOTE_CODE_SIBLINGS:
+        path = REPO_ROOT / "hf_gpt1" / (sibling.split(".")[-1] + ".py")
+        assert {unit(t) for t in imports_of(path)} <= REMOTE_CODE_SIBLINGS, sibling
 
 
 def test_task_adapters_import_only_the_bottom_layer():

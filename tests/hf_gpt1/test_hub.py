@@ -43,7 +43,13 @@ TRAINER_REPO = f"{USER}/gpt1-sst2-trainer"
 MODEL_REPO = f"{USER}/gpt1-sst2-model"
 FOLDER_REPO = f"{USER}/gpt1-sst2-folder"
 PUSH_MODEL_REPO = f"{USER}/gpt1-sst2-push-model"
-CODE_FILES = {"modeling_gpt1.py", "configuration_gpt1.py", "conversion_gpt1.py"}
+CODE_FILES = {
+    "modeling_gpt1.py",
+    "configuration_gpt1.py",
+    "conversion_gpt1.py",
+    "input_checks_gpt1.py",
+    "modeling_outputs_gpt1.py",
+}
 REQUIRED_CARD_KEYS = {"library_name", "pipeline_tag", "tags", "license", "datasets", "model-index", "base_model"}
 SENTENCES = ["a gripping , funny and moving film", "the plot is a mess"]
 

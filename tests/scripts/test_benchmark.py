@@ -1,10 +1,10 @@
-"""scripts/benchmark.py: how it judges targets (pure logic on a results dict), and one real `--quick` generation run in
-a fresh interpreter, which checks that our cached greedy decoding emits exactly the tokens of transformers'
-OpenAIGPTLMHeadModel (no cache) from the same weights. Speeds are the benchmark's output, never asserted here."""
+"""scripts/benchmark.py (hf_gpt1.benchmarks): how it judges targets (pure logic on a results dict), one memory child
+process started as the sections start it, and one real `--quick` generation run in a fresh interpreter, which checks
+that our cached greedy decoding emits exactly the tokens of transformers' OpenAIGPTLMHeadModel (no cache) from the
+same weights. Speeds are the benchmark's output, never asserted here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,23 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from hf_gpt1.benchmarks import subprocesses
+from hf_gpt1.benchmarks.report import targets
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "benchmark.py"
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("hf_gpt1_benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _training(dropout, dtype, shape, ratio):
     return {"dropout": dropout, "dtype": dtype, "shape": shape, "ratio": ratio}
 
 
-def test_targets_judge_training_at_the_first_shape_and_every_other_section(benchmark):
+def test_targets_judge_training_at_the_first_shape_and_every_other_section():
     results = {
         "training": [
             _training("paper", "fp32", "4x512", 1.30),
@@ -56,7 +51,7 @@ def test_targets_judge_training_at_the_first_shape_and_every_other_section(bench
         ],
         "checkpointing": {"shape": "4x512", "activation_cut": 1.9, "extra_time": 0.2},
     }
-    judged = {t["target"]: (t["value"], t["threshold"], t["met"]) for t in benchmark.targets(results)}
+    judged = {t["target"]: (t["value"], t["threshold"], t["met"]) for t in targets(results)}
     assert judged == {
         "train fp32 paper dropout 4x512 ours/ref": (1.3, 1.25, True),
         "train bf16 paper dropout 4x512 ours/ref": (1.59, 1.6, False),
@@ -69,7 +64,20 @@ def test_targets_judge_training_at_the_first_shape_and_every_other_section(bench
         "grad checkpointing activation cut 4x512": (1.9, 2.0, False),
         "grad checkpointing extra step time 4x512": (0.2, 0.4, True),
     }
-    assert benchmark.targets({}) == []
+    assert targets({}) == []
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("benchmark")
+def test_memory_child_process_runs_this_package_from_anywhere(tmp_path, monkeypatch):
+    """The memory and allocator measurements re-invoke `python -m hf_gpt1.benchmarks.subprocesses`: from another
+    directory and without PYTHONPATH the child still imports the parent's hf_gpt1 and reports one JSON row."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    row = subprocesses.run_child(["memory", "ours", "fp32", "1", "16", "1"])
+    assert row["which"] == "ours" and row["dtype"] == "fp32" and row["shape"] == "1x16"
+    assert row["peak_rss_mb"] >= row["static_rss_mb"] > 0 and row["step_s"] > 0
 
 
 @pytest.mark.slow

@@ -91,14 +91,16 @@ def test_dry_run_lists_files_without_network(checkpoint, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("Would upload 9 file(s)") and f"to {USER}/gpt1-sst2" in lines[0]
+    assert lines[0].startswith("Would upload 11 file(s)") and f"to {USER}/gpt1-sst2" in lines[0]
     listed = {line.split()[0]: line for line in lines[1:]}
     assert set(listed) == {
         "README.md",
         "config.json",
         "configuration_gpt1.py",
         "conversion_gpt1.py",
+        "input_checks_gpt1.py",
         "modeling_gpt1.py",
+        "modeling_outputs_gpt1.py",
         "model.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
@@ -114,7 +116,7 @@ def test_push(checkpoint, hub_server: HubServer, tmp_path):
     env = hub_env(hub_server, home=tmp_path / "hf_home")
     result = run_script(str(checkpoint), repo_id, "--private", "--commit-message", "GPT-1 on SST-2", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("Uploaded 9 file(s)") and "Commit: " in result.stdout
+    assert result.stdout.startswith("Uploaded 11 file(s)") and "Commit: " in result.stdout
 
     files = hub_server.files(repo_id)
     assert set(files) == {
@@ -123,7 +125,9 @@ def test_push(checkpoint, hub_server: HubServer, tmp_path):
         "config.json",
         "configuration_gpt1.py",
         "conversion_gpt1.py",
+        "input_checks_gpt1.py",
         "modeling_gpt1.py",
+        "modeling_outputs_gpt1.py",
         "model.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
