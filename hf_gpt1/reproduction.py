@@ -268,7 +268,8 @@ def load_checkpoint_model(paths: Paths, checkpoint: Path | None):
     import torch
     from safetensors.torch import load_file
 
-    from . import GPT1ForCausalLM, enable_cpu_speedups
+    from .cpu_speed import enable_cpu_speedups
+    from .modeling_gpt1 import GPT1ForCausalLM
 
     model = enable_cpu_speedups(GPT1ForCausalLM.from_pretrained(paths.pretrain))
     if checkpoint is not None:
@@ -284,7 +285,8 @@ def save_scratch_init(paths: Paths, seed: int = 0) -> None:
     """A randomly initialised model with exactly the pretrained model's config and tokenizer (variant c)."""
     import torch
 
-    from . import GPT1ForCausalLM, load_gpt1_tokenizer
+    from .modeling_gpt1 import GPT1ForCausalLM
+    from .tokenization_gpt1 import load_gpt1_tokenizer
 
     config = GPT1ForCausalLM.config_class.from_pretrained(paths.pretrain)
     torch.manual_seed(seed)
@@ -348,7 +350,9 @@ def zero_shot_scores(model, tokenizer, data: dict) -> dict[str, Any]:
 def zero_shot_curve(paths: Paths, budget: Budget) -> list[dict]:
     import torch
 
-    from . import GPT1ForCausalLM, enable_cpu_speedups, load_gpt1_tokenizer
+    from .cpu_speed import enable_cpu_speedups
+    from .modeling_gpt1 import GPT1ForCausalLM
+    from .tokenization_gpt1 import load_gpt1_tokenizer
 
     tokenizer = load_gpt1_tokenizer(paths.pretrain)
     data = zero_shot_data(paths, budget)
