@@ -53,7 +53,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .configuration_gpt1 import GPT1Config
 from .cpu_speed import enable_cpu_speedups
-from .hub import CheckpointError, HubCardCallback, HubPushError, check_hub_access, push_folder
+from .hub import CheckpointError, GPT1CardTrainerMixin, HubCardCallback, HubPushError, check_hub_access, push_folder
 from .model_cards import (  # noqa: F401  (fill_model_card, MODEL_CARD_TEMPLATE, PAPER_CITATION: public here too)
     GLUE_SUBMISSION_NAMES,
     MODEL_CARD_TEMPLATE,
@@ -825,7 +825,7 @@ def prepare_datasets(args: argparse.Namespace, spec, adapter, tokenizer, max_len
 LOSS_PARTS = ("task_loss", "lm_loss")
 
 
-class GPT1Trainer(Trainer):
+class GPT1Trainer(GPT1CardTrainerMixin, Trainer):
     """`Trainer` for the GPT-1 fine-tuning heads.
 
     * Optimises `outputs.loss` (= task_loss + λ·lm_loss) as usual, and logs `task_loss` and `lm_loss` next to `loss`,
@@ -840,7 +840,8 @@ class GPT1Trainer(Trainer):
       that step's weights (`NonFiniteLossCallback`, installed as `self.nonfinite_guard`).
     * Saves a PEFT model's checkpoints as adapters without PEFT's "vocabulary was resized -> add the whole embedding"
       (the base never changes during training; the trained token rows are part of the adapter).
-    * `push_to_hub` writes `self.model_card_text` (our filled card) as README.md instead of Trainer's generic card.
+    * `push_to_hub` writes `self.model_card_text` (our filled card) as README.md instead of Trainer's generic card;
+      without it, the card of `hub.attach_model_card` (`GPT1CardTrainerMixin`), else Trainer's.
 
     The model's `accepts_loss_kwargs = False` makes Trainer divide the mean loss of each micro-batch by the number of
     accumulation steps, so accumulation k × batch b gives the gradient of batch k·b.
