@@ -161,6 +161,120 @@ class GPT1TrainingArguments(TrainingArguments):
         self.requested_metric = requested
 
 
+#: §4.1 "Model specifications" (pretraining): "We used the Adam optimization scheme with a max learning rate of
+#: 2.5e-4. The learning rate was increased linearly from zero over the first 2000 updates and annealed to 0 using a
+#: cosine schedule. We train for 100 epochs on minibatches of 64 randomly sampled, contiguous sequences of 512 tokens."
+#: Weight decay w = 0.01 "on all non bias or gain weights"; clipping at 1 and Adam's betas/eps from the released code.
+PAPER_LEARNING_RATE = 2.5e-4
+PAPER_WARMUP_STEPS = 2000
+PAPER_BATCH_SIZE = 64
+PAPER_NUM_EPOCHS = 100
+PAPER_WEIGHT_DECAY = 0.01
+PAPER_MAX_GRAD_NORM = 1.0
+PAPER_ADAM = dict(betas=(0.9, 0.999), eps=1e-8)
+
+#: The options whose default comes from the --model-config preset (None = not given on the command line).
+PRESET_OPTIONS = ("per_device_train_batch_size", "learning_rate", "warmup_steps", "num_train_epochs", "max_steps")
+
+
+@dataclass
+class GPT1PretrainingArguments(GPT1TrainingArguments):
+    """`GPT1TrainingArguments` for the unsupervised stage (`scripts/pretrain.py`): the paper's pretraining recipe
+    (lr 2.5e-4, 2000 warmup updates, cosine decay, 64 windows per update, weight decay 0.01, clipping at 1), where the
+    batch size, learning rate, warmup and run length default to the `--model-config` preset's (`requested` keeps what
+    the command line gave, None for "the preset's"; until then the fields hold the paper's values).
+
+    The pretraining loop (`hf_gpt1.pretraining_loop`) schedules itself from `logging_steps`, `eval_steps` and
+    `save_steps` (aliases `--log-every`, `--eval-every`, `--save-every`; eval/save default to a tenth of the run, 0 =
+    only at the end) rather than from Trainer's `*_strategy` fields. Mixed precision is accelerate's autocast:
+    `--bf16` / `--fp16`, else the accelerate config / launch flag (`mixed_precision`, as TrainingArguments reads it).
+    """
+
+    per_device_train_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Windows per device per micro-batch (preset; paper 64 in total).",
+            "aliases": ["--batch-size"],
+        },
+    )
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate (preset; paper 2.5e-4)."})
+    warmup_steps: float | None = field(
+        default=None, metadata={"help": "Linear warmup updates (preset; paper 2000), then cosine decay to 0."}
+    )
+    num_train_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Run length in epochs over the training windows (paper 100).", "aliases": ["--num-epochs"]},
+    )
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimizer updates to run (preset; gpt1: --num-train-epochs); -1: the preset's."}
+    )
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "The paper's schedule: warmup, then cosine."})
+    weight_decay: float = field(
+        default=PAPER_WEIGHT_DECAY, metadata={"help": "AdamW decay on non-bias, non-gain weights."}
+    )
+    max_grad_norm: float = field(default=PAPER_MAX_GRAD_NORM, metadata={"help": "Gradient clipping norm (<= 0: off)."})
+    logging_steps: float = field(
+        default=10,
+        metadata={"help": "Log train loss / lr / tokens per second every N updates.", "aliases": ["--log-every"]},
+    )
+    logging_first_step: bool = field(default=False, metadata={"help": "Unused by the pretraining loop."})
+    eval_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Validate every N updates (default max_steps/10; 0: only at the end).",
+            "aliases": ["--eval-every"],
+        },
+    )
+    save_steps: int | None = field(
+        default=None,
+        metadata={"help": "Checkpoint every N updates (default max_steps/10).", "aliases": ["--save-every"]},
+    )
+    save_total_limit: int | None = field(
+        default=3, metadata={"help": "Keep only the newest N checkpoints (0: keep all)."}
+    )
+    eval_strategy: str = field(default="no", metadata={"help": "Unused: the loop validates every --eval-steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Unused: the loop checkpoints every --save-steps."})
+    load_best_model_at_end: bool = field(default=False, metadata={"help": "Unused by the pretraining loop."})
+    report_to: str | None = field(
+        default="auto",
+        metadata={
+            "help": "accelerate tracker(s): tensorboard, wandb, all, none (comma-separated for several); auto = "
+            "tensorboard if installed."
+        },
+    )
+    use_cpu: bool = field(
+        default=False,
+        metadata={"help": "Train on CPU even if an accelerator is available.", "aliases": ["--cpu"]},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue the run in --output-dir from its latest checkpoint ('auto', the default when the flag is "
+            "given bare) or from the given checkpoint-N folder.",
+            "aliases": ["--resume"],
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Discard a previous run / foreign checkpoint in --output-dir.", "aliases": ["--overwrite"]},
+    )
+
+    def __post_init__(self):
+        self.requested = {name: getattr(self, name) for name in PRESET_OPTIONS}
+        if self.requested["max_steps"] is not None and self.requested["max_steps"] < 0:
+            self.requested["max_steps"] = None
+        paper = (PAPER_BATCH_SIZE, PAPER_LEARNING_RATE, PAPER_WARMUP_STEPS, PAPER_NUM_EPOCHS)
+        for name, value in zip(PRESET_OPTIONS, paper):
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        # accelerate autocast, not Trainer's: its "bf16 needs a GPU or use_cpu" check does not apply to the loop
+        bf16, fp16, self.bf16, self.fp16 = self.bf16, self.fp16, False, False
+        super().__post_init__()  # mixed_precision: ACCELERATE_MIXED_PRECISION (the accelerate config) or "no"
+        self.bf16, self.fp16 = bf16, fp16
+        if fp16 or bf16:
+            self.mixed_precision = "fp16" if fp16 else "bf16"
+
+
 def parse_cli(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None = None,
