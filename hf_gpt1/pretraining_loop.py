@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from . import pretraining as pt
 from .training_args import GPT1PretrainingArguments, parse_cli
+from .training_callbacks import NonFiniteLossError, SignalFlag
 
 logger = logging.getLogger("pretrain")
 
@@ -263,29 +264,6 @@ def parse_args(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after every update (then: checkpoint, exit 128+signal).
-
-    A second signal restores the default handler behaviour (immediate exit) for impatient users.
-    """
-
-    def __init__(self):
-        self.signum: int | None = None
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(
-            f"\npretrain.py: received {signal.Signals(signum).name}; saving a checkpoint after this update...",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------------
@@ -311,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     m, d, t = parse_args(argv)
     try:
         return train(m, d, t)
-    except pt.NonFiniteLossError as error:
+    except NonFiniteLossError as error:
         print(f"pretrain.py: error: {error}", file=sys.stderr)
         return 1
     except pt.PretrainingError as error:
@@ -326,7 +304,8 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
 
     from hf_gpt1.tokenization_gpt1 import DEFAULT_TOKENIZER, load_gpt1_tokenizer
 
-    stop = StopRequest()  # first thing: a signal during data preparation must not kill us mid-write
+    stop = SignalFlag(message="saving a checkpoint after this update (send it again to stop immediately)")
+    stop.install()  # first thing: a signal during data preparation must not kill us mid-write
     output_dir = Path(t.output_dir).expanduser().resolve()
     report_to = _resolve_report_to(t.report_to)
     accelerator = Accelerator(
@@ -588,7 +567,9 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 # one collective per update: the mean loss over micro-batches and processes, and any stop request
-                stats = torch.stack([running / ga, torch.tensor(float(stop.signum is not None), device=running.device)])
+                stats = torch.stack(
+                    [running / ga, torch.tensor(float(stop.received is not None), device=running.device)]
+                )
                 stats = accelerator.reduce(stats, reduction="sum")
                 step_loss = stats[0].item() / accelerator.num_processes
                 running.zero_()
@@ -598,12 +579,15 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                     grad_norm = grad_norm.item() if torch.is_tensor(grad_norm) else grad_norm
                 if not math.isfinite(step_loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
-                    what = f"loss {step_loss}" if not math.isfinite(step_loss) else f"gradient norm {grad_norm}"
-                    raise pt.NonFiniteLossError(
-                        f"non-finite {what} at update {completed_steps + 1}; stopped without applying it. Last good "
-                        f"checkpoint: {last_checkpoint or 'none (no checkpoint saved yet)'}. Lower --learning-rate, "
-                        f"raise --warmup-steps, check --max-grad-norm, or try --mixed-precision no.",
+                    name, value = ("loss", step_loss) if not math.isfinite(step_loss) else ("grad_norm", grad_norm)
+                    what = "loss" if name == "loss" else "gradient norm"
+                    raise NonFiniteLossError(
+                        f"non-finite {what} {value} at update {completed_steps + 1}; stopped without applying it. Last "
+                        f"good checkpoint: {last_checkpoint or 'none (no checkpoint saved yet)'}. Lower "
+                        f"--learning-rate, raise --warmup-steps, check --max-grad-norm, or train without --bf16/--fp16.",
                         step=completed_steps + 1,
+                        checkpoint=str(last_checkpoint) if last_checkpoint else None,
+                        values={name: value},
                     )
                 learning_rate_used = scheduler.get_last_lr()[0]
                 optimizer.step()
@@ -647,10 +631,10 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
             last_checkpoint, saved_at = save_checkpoint(epoch), completed_steps
     progress.close()
 
-    if (stopping or stop.signum is not None) and completed_steps < max_steps:
+    if (stopping or stop.received is not None) and completed_steps < max_steps:
         if saved_at != completed_steps:
             last_checkpoint = save_checkpoint(epoch)
-        signum = stop.signum or signal.SIGTERM  # a rank that was not signalled itself stops with its peers
+        signum = stop.received or signal.SIGTERM  # a rank that was not signalled itself stops with its peers
         name = signal.Signals(signum).name
         if accelerator.is_main_process:
             pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)

@@ -6,8 +6,8 @@ import each other, directly or around a cycle.
     1  modeling_gpt1, conversion_gpt1                                          the network (ships as remote code)
     2  cpu_speed, kernels, peft_integration, convert_openai_checkpoint,        applied to a finished model
        model_cards
-    3  training_args, pretraining(_loop), finetuning, zero_shot, hub;          training, evaluation, publishing
-       task_adapters
+    3  training_args, training_callbacks, pretraining(_loop), finetuning,      training, evaluation, publishing
+       zero_shot, hub; task_adapters
     scripts/                                                                   entry points: may import anything
 
 One exception, named in KNOWN_EXCEPTIONS with its reason: the model's `push_to_hub` optionally imports `hf_gpt1.hub`.
@@ -33,6 +33,7 @@ LAYERS = {
     "hf_gpt1.convert_openai_checkpoint": 2,
     "hf_gpt1.model_cards": 2,
     "hf_gpt1.training_args": 3,
+    "hf_gpt1.training_callbacks": 3,
     "hf_gpt1.pretraining": 3,
     "hf_gpt1.pretraining_loop": 3,
     "hf_gpt1.finetuning": 3,
