@@ -73,6 +73,7 @@ from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
 from .training_args import (  # noqa: F401  (PAPER_FINETUNING_DEFAULTS, cpu_process_group_needed: public here too)
     PAPER_FINETUNING_DEFAULTS,
     GPT1TrainingArguments,
+    LoraArguments,
     cpu_process_group_needed,
     parse_cli,
 )
@@ -213,8 +214,8 @@ class DataArguments:
 
 
 @dataclass
-class PeftArguments:
-    """Parameter-efficient fine-tuning: a LoRA or IA³ adapter instead of all weights."""
+class PeftArguments(LoraArguments):
+    """Parameter-efficient fine-tuning: a LoRA or IA³ adapter instead of all weights (`LoraArguments` + these)."""
 
     peft: str = field(
         default="none",
@@ -225,17 +226,6 @@ class PeftArguments:
             "choices": list(PEFT_METHODS),
         },
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: str | None = field(
-        default=None,
-        metadata={
-            "help": "Comma-separated module names to adapt (suffix match, e.g. c_attn,mlp.c_proj); also used by "
-            "--peft ia3. Default: GPT-1's registered targets (LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj; IA³: "
-            "c_attn, mlp.c_proj)."
-        },
-    )
     peft_embeddings: str = field(
         default="auto",
         metadata={
@@ -243,13 +233,6 @@ class PeftArguments:
             "only those rows, 'full' = the whole token table, 'none' = keep them frozen (random). 'auto' = tokens "
             "with LoRA, none with IA³.",
             "choices": list(EMBEDDING_MODES),
-        },
-    )
-    merge_adapter: bool = field(
-        default=False,
-        metadata={
-            "help": f"Also save the model with the adapter merged in, a plain gpt1 checkpoint (no PEFT needed), into "
-            f"--output-dir/{MERGED_DIR_NAME}/."
         },
     )
 
@@ -519,14 +502,11 @@ def load_model_for_task(
 
 def peft_options(args: PeftArguments) -> dict[str, Any]:
     """`make_peft_config` / `make_peft_model` keyword arguments from the CLI's --peft/--lora-* options."""
-    targets = None
-    if args.lora_target_modules:
-        targets = [name for name in args.lora_target_modules.replace(",", " ").split() if name]
     return dict(
         r=args.lora_r,
         alpha=args.lora_alpha,
         dropout=args.lora_dropout,
-        target_modules=targets or None,
+        target_modules=args.lora_target_modules,
         embeddings=args.peft_embeddings,
     )
 

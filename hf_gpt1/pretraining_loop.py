@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from . import pretraining as pt
-from .training_args import GPT1PretrainingArguments, parse_cli
+from .training_args import GPT1PretrainingArguments, LoraArguments, parse_cli
 from .training_callbacks import NonFiniteLossError, SignalFlag
 
 logger = logging.getLogger("pretrain")
@@ -48,8 +48,9 @@ logger = logging.getLogger("pretrain")
 
 
 @dataclass
-class PretrainModelArguments:
-    """The model: a preset or config to build, or a checkpoint to continue; optionally a LoRA adapter on it."""
+class PretrainModelArguments(LoraArguments):
+    """The model: a preset or config to build, or a checkpoint to continue; optionally a LoRA adapter on it (the
+    `LoraArguments` options)."""
 
     model_config: str | None = field(
         default=None,
@@ -88,23 +89,6 @@ class PretrainModelArguments:
             "help": "none: train every weight. lora: freeze the --init-from model and train a LoRA adapter (continued "
             "pretraining at a fraction of the trainable parameters); the output folder gets the adapter.",
             "choices": list(pt.PEFT_METHODS),
-        },
-    )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA adapter's input."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Modules to adapt, matched as name suffixes (space- or comma-separated; default: every linear "
-            "layer of every block: c_attn attn.c_proj c_fc mlp.c_proj)."
-        },
-    )
-    merge_adapter: bool = field(
-        default=False,
-        metadata={
-            "help": "With --peft lora: also save the adapter merged into the base weights as a full gpt1 model in "
-            "OUTPUT_DIR/merged (loads with AutoModelForCausalLM, no peft needed)."
         },
     )
 
@@ -254,8 +238,6 @@ def parse_args(
         renamed=RENAMED_FLAGS,
         check=_check,
     )
-    if m.lora_target_modules is not None:  # "c_attn,c_fc" and "c_attn c_fc" both work
-        m.lora_target_modules = [p for item in m.lora_target_modules for p in item.split(",") if p.strip()] or None
     return m, d, t
 
 

@@ -161,6 +161,37 @@ class GPT1TrainingArguments(TrainingArguments):
         self.requested_metric = requested
 
 
+@dataclass
+class LoraArguments:
+    """The LoRA options both stages share (each adds its `--peft` choice): rank, alpha, dropout, target modules, and
+    whether to also save the adapter merged into the base weights."""
+
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA adapter's input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Modules to adapt, matched as name suffixes, space- or comma-separated (e.g. c_attn,mlp.c_proj); "
+            "default: GPT-1's registered targets (LoRA: c_attn attn.c_proj c_fc mlp.c_proj; IA³: c_attn mlp.c_proj)."
+        },
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={
+            "help": "With --peft: also save the adapter merged into the base weights, a plain gpt1 checkpoint that "
+            "loads without PEFT, into OUTPUT_DIR/merged/."
+        },
+    )
+
+    def __post_init__(self):
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [self.lora_target_modules]
+        if self.lora_target_modules is not None:  # "c_attn,c_fc", "c_attn c_fc" and "c_attn, c_fc" all work
+            names = [n for item in self.lora_target_modules for n in item.replace(",", " ").split()]
+            self.lora_target_modules = names or None
+
+
 #: §4.1 "Model specifications" (pretraining): "We used the Adam optimization scheme with a max learning rate of
 #: 2.5e-4. The learning rate was increased linearly from zero over the first 2000 updates and annealed to 0 using a
 #: cosine schedule. We train for 100 epochs on minibatches of 64 randomly sampled, contiguous sequences of 512 tokens."
