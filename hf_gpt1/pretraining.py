@@ -1,7 +1,7 @@
 """Building blocks of `scripts/pretrain.py`: GPT-1's unsupervised pretraining stage (paper §3.1, §4.1).
 
-The script is a thin training loop on `accelerate.Accelerator`; everything here is importable and tested
-on its own:
+The loop that runs them is `hf_gpt1.pretraining_loop` (on `accelerate.Accelerator`; the script only calls its `main`);
+everything here is importable and tested on its own:
 
 * **Corpus** (`load_corpus_documents`, `tokenize_documents`, `pack_token_stream`, `PackedWindows`,
   `prepare_corpus`): text files or a `datasets` dataset -> cleaned text -> GPT-1 BPE ids (`datasets.map`,
