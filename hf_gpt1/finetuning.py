@@ -345,7 +345,7 @@ def parse_args(argv: Sequence[str] | None = None) -> FineTuningArguments:
         prog="finetune.py",
         description=(
             "Fine-tune GPT-1 on a task with transformers.Trainer, as in Radford et al. (2018) §3.2/§4.1: "
-            "L3 = L2 + λ·L1 (task loss + λ × auxiliary LM loss), linear warmup over 0.2%% of the steps then linear "
+            "L3 = L2 + λ·L1 (task loss + λ × auxiliary LM loss), linear warmup over 0.2 % of the steps then linear "
             "decay, AdamW with weight decay on all but biases and LayerNorm gains. Every transformers "
             "TrainingArguments option is accepted (--learning-rate or --learning_rate). Also runs under "
             "`accelerate launch`."

@@ -94,7 +94,7 @@ class GPT1TrainingArguments(TrainingArguments):
     warmup_steps: float = field(
         default=_D["warmup_ratio"],
         metadata={
-            "help": "Linear warmup: a fraction of the steps when < 1 (paper 0.002 = 0.2%), else a number of steps.",
+            "help": "Linear warmup: a fraction of the steps when < 1 (paper 0.002 = 0.2%%), else a number of steps.",
             "aliases": ["--warmup-ratio", "--warmup_ratio"],
         },
     )

@@ -207,6 +207,9 @@ def test_cli_is_hf_argument_parser_dataclasses(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ft.parse_args(["--task", "sst2", "--model", "m"])  # --output-dir is required
     assert "--output_dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        ft.parse_args(["--help"])
+    assert stopped.value.code == 0 and "--lm_coef" in capsys.readouterr().out  # every help text formats
 
 
 def test_texts_are_standardized_unless_switched_off(tokenizer, glue_dir, tmp_path):

@@ -855,6 +855,9 @@ def test_lora_and_hub_flags(capsys, tmp_path, shakespeare, lora_base):
         )
         assert t.activation_checkpointing
     assert data.eval_windows == 9
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0 and "--eval-every" in capsys.readouterr().out  # every help text formats
     _, _, defaults = parse_args(base)  # the preset fills in what the command line leaves out
     assert defaults.requested == dict.fromkeys(defaults.requested) and defaults.save_total_limit == 3
     assert (defaults.weight_decay, defaults.max_grad_norm, defaults.seed) == (0.01, 1.0, 42)
