@@ -2,7 +2,8 @@
 
 `scripts/finetune.py` is a thin CLI over `main()`; the pieces are reusable on their own:
 
-* `PAPER_FINETUNING_DEFAULTS` / `build_parser()` - every hyperparameter of §4.1 as a default, all overridable;
+* `parse_args()` - the CLI: `ModelArguments`, `DataArguments`, `PeftArguments` and `GPT1TrainingArguments` (every
+  `TrainingArguments` option, §4.1's hyperparameters as defaults; `hf_gpt1.training_args`) parsed by `HfArgumentParser`;
 * `head_auto_class()` / `load_model_for_task()` - the head follows the task family (classification, entailment and
   similarity -> `AutoModelForSequenceClassification`; multiple choice -> `AutoModelForMultipleChoice`), labels and
   regression come from the task's `TaskSpec`, the new `_start_/_delimiter_/_classify_/<pad>` embeddings are random
@@ -22,20 +23,19 @@ to them. The final upload goes through `hf_gpt1.hub.push_folder` (validated fold
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import signal
 import sys
-import threading
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import (
@@ -45,7 +45,6 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -53,7 +52,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .configuration_gpt1 import GPT1Config
 from .cpu_speed import enable_cpu_speedups
-from .hub import CheckpointError, HubCardCallback, HubPushError, check_hub_access, push_folder
+from .hub import CheckpointError, GPT1CardTrainerMixin, HubPushError, attach_model_card, check_hub_access, push_folder
 from .model_cards import (  # noqa: F401  (fill_model_card, MODEL_CARD_TEMPLATE, PAPER_CITATION: public here too)
     GLUE_SUBMISSION_NAMES,
     MODEL_CARD_TEMPLATE,
@@ -71,31 +70,26 @@ from .peft_integration import (
     trainable_parameter_report,
 )
 from .tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
+from .training_args import (  # noqa: F401  (PAPER_FINETUNING_DEFAULTS, cpu_process_group_needed: public here too)
+    PAPER_FINETUNING_DEFAULTS,
+    GPT1TrainingArguments,
+    LoraArguments,
+    cpu_process_group_needed,
+    parse_cli,
+)
+from .training_callbacks import (  # noqa: F401  (public here too)
+    NonFiniteLossCallback,
+    NonFiniteLossError,
+    SaveOnSignalCallback,
+    SignalFlag,
+    replace_dir,
+)
 
 logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The paper's recipe
 # ----------------------------------------------------------------------------------------------------------------------
-
-#: §4.1 "Fine-tuning details": "Unless specified, we reuse the hyperparameter settings from unsupervised pre-training.
-#: We add dropout to the classifier with a rate of 0.1. For most tasks, we use a learning rate of 6.25e-5 and a
-#: batchsize of 32. Our model finetunes quickly and 3 epochs of training was sufficient for most cases. We use a linear
-#: learning rate decay schedule with warmup over 0.2% of training. λ was set to 0.5." Weight decay 0.01 on all
-#: non-bias, non-gain weights and gradient clipping at 1 are what the released code (`train.py`) fine-tunes with;
-#: 512 is the model's context.
-PAPER_FINETUNING_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 6.25e-5,
-    "batch_size": 32,
-    "epochs": 3.0,
-    "warmup_ratio": 0.002,
-    "lr_scheduler_type": "linear",
-    "weight_decay": 0.01,
-    "clf_dropout": 0.1,
-    "lm_coef": 0.5,
-    "max_grad_norm": 1.0,
-    "max_length": 512,
-}
 
 #: Metric that picks the best checkpoint: the one the paper reports per task (Table 2-4): F1 for MRPC/QQP, Pearson
 #: for STS-B, Matthews for CoLA, accuracy elsewhere. Keys are task names; tasks not listed use their first metric.
@@ -123,371 +117,274 @@ _SUPPORTED_MODEL_TYPES = ("gpt1", "openai-gpt")
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI of `scripts/finetune.py`. Defaults are the paper's (§4.1); every one can be overridden."""
-    d = PAPER_FINETUNING_DEFAULTS
-    parser = argparse.ArgumentParser(
-        prog="finetune.py",
-        description=(
-            "Fine-tune GPT-1 on a task with transformers.Trainer, as in Radford et al. (2018) §3.2/§4.1: "
-            "L3 = L2 + λ·L1 (task loss + λ × auxiliary LM loss), linear warmup over 0.2%% of the steps then linear "
-            "decay, AdamW with weight decay on all but biases and LayerNorm gains. Also runs under "
-            "`accelerate launch`."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+@dataclass
+class ModelArguments:
+    """The model to fine-tune and the task head's settings."""
+
+    model: str = field(
+        metadata={
+            "help": "Model to fine-tune: a Hub id or folder of a gpt1 checkpoint (e.g. from scripts/pretrain.py) or of "
+            "transformers' openai-gpt (e.g. openai-community/openai-gpt, converted on load)."
+        }
     )
-    io = parser.add_argument_group("task, model and data")
-    io.add_argument(
-        "--task",
-        required=True,
-        help="Task name (see task_adapters.list_tasks()), e.g. sst2, cola, "
-        "mrpc, qnli, mnli, rte, stsb, story_cloze, race.",
-    )
-    io.add_argument(
-        "--model",
-        required=True,
-        help="Model to fine-tune: a Hub id or folder of a gpt1 checkpoint "
-        "(e.g. from scripts/pretrain.py) or of transformers' openai-gpt (e.g. openai-community/openai-gpt, "
-        "converted on load).",
-    )
-    io.add_argument(
-        "--tokenizer",
+    tokenizer: str | None = field(
         default=None,
-        help="Tokenizer (Hub id, saved folder, or the original BPE files); default: the same as --model.",
+        metadata={"help": "Tokenizer (Hub id, saved folder, or the original BPE files); default: the same as --model."},
     )
-    io.add_argument(
-        "--output-dir",
-        required=True,
-        help="Where checkpoints, the final model, eval_results.json, the "
-        "model card (README.md) and training_curves.png go.",
+    lm_coef: float = field(
+        default=PAPER_FINETUNING_DEFAULTS["lm_coef"],
+        metadata={
+            "help": "λ, weight of the auxiliary LM loss: L3 = L2 + λ·L1 (config.lm_coef). 0 = no auxiliary objective "
+            "(lm_loss is then neither computed nor logged)."
+        },
     )
-    io.add_argument(
-        "--data-dir",
+    clf_dropout: float = field(
+        default=PAPER_FINETUNING_DEFAULTS["clf_dropout"],
+        metadata={"help": "Dropout on the extract-token state before the classifier (config.clf_pdrop)."},
+    )
+    base_model_id: str | None = field(
         default=None,
-        help="Folder with the task's original files (e.g. the GLUE download or "
-        "the Story Cloze CSVs); default: download the task from the Hub with `datasets`.",
+        metadata={"help": "Hub id recorded as base_model in the model card; default: --model when it is a Hub id."},
     )
-    io.add_argument(
-        "--split-validation",
-        nargs="?",
-        const="recipe",
+
+
+@dataclass
+class DataArguments:
+    """The task, its data, and what is predicted."""
+
+    task: str = field(
+        metadata={
+            "help": "Task name (see task_adapters.list_tasks()), e.g. sst2, cola, mrpc, qnli, mnli, rte, stsb, "
+            "story_cloze, race."
+        }
+    )
+    data_dir: str | None = field(
         default=None,
-        metavar="SIZE",
-        help="Carve train and eval sets out of the validation split, for tasks whose train file is not "
-        "available (QNLI dev only; Story Cloze, which the paper fine-tunes on its validation set). Without "
-        "SIZE: the task's own recipe (Story Cloze: 1,497 train / 374 eval as in the original code), "
-        "otherwise 20%% eval. SIZE: an eval-set size (int) or fraction (float).",
+        metadata={
+            "help": "Folder with the task's original files (e.g. the GLUE download or the Story Cloze CSVs); default: "
+            "download the task from the Hub with `datasets`."
+        },
     )
-    io.add_argument(
-        "--split-seed",
-        type=int,
+    split_validation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Carve train and eval sets out of the validation split, for tasks whose train file is not "
+            "available (QNLI dev only; Story Cloze). Without a value: the task's own recipe (Story Cloze: 1,497 train "
+            "/ 374 eval as in the original code), otherwise 20%% eval. A value: an eval-set size (int) or fraction."
+        },
+    )
+    split_seed: int = field(
         default=3535999445,
-        help="Seed of the --split-validation split "
-        "(the original code's random_state); independent of --seed so runs share the same split.",
+        metadata={
+            "help": "Seed of the --split-validation split (the original code's random_state); independent of --seed."
+        },
     )
-    io.add_argument("--max-train-samples", type=int, default=None, help="Use only the first N training examples.")
-    io.add_argument(
-        "--max-eval-samples", type=int, default=None, help="Use only the first N examples of each eval split."
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N examples of each eval split."}
     )
-    io.add_argument(
-        "--max-predict-samples",
-        type=int,
+    max_predict_samples: int | None = field(
+        default=None, metadata={"help": "Predict only the first N examples of each --predict split (quick checks)."}
+    )
+    max_length: int | None = field(
         default=None,
-        help="Predict only the first N examples of "
-        "each --predict split (for quick checks; a submission needs them all).",
+        metadata={
+            "help": "Max tokens per sequence, special tokens included (paper: 512); default: 512 capped at the "
+            "model's n_positions."
+        },
     )
-    io.add_argument(
-        "--max-length",
-        type=int,
-        default=None,
-        help=f"Max tokens per sequence, special tokens included "
-        f"(paper: {d['max_length']}); default: {d['max_length']} capped at the model's n_positions.",
+    standardize_text: bool = field(
+        default=True,
+        metadata={
+            "help": "Map curly quotes, dashes and ellipses to ASCII first, as the original GPT-1 code did (the GPT-1 "
+            "BPE has none of them and would emit <unk>); --no-standardize-text tokenizes texts as they are."
+        },
     )
-    io.add_argument(
-        "--no-standardize-text",
-        dest="standardize_text",
-        action="store_false",
-        help="Tokenize texts as "
-        "they are (by default curly quotes, dashes and ellipses are mapped to ASCII first, as the original "
-        "GPT-1 code did; the GPT-1 BPE has none of them and would emit <unk>).",
+    predict: bool = field(
+        default=False,
+        metadata={
+            "help": "Predict the --predict-split and write GLUE submission TSVs (index<TAB>prediction, e.g. "
+            "SST-2.tsv) into --output-dir."
+        },
     )
-
-    opt = parser.add_argument_group("optimisation (paper defaults)")
-    opt.add_argument("--learning-rate", type=float, default=d["learning_rate"], help="Peak learning rate.")
-    opt.add_argument(
-        "--batch-size",
-        type=int,
-        default=d["batch_size"],
-        help="Examples per device per forward pass "
-        "(the paper's 32 is the total: batch-size × gradient-accumulation-steps × processes).",
-    )
-    opt.add_argument(
-        "--eval-batch-size", type=int, default=None, help="Eval examples per device; default: --batch-size."
-    )
-    opt.add_argument("--gradient-accumulation-steps", type=int, default=1, help="Micro-batches per optimizer step.")
-    opt.add_argument("--epochs", type=float, default=d["epochs"], help="Training epochs.")
-    opt.add_argument(
-        "--max-steps", type=int, default=-1, help="Stop after this many optimizer steps (overrides --epochs when > 0)."
-    )
-    opt.add_argument(
-        "--warmup-ratio",
-        type=float,
-        default=d["warmup_ratio"],
-        help="Fraction of the steps with linear warmup (0.002 = 0.2%%).",
-    )
-    opt.add_argument(
-        "--lr-scheduler-type",
-        default=d["lr_scheduler_type"],
-        help="transformers scheduler name; the paper decays linearly to 0.",
-    )
-    opt.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d["weight_decay"],
-        help="Decoupled (AdamW) weight decay on all weights except biases and LayerNorm gains.",
-    )
-    opt.add_argument(
-        "--max-grad-norm", type=float, default=d["max_grad_norm"], help="Gradient clipping norm (0 disables)."
-    )
-    opt.add_argument(
-        "--clf-dropout",
-        type=float,
-        default=d["clf_dropout"],
-        help="Dropout on the extract-token state before the classifier (config.clf_pdrop).",
-    )
-    opt.add_argument(
-        "--lm-coef",
-        type=float,
-        default=d["lm_coef"],
-        help="λ, weight of the auxiliary LM loss: "
-        "L3 = L2 + λ·L1 (config.lm_coef). 0 = no auxiliary objective (lm_loss is then neither computed "
-        "nor logged).",
-    )
-    opt.add_argument(
-        "--optim",
-        default=None,
-        help="transformers optimizer name; default: Trainer's AdamW (betas 0.9/0.999, eps 1e-8, as the paper's Adam).",
-    )
-    opt.add_argument(
-        "--seed", type=int, default=42, help="Seed for the new head/embedding weights, dropout and data order."
-    )
-    opt.add_argument(
-        "--use-cpu",
-        action="store_true",
-        help="Train on the CPU even if a GPU is available. Set "
-        "automatically when several processes are launched on a machine without GPUs (`accelerate launch "
-        "--multi_gpu --num_processes N` or `torchrun`), so they form one gloo process group.",
-    )
-    opt.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (Accelerate autocast).")
-    opt.add_argument("--fp16", action="store_true", help="float16 mixed precision (CUDA).")
-
-    run = parser.add_argument_group("evaluation, checkpoints, logging")
-    run.add_argument(
-        "--eval-strategy",
-        choices=("epoch", "steps", "no"),
-        default="epoch",
-        help="When to evaluate on the validation split(s); 'steps' with --eval-steps.",
-    )
-    run.add_argument(
-        "--eval-steps", type=int, default=None, help="Evaluate every N steps (implies --eval-strategy steps)."
-    )
-    run.add_argument(
-        "--save-steps",
-        type=int,
-        default=None,
-        help="Checkpoint every N steps (implies step-wise "
-        "saving; evaluation then also runs every N steps unless --eval-steps says otherwise, so the best "
-        "checkpoint can be tracked). Default: a checkpoint per evaluation.",
-    )
-    run.add_argument(
-        "--save-total-limit", type=int, default=None, help="Keep at most N checkpoints (the best one is always kept)."
-    )
-    run.add_argument(
-        "--no-load-best-model",
-        dest="load_best_model",
-        action="store_false",
-        help="Keep the last weights instead of reloading the best checkpoint (by the task's metric) at the end.",
-    )
-    run.add_argument(
-        "--metric-for-best-model",
-        default=None,
-        help="Metric choosing the best checkpoint; default per "
-        "task (accuracy; F1 for MRPC/QQP; Pearson for STS-B; Matthews for CoLA; MNLI: matched accuracy).",
-    )
-    run.add_argument(
-        "--logging-steps",
-        type=float,
-        default=0.02,
-        help="Log every N steps (int), or N × total steps when < 1 (default: 50 points per run).",
-    )
-    run.add_argument("--report-to", default="none", help="Trainer integrations (tensorboard, wandb, ... or none).")
-    run.add_argument(
-        "--resume-from-checkpoint",
-        nargs="?",
-        const="auto",
-        default=None,
-        metavar="PATH|auto",
-        help="Resume from a checkpoint folder, or 'auto' (= the flag alone) for the latest complete "
-        "checkpoint in --output-dir (a fresh start if there is none).",
-    )
-    run.add_argument(
-        "--overwrite-output-dir",
-        action="store_true",
-        help="Train from scratch even if --output-dir "
-        "already holds checkpoints (they are overwritten as new ones are saved).",
-    )
-    run.add_argument(
-        "--predict",
-        action="store_true",
-        help="Predict the --predict-split and write GLUE submission "
-        "TSVs (index<TAB>prediction, e.g. SST-2.tsv) into --output-dir.",
-    )
-    run.add_argument(
-        "--predict-split",
+    predict_split: str = field(
         default="test",
-        help="Split(s) to predict: a split name or prefix ('test' covers MNLI's test_matched and test_mismatched).",
+        metadata={"help": "Split(s) to predict: a name or prefix ('test' covers MNLI's test_matched/_mismatched)."},
     )
-    run.add_argument("--no-plot", dest="plot", action="store_false", help="Do not write training_curves.png.")
-    run.add_argument("--disable-tqdm", action="store_true", help="No progress bars.")
 
-    peft = parser.add_argument_group("parameter-efficient fine-tuning (PEFT)")
-    peft.add_argument(
-        "--peft",
-        choices=PEFT_METHODS,
+
+@dataclass
+class PeftArguments(LoraArguments):
+    """Parameter-efficient fine-tuning: a LoRA or IA³ adapter instead of all weights (`LoraArguments` + these)."""
+
+    peft: str = field(
         default="none",
-        help="Train a LoRA or IA³ adapter instead of "
-        "all weights (hf_gpt1.peft_integration.make_peft_model: GPT-1's default target modules, the "
-        "task head trained in full, the special-token rows trained). --output-dir then holds the "
-        "adapter (+ head + token rows), not a full checkpoint.",
+        metadata={
+            "help": "Train a LoRA or IA³ adapter instead of all weights (hf_gpt1.peft_integration.make_peft_model: "
+            "GPT-1's default target modules, the task head trained in full, the special-token rows trained). "
+            "--output-dir then holds the adapter (+ head + token rows), not a full checkpoint.",
+            "choices": list(PEFT_METHODS),
+        },
     )
-    peft.add_argument("--lora-r", type=int, default=8, help="LoRA rank.")
-    peft.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha (scale = alpha / r).")
-    peft.add_argument("--lora-dropout", type=float, default=0.05, help="Dropout on the LoRA input.")
-    peft.add_argument(
-        "--lora-target-modules",
-        default=None,
-        metavar="NAMES",
-        help="Comma-separated module names to "
-        "adapt (suffix match, e.g. c_attn,mlp.c_proj); also used by --peft ia3. Default: GPT-1's "
-        "registered targets (LoRA: c_attn, attn.c_proj, c_fc, mlp.c_proj; IA³: c_attn, mlp.c_proj).",
-    )
-    peft.add_argument(
-        "--peft-embeddings",
-        choices=EMBEDDING_MODES,
+    peft_embeddings: str = field(
         default="auto",
-        help="The rows of the added "
-        "_start_/_delimiter_/_classify_/<pad> tokens: 'tokens' = train and save only those rows, "
-        "'full' = train and save the whole token table, 'none' = keep them frozen (random). 'auto' = "
-        "tokens with LoRA, none with IA³ (PEFT trains token rows with LoRA only).",
-    )
-    peft.add_argument(
-        "--merge-adapter",
-        action="store_true",
-        help="Also save the model with the adapter merged in, "
-        f"a plain gpt1 checkpoint (AutoModelForSequenceClassification/pipeline, no PEFT needed), into "
-        f"--output-dir/{MERGED_DIR_NAME}/.",
+        metadata={
+            "help": "The rows of the added _start_/_delimiter_/_classify_/<pad> tokens: 'tokens' = train and save "
+            "only those rows, 'full' = the whole token table, 'none' = keep them frozen (random). 'auto' = tokens "
+            "with LoRA, none with IA³.",
+            "choices": list(EMBEDDING_MODES),
+        },
     )
 
-    hub = parser.add_argument_group("Hugging Face Hub")
-    hub.add_argument(
-        "--push-to-hub",
-        action="store_true",
-        help="At the end, upload --output-dir (with --peft: its "
-        f"{MERGED_DIR_NAME}/ folder, so --merge-adapter is needed) as one commit with "
-        "hf_gpt1.hub.push_folder: weights, config with auto_map, modeling code, tokenizer, model card, "
-        "eval_results.json; checkpoints and training state are left out. The token is checked before "
-        "training starts.",
-    )
-    hub.add_argument(
-        "--hub-model-id",
-        default=None,
-        help="Target repo 'user/name'; default: the output dir's name in the token's namespace.",
-    )
-    hub.add_argument(
-        "--hub-token", default=None, help="Hub token with write access; default: HF_TOKEN / the cached login."
-    )
-    hub.add_argument("--hub-private-repo", action="store_true", help="Create the repo private.")
-    hub.add_argument(
-        "--hub-strategy",
-        default="end",
-        choices=("end", "every_save", "checkpoint", "all_checkpoints"),
-        help="What is pushed during training: 'end' = only the final upload; otherwise Trainer's "
-        "hub_strategy for the checkpoints as they are saved (each push with the modeling code and the "
-        "model card), then the final upload. Not with --peft.",
-    )
-    hub.add_argument(
-        "--base-model-id",
-        default=None,
-        help="Hub id recorded as base_model in the model card; default: --model when it is a Hub id.",
-    )
-    return parser
+
+class FineTuningArguments(NamedTuple):
+    """The parsed command line of `scripts/finetune.py`."""
+
+    model: ModelArguments
+    data: DataArguments
+    peft: PeftArguments
+    training: GPT1TrainingArguments
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and sanity-check the CLI (clear errors before anything is loaded)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+#: Spellings of the argparse CLI (up to 0.x) that no option carries any more, and what they stand for now.
+RENAMED_FLAGS: dict[str, list[str]] = {
+    "--no-load-best-model": ["--load_best_model_at_end", "False"],
+}
+#: Flags given without a value, and the value they then mean.
+OPTIONAL_VALUES = {"--resume-from-checkpoint": "auto", "--split-validation": "recipe"}
+
+
+def _check(model: ModelArguments, data: DataArguments, peft: PeftArguments, training: GPT1TrainingArguments):
+    """Problems with the values (reported together as one usage error, before anything is loaded)."""
     problems = []
-    for name in ("batch_size", "gradient_accumulation_steps"):
-        if getattr(args, name) < 1:
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1")
-    for name in (
-        "eval_batch_size",
-        "eval_steps",
-        "save_steps",
-        "max_train_samples",
-        "max_eval_samples",
-        "max_predict_samples",
-        "max_length",
-        "save_total_limit",
-    ):
-        value = getattr(args, name)
+    for owner, name in [
+        (training, "eval_steps"),
+        (training, "save_total_limit"),
+        (data, "max_train_samples"),
+        (data, "max_eval_samples"),
+        (data, "max_predict_samples"),
+        (data, "max_length"),
+    ]:
+        value = getattr(owner, name)
         if value is not None and value < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1")
-    if args.learning_rate <= 0:
+    if training.learning_rate <= 0:
         problems.append("--learning-rate must be > 0")
-    if args.epochs <= 0 and args.max_steps <= 0:
-        problems.append("--epochs must be > 0 (or give --max-steps)")
-    if not 0.0 <= args.warmup_ratio < 1.0:
-        problems.append("--warmup-ratio must be in [0, 1)")
-    if not 0.0 <= args.clf_dropout < 1.0:
+    if training.num_train_epochs <= 0 and training.max_steps <= 0:
+        problems.append("--num-train-epochs must be > 0 (or give --max-steps)")
+    if training.warmup_steps < 0:
+        problems.append("--warmup-steps must be >= 0 (a fraction of the steps when < 1)")
+    if not 0.0 <= model.clf_dropout < 1.0:
         problems.append("--clf-dropout must be in [0, 1)")
-    if args.lm_coef < 0:
+    if model.lm_coef < 0:
         problems.append("--lm-coef must be >= 0")
-    if args.weight_decay < 0:
+    if training.weight_decay < 0:
         problems.append("--weight-decay must be >= 0")
-    if args.bf16 and args.fp16:
-        problems.append("--bf16 and --fp16 are exclusive")
-    if args.hub_model_id and not args.push_to_hub:
+    if training.hub_model_id and not training.push_to_hub:
         problems.append("--hub-model-id needs --push-to-hub")
-    if args.hub_strategy != "end" and not args.push_to_hub:
+    if _strategy(training.hub_strategy) != "end" and not training.push_to_hub:
         problems.append("--hub-strategy needs --push-to-hub")
-    if args.lora_r < 1:
+    if peft.lora_r < 1:
         problems.append("--lora-r must be >= 1")
-    if not 0.0 <= args.lora_dropout < 1.0:
+    if not 0.0 <= peft.lora_dropout < 1.0:
         problems.append("--lora-dropout must be in [0, 1)")
-    if args.peft == "none":
-        if args.merge_adapter:
+    if peft.peft == "none":
+        if peft.merge_adapter:
             problems.append("--merge-adapter needs --peft lora|ia3")
     else:
-        if args.peft_embeddings in ("tokens", "full") and args.peft != "lora":
+        if peft.peft_embeddings in ("tokens", "full") and peft.peft != "lora":
             problems.append(
-                f"--peft-embeddings {args.peft_embeddings} needs --peft lora (PEFT trains embedding rows "
-                f"only with LoRA)"
+                f"--peft-embeddings {peft.peft_embeddings} needs --peft lora (PEFT trains embedding rows only with LoRA)"
             )
-        if args.push_to_hub and not args.merge_adapter:
+        if training.push_to_hub and not peft.merge_adapter:
             problems.append(
                 "--push-to-hub with --peft needs --merge-adapter: the merged model is what is uploaded (an adapter "
                 "folder points to a base model on this machine, which a Hub repo cannot load)"
             )
-        if args.push_to_hub and args.hub_strategy != "end":
+        if training.push_to_hub and _strategy(training.hub_strategy) != "end":
             problems.append(
                 "--hub-strategy other than 'end' is not supported with --peft (checkpoint pushes would "
                 "upload adapters that point to a local base model)"
             )
-    if problems:
-        parser.error("; ".join(problems))
-    return args
+    return problems
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _strategy(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> FineTuningArguments:
+    """Parse and sanity-check the CLI (clear errors, exit status 2, before anything is loaded).
+
+    The options are the fields of `ModelArguments`, `DataArguments`, `PeftArguments` and `GPT1TrainingArguments`
+    (every `TrainingArguments` option, with the paper's defaults), parsed by `HfArgumentParser`.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    ratios = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--warmup-ratio", "--warmup_ratio")]
+
+    def check(*values: Any) -> list[str]:
+        problems = _check(*values)
+        if any(not 0.0 <= float(r) < 1.0 for r in ratios if _is_number(r)):  # the old flag took fractions only
+            problems.append("--warmup-ratio must be in [0, 1) (a number of steps: --warmup-steps N)")
+        return problems
+
+    values = parse_cli(
+        (ModelArguments, DataArguments, PeftArguments, GPT1TrainingArguments),
+        words,
+        prog="finetune.py",
+        description=(
+            "Fine-tune GPT-1 on a task with transformers.Trainer, as in Radford et al. (2018) §3.2/§4.1: "
+            "L3 = L2 + λ·L1 (task loss + λ × auxiliary LM loss), linear warmup over 0.2 % of the steps then linear "
+            "decay, AdamW with weight decay on all but biases and LayerNorm gains. Every transformers "
+            "TrainingArguments option is accepted (--learning-rate or --learning_rate). Also runs under "
+            "`accelerate launch`."
+        ),
+        optional_values=OPTIONAL_VALUES,
+        renamed=RENAMED_FLAGS,
+        check=check,
+    )
+    return FineTuningArguments(*values)
+
+
+def schedule_training_arguments(
+    training: GPT1TrainingArguments, spec, eval_names: Sequence[str], hub_model_id: str | None = None
+) -> GPT1TrainingArguments:
+    """The TrainingArguments the run uses: the CLI's, with the task's metric for the best checkpoint, `--save-steps`
+    bringing step-wise evaluation along (the best checkpoint needs a metric at every save) and `--eval-steps` step-wise
+    checkpoints, and Trainer's own pushes only for checkpoints (`--hub-strategy` other than end; the final upload is
+    `push_folder`'s). `hub_model_id`: the repo id as resolved by `check_hub_access` (namespace filled in).
+    """
+    changes: dict[str, Any] = {}
+    eval_strategy, save_strategy = _strategy(training.eval_strategy), _strategy(training.save_strategy)
+    if training.eval_steps is not None and eval_strategy == "epoch":
+        eval_strategy = changes["eval_strategy"] = "steps"
+    if save_strategy == "epoch" and _given(training, "save_steps"):
+        save_strategy = changes["save_strategy"] = "steps"
+    if save_strategy == "steps" and eval_strategy != "no" and training.eval_steps is None:
+        changes.update(eval_strategy="steps", eval_steps=training.save_steps)
+    elif eval_strategy == "steps" and save_strategy == "epoch":
+        changes.update(save_strategy="steps", save_steps=training.eval_steps or training.save_steps)
+    if training.requested_metric is None and training.load_best_model_at_end:
+        changes.update(metric_for_best_model=metric_for_best_model(spec, eval_names), greater_is_better=None)
+    changes["push_to_hub"] = bool(training.push_to_hub and _strategy(training.hub_strategy) != "end")
+    changes["hub_model_id"] = hub_model_id or training.hub_model_id
+    return dataclasses.replace(training, **changes)
+
+
+def _given(training: TrainingArguments, name: str) -> bool:
+    """Was `name` set to something other than TrainingArguments' default?"""
+    return getattr(training, name) != TrainingArguments.__dataclass_fields__[name].default
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -603,16 +500,13 @@ def load_model_for_task(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def peft_options(args: argparse.Namespace) -> dict[str, Any]:
+def peft_options(args: PeftArguments) -> dict[str, Any]:
     """`make_peft_config` / `make_peft_model` keyword arguments from the CLI's --peft/--lora-* options."""
-    targets = None
-    if args.lora_target_modules:
-        targets = [name for name in args.lora_target_modules.replace(",", " ").split() if name]
     return dict(
         r=args.lora_r,
         alpha=args.lora_alpha,
         dropout=args.lora_dropout,
-        target_modules=targets or None,
+        target_modules=args.lora_target_modules,
         embeddings=args.peft_embeddings,
     )
 
@@ -662,7 +556,16 @@ def _head_fits(model_name_or_path: str, model: PreTrainedModel) -> bool:
     )
 
 
-def apply_peft(model: PreTrainedModel, tokenizer, args: argparse.Namespace, *, save_base: bool = True):
+def apply_peft(
+    model: PreTrainedModel,
+    tokenizer,
+    args: PeftArguments,
+    *,
+    model_name_or_path: str,
+    output_dir: str,
+    resuming: bool = False,
+    save_base: bool = True,
+):
     """Wrap `model` (after `add_special_tokens`) with `make_peft_model` as the CLI options say.
 
     Returns `(peft_model, info)`: info has `base_model_name_or_path` (recorded in every adapter_config.json; see
@@ -674,9 +577,9 @@ def apply_peft(model: PreTrainedModel, tokenizer, args: argparse.Namespace, *, s
     with warnings.catch_warnings():  # make_peft_model below warns (e.g. IA³'s frozen token rows) once
         warnings.simplefilter("ignore")
         config = make_peft_config(model, args.peft, **options)  # the config make_peft_model will apply
-    base_path, must_save = adapter_base_model(args.model, model, config, args.output_dir)
+    base_path, must_save = adapter_base_model(model_name_or_path, model, config, output_dir)
     saved = False
-    if must_save and save_base and not (args.resume_from_checkpoint and Path(base_path, "config.json").is_file()):
+    if must_save and save_base and not (resuming and Path(base_path, "config.json").is_file()):
         _save_folder_atomically(base_path, model, tokenizer)
         saved = True
     peft_model = make_peft_model(model, args.peft, **options)
@@ -697,7 +600,7 @@ def apply_peft(model: PreTrainedModel, tokenizer, args: argparse.Namespace, *, s
     }
 
 
-def peft_settings(args: argparse.Namespace, info: Mapping[str, Any]) -> dict[str, Any]:
+def peft_settings(args: PeftArguments, info: Mapping[str, Any]) -> dict[str, Any]:
     """The PEFT part of the run settings (eval_results.json, model card)."""
     report = info["report"]
     options = peft_options(args)
@@ -724,7 +627,7 @@ def _save_folder_atomically(path: str | os.PathLike, model: PreTrainedModel, tok
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    _replace_dir(str(staging), str(path), trash_root=str(path.parent))
+    replace_dir(str(staging), str(path), trash_root=str(path.parent))
 
 
 def _parse_split_size(text: str) -> int | float:
@@ -741,7 +644,7 @@ def _parse_split_size(text: str) -> int | float:
     return value
 
 
-def load_raw_splits(args: argparse.Namespace, spec):
+def load_raw_splits(args: DataArguments, spec):
     """The task's `DatasetDict`, with train/validation carved out of validation when `--split-validation` asks."""
     ta = _task_api()
     use_recipe = args.split_validation == "recipe" and spec.val_split is not None
@@ -778,7 +681,7 @@ def short_eval_name(split: str) -> str:
     return split[len("validation_") :] if split.startswith("validation_") else split
 
 
-def prepare_datasets(args: argparse.Namespace, spec, adapter, tokenizer, max_length: int):
+def prepare_datasets(args: DataArguments, spec, adapter, tokenizer, max_length: int):
     """Encoded (train, eval, predict) sets and the row counts of the train/validation splits before any
     `--max-*-samples` cut. eval is a Dataset, or a dict {short name: Dataset} for MNLI."""
     data = load_raw_splits(args, spec)
@@ -825,7 +728,7 @@ def prepare_datasets(args: argparse.Namespace, spec, adapter, tokenizer, max_len
 LOSS_PARTS = ("task_loss", "lm_loss")
 
 
-class GPT1Trainer(Trainer):
+class GPT1Trainer(GPT1CardTrainerMixin, Trainer):
     """`Trainer` for the GPT-1 fine-tuning heads.
 
     * Optimises `outputs.loss` (= task_loss + λ·lm_loss) as usual, and logs `task_loss` and `lm_loss` next to `loss`,
@@ -840,7 +743,8 @@ class GPT1Trainer(Trainer):
       that step's weights (`NonFiniteLossCallback`, installed as `self.nonfinite_guard`).
     * Saves a PEFT model's checkpoints as adapters without PEFT's "vocabulary was resized -> add the whole embedding"
       (the base never changes during training; the trained token rows are part of the adapter).
-    * `push_to_hub` writes `self.model_card_text` (our filled card) as README.md instead of Trainer's generic card.
+    * `push_to_hub` writes `self.model_card_text` (our filled card) as README.md instead of Trainer's generic card;
+      without it, the card of `hub.attach_model_card` (`GPT1CardTrainerMixin`), else Trainer's.
 
     The model's `accepts_loss_kwargs = False` makes Trainer divide the mean loss of each micro-batch by the number of
     accumulation steps, so accumulation k × batch b gives the gradient of batch k·b.
@@ -964,7 +868,7 @@ class GPT1Trainer(Trainer):
             self.state.best_model_checkpoint = final
         if self.args.should_save:
             self.state.save_to_json(os.path.join(staged, "trainer_state.json"))  # with the final paths
-            _replace_dir(staged, final, trash_root=staging_root)
+            replace_dir(staged, final, trash_root=staging_root)
             with contextlib.suppress(OSError):
                 os.rmdir(staging_root)  # only if empty
             rotate_checkpoints(
@@ -1043,200 +947,6 @@ def check_task_logits(logits: Any) -> None:
         raise RuntimeError(
             f"GPT1Trainer: refusing to gather a {tuple(logits.shape)} prediction tensor (LM logits?); the fine-tuning "
             f"heads return only task logits (batch, num_labels)."
-        )
-
-
-def _replace_dir(source: str, target: str, trash_root: str) -> None:
-    """Move `source` to `target` atomically; an existing `target` (a re-save of the same step) is moved aside first."""
-    if os.path.exists(target):
-        trash = os.path.join(trash_root, f"replaced-{os.path.basename(target)}")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(target, trash)
-        os.replace(source, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(source, target)
-
-
-class SaveOnSignalCallback(TrainerCallback):
-    """SIGTERM/SIGINT -> save a checkpoint at the end of the current optimizer step, then stop training cleanly.
-
-    The handler only sets a flag (signal handlers must not do I/O in the middle of a step); the callback turns it into
-    `control.should_save` + `control.should_training_stop`, and Trainer then writes a regular, resumable checkpoint.
-    Under several processes the flag is OR-ed across them every step, so all ranks save and stop together even if only
-    one got the signal. A stop on the last step of an epoch waits for that epoch's scheduled evaluation and save, so
-    the resumed run sees exactly the evaluations of an uninterrupted one. A second signal restores the previous handler
-    and re-raises (Ctrl-C twice = stop now).
-    """
-
-    def __init__(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)):
-        self.signals = tuple(signals)
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-        self._stop_at_epoch_end = False
-        self._stopped_mid_epoch = False
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            logger.warning("SaveOnSignalCallback: not in the main thread, signal handlers not installed.")
-            return
-        for signum in self.signals:
-            if signum not in self._previous:
-                self._previous[signum] = signal.signal(signum, self._handle)
-
-    def uninstall(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            self.uninstall()
-            signal.raise_signal(signum)
-            return
-        self.received = signum
-        logger.warning(
-            f"Received {signal.Signals(signum).name}: saving a checkpoint at the end of this step, then "
-            f"stopping (send it again to stop immediately)."
-        )
-
-    def _any_process_signalled(self, args: TrainingArguments) -> bool:
-        flag = torch.tensor([1 if self.received is not None else 0], device=args.device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if int(flag.item()) and self.received is None:
-            self.received = signal.SIGTERM  # another process was signalled
-        return bool(flag.item())
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.install()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if not self._any_process_signalled(args):
-            return
-        at_epoch_end = state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-9
-        if at_epoch_end and not control.should_training_stop:
-            self._stop_at_epoch_end = True  # let the epoch's own evaluation/save run first (see on_epoch_end)
-            return
-        control.should_save = True
-        control.should_training_stop = True
-        self._stopped_mid_epoch = True
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if self._stopped_mid_epoch:  # no epoch-end evaluation/save for a partial epoch
-            control.should_evaluate = False
-            control.should_save = False
-        elif self._stop_at_epoch_end:
-            control.should_save = True
-            control.should_training_stop = True
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.uninstall()
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss: `step` (the optimizer step), `checkpoint` (the last one saved before it, or
-    None) and `values` (the non-finite quantities and their values) are attributes; the message says what to do."""
-
-    def __init__(self, message: str, *, step: int, checkpoint: str | None, values: Mapping[str, float]):
-        super().__init__(message)
-        self.step, self.checkpoint, self.values = step, checkpoint, dict(values)
-
-
-class NonFiniteLossCallback(TrainerCallback):
-    """Stop training at the first optimizer step with a NaN/inf loss, and never checkpoint that step.
-
-    Once the loss is NaN, the update of that step has already written NaN (or huge) values into the weights; Trainer
-    would go on, replacing the *logged* loss by the mean of the previous ones (`logging_nan_inf_filter`), and save
-    and even push the poisoned weights at the next checkpoint. This callback:
-
-    * checks every optimizer step: `GPT1Trainer` feeds it each micro-batch's `loss`, `task_loss`, `lm_loss` and the
-      step's gradient norm (`observe`); at `on_step_end` the check is OR-ed across processes (one scalar all-reduce),
-      so all ranks stop at the same step;
-    * also checks what is logged (`on_log`: loss / task_loss / lm_loss / grad_norm), for use with a plain `Trainer`;
-    * then sets `should_training_stop` and clears `should_save` / `should_evaluate` for that step and the epoch end
-      (it runs after Trainer's DefaultFlowCallback, so it overrides the scheduled save). The checkpoints already on
-      disk - all from earlier, finite steps - stay as they are.
-
-    After `trainer.train()` returns, `step` is the step that failed (None if none did), `values` the offending
-    numbers, `checkpoint` the last checkpoint in `args.output_dir`, and `message` says all that in one line.
-    """
-
-    WATCHED = ("loss", "task_loss", "lm_loss", "grad_norm")
-
-    def __init__(self):
-        self.step: int | None = None
-        self.values: dict[str, float] = {}
-        self.checkpoint: str | None = None
-        self._bad: torch.Tensor | None = None
-        self._pending: dict[str, torch.Tensor] = {}
-
-    # -- per-step observations (no host sync until the step ends) --------------------------------------------------
-
-    def observe(self, name: str, value: Any) -> None:
-        value = torch.as_tensor(value).detach().float()
-        bad = ~torch.isfinite(value).all()
-        value = value.reshape(-1)[0] if value.numel() else value.new_zeros(())
-        previous = self._pending.get(name)
-        if previous is not None:  # keep the first non-finite value of the step for the message
-            value = torch.where(torch.isfinite(previous), value.to(previous.device), previous)
-        self._pending[name] = value
-        self._bad = bad if self._bad is None else (self._bad | bad.to(self._bad.device))
-
-    def _step_is_bad(self, args: TrainingArguments) -> bool:
-        flag = torch.zeros(1, device=args.device)
-        if self._bad is not None:
-            flag += self._bad.to(device=args.device, dtype=flag.dtype)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
-
-    # -- events ----------------------------------------------------------------------------------------------------
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.step, self.values, self.checkpoint = None, {}, None
-        self._bad, self._pending = None, {}
-
-    def on_step_end(self, args, state, control, **kwargs):
-        bad, pending = self._step_is_bad(args), self._pending
-        self._bad, self._pending = None, {}
-        if bad and self.step is None:
-            values = {name: float(value) for name, value in pending.items()}
-            self._stop(args, state, control, {k: v for k, v in values.items() if not math.isfinite(v)} or values)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.step is not None or not logs:
-            return
-        values = {k: float(v) for k, v in logs.items() if k in self.WATCHED and isinstance(v, (int, float))}
-        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-        if bad:
-            self._stop(args, state, control, bad)
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if self.step is not None:
-            control.should_save = False
-            control.should_evaluate = False
-
-    def _stop(self, args, state, control, values: Mapping[str, float]) -> None:
-        self.step, self.values = state.global_step, dict(values)
-        self.checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-        control.should_training_stop = True
-        control.should_save = False
-        control.should_evaluate = False
-        logger.error(self.message)
-
-    @property
-    def message(self) -> str:
-        if self.step is None:
-            return "no non-finite loss"
-        values = ", ".join(f"{name}={value}" for name, value in self.values.items())
-        where = (
-            f"the last good checkpoint is {self.checkpoint}" if self.checkpoint else "no checkpoint was saved before it"
-        )
-        return (
-            f"non-finite training loss at step {self.step} ({values}); training stopped and the weights of that step "
-            f"were not saved: {where}. Lower --learning-rate or check the data (or drop --fp16) and start again "
-            f"(resuming restores that checkpoint's optimizer state and learning-rate schedule as they were)."
         )
 
 
@@ -1378,85 +1088,8 @@ def resolve_checkpoint(resume: str | None, output_dir: str) -> str | None:
     return resume
 
 
-def cpu_process_group_needed() -> bool:
-    """True when a launcher started several processes (WORLD_SIZE > 1) on a machine without GPUs.
-
-    Accelerate only sets up a CPU process group (gloo, MULTI_CPU) when told to use the CPU; otherwise each process
-    would silently train alone on the whole data and write to the same output folder.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    xpu = getattr(torch, "xpu", None)
-    return not (torch.cuda.is_available() or (xpu is not None and xpu.is_available()))
-
-
-def build_training_arguments(
-    args: argparse.Namespace, spec, eval_names: Sequence[str], hub_model_id: str | None = None
-) -> TrainingArguments:
-    """TrainingArguments for the paper's recipe and the CLI's evaluation/checkpoint options.
-
-    Trainer pushes only checkpoints (`--hub-strategy` other than end); the final upload is `push_folder`'s, so
-    Trainer's `push_to_hub` is off with the default strategy. `hub_model_id`: the repo id as resolved by
-    `check_hub_access` (namespace filled in), default `--hub-model-id`.
-    """
-    eval_strategy = "steps" if args.eval_steps else args.eval_strategy
-    eval_steps = args.eval_steps
-    if args.save_steps is not None:
-        save_strategy, save_steps = "steps", args.save_steps
-        if eval_strategy != "no" and eval_steps is None:
-            eval_strategy, eval_steps = "steps", args.save_steps
-    elif eval_strategy == "steps":
-        save_strategy, save_steps = "steps", eval_steps
-    else:
-        save_strategy, save_steps = "epoch", None  # one checkpoint per evaluation (or per epoch without eval)
-    load_best = args.load_best_model and eval_strategy != "no"
-    metric = args.metric_for_best_model or metric_for_best_model(spec, eval_names)
-    logging_steps = args.logging_steps if args.logging_steps < 1 else int(args.logging_steps)
-    kwargs: dict[str, Any] = dict(
-        output_dir=args.output_dir,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        lr_scheduler_type=args.lr_scheduler_type,
-        warmup_steps=args.warmup_ratio,  # v5: a float < 1 is a ratio of the total steps
-        eval_strategy=eval_strategy,
-        save_strategy=save_strategy,
-        save_total_limit=args.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=logging_steps,
-        logging_first_step=True,
-        load_best_model_at_end=load_best,
-        metric_for_best_model=metric if load_best else None,
-        label_names=["labels"],  # not lm_labels: its (batch, seq) targets must not be gathered as "labels"
-        seed=args.seed,
-        use_cpu=args.use_cpu or cpu_process_group_needed(),
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinning only helps host->GPU copies
-        bf16=args.bf16,
-        fp16=args.fp16,
-        report_to=args.report_to,
-        disable_tqdm=args.disable_tqdm,
-        push_to_hub=bool(args.push_to_hub and args.hub_strategy != "end"),
-        hub_model_id=hub_model_id or args.hub_model_id,
-        hub_token=args.hub_token,
-        hub_private_repo=args.hub_private_repo or None,
-        hub_strategy=args.hub_strategy,
-    )
-    if eval_steps is not None:
-        kwargs["eval_steps"] = eval_steps
-    if save_steps is not None:
-        kwargs["save_steps"] = save_steps
-    if args.optim:
-        kwargs["optim"] = args.optim
-    return TrainingArguments(**kwargs)
-
-
 def run_settings(
-    args: argparse.Namespace,
+    args: FineTuningArguments,
     training_args: TrainingArguments,
     *,
     max_length: int,
@@ -1467,40 +1100,41 @@ def run_settings(
 ) -> dict[str, Any]:
     """What a reader needs to reproduce the run, for eval_results.json and the model card."""
     world = training_args.world_size
+    batch = training_args.per_device_train_batch_size
     return {
-        "task": args.task,
-        "model": args.model,
-        "tokenizer": args.tokenizer or args.model,
-        "data_dir": args.data_dir,
-        "split_validation": args.split_validation,
+        "task": args.data.task,
+        "model": args.model.model,
+        "tokenizer": args.model.tokenizer or args.model.model,
+        "data_dir": args.data.data_dir,
+        "split_validation": args.data.split_validation,
         "data_rows": dict(data_rows),
         "train_examples": train_size,
         "eval_examples": dict(eval_sizes),
         "eval_splits": list(eval_sizes),
         "max_length": max_length,
-        "standardize_text": args.standardize_text,
-        "learning_rate": args.learning_rate,
-        "lr_scheduler_type": args.lr_scheduler_type,
-        "warmup_ratio": args.warmup_ratio,
-        "batch_size_per_device": args.batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "standardize_text": args.data.standardize_text,
+        "learning_rate": training_args.learning_rate,
+        "lr_scheduler_type": _strategy(training_args.lr_scheduler_type),
+        "warmup_ratio": training_args.warmup_steps,
+        "batch_size_per_device": batch,
+        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
         "num_processes": world,
-        "effective_batch_size": args.batch_size * args.gradient_accumulation_steps * world,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "weight_decay": args.weight_decay,
-        "max_grad_norm": args.max_grad_norm,
-        "clf_dropout": args.clf_dropout,
-        "lm_coef": args.lm_coef,
+        "effective_batch_size": batch * training_args.gradient_accumulation_steps * world,
+        "epochs": training_args.num_train_epochs,
+        "max_steps": training_args.max_steps,
+        "weight_decay": training_args.weight_decay,
+        "max_grad_norm": training_args.max_grad_norm,
+        "clf_dropout": args.model.clf_dropout,
+        "lm_coef": args.model.lm_coef,
         "optimizer": str(getattr(training_args.optim, "value", training_args.optim)),
-        "seed": args.seed,
-        "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+        "seed": training_args.seed,
+        "mixed_precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no",
         "metric_for_best_model": training_args.metric_for_best_model,
         "num_parameters": int(model.num_parameters()),
     }
 
 
-def _check_output_dir(args: argparse.Namespace, is_main: bool) -> None:
+def _check_output_dir(args: GPT1TrainingArguments, is_main: bool) -> None:
     out = Path(args.output_dir)
     if out.is_dir() and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
         existing = sorted(p.name for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir())
@@ -1520,7 +1154,7 @@ class UsageError(Exception):
 _SETUP_ERRORS = (ValueError, FileNotFoundError, FileExistsError, LookupError, OSError)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: FineTuningArguments) -> int:
     """Fine-tune as `args` say; returns the process exit status (0, or 128 + signal number when interrupted).
 
     Errors in the set-up phase (before training starts) come out as `UsageError` with the original as cause - a Hub
@@ -1536,24 +1170,32 @@ def run(args: argparse.Namespace) -> int:
     return _train_and_report(args, trainer, **parts)
 
 
-def _setup(args: argparse.Namespace):
+def _setup(args: FineTuningArguments):
     ta = _task_api()
-    spec = ta.get_task_spec(args.task)
+    spec = ta.get_task_spec(args.data.task)
     adapter = ta.get_adapter(spec)
+    training = args.training
     is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
     repo_id = None
-    if args.push_to_hub:  # before anything is loaded: a token that cannot push fails now, not after training
-        repo_id = check_hub_access(args.hub_model_id or Path(args.output_dir).resolve().name, token=args.hub_token)
-    _check_output_dir(args, is_main)
+    if training.push_to_hub:  # before anything is loaded: a token that cannot push fails now, not after training
+        repo_id = check_hub_access(
+            training.hub_model_id or Path(training.output_dir).resolve().name, token=training.hub_token
+        )
+    _check_output_dir(training, is_main)
 
-    tokenizer = load_gpt1_tokenizer(args.tokenizer or args.model)
+    tokenizer = load_gpt1_tokenizer(args.model.tokenizer or args.model.model)
     model = load_model_for_task(
-        args.model, spec, tokenizer, lm_coef=args.lm_coef, clf_dropout=args.clf_dropout, seed=args.seed
+        args.model.model,
+        spec,
+        tokenizer,
+        lm_coef=args.model.lm_coef,
+        clf_dropout=args.model.clf_dropout,
+        seed=training.seed,
     )
-    max_length = resolve_max_length(args.max_length, model.config)
-    train_ds, eval_ds, predict_sets, data_rows = prepare_datasets(args, spec, adapter, tokenizer, max_length)
+    max_length = resolve_max_length(args.data.max_length, model.config)
+    train_ds, eval_ds, predict_sets, data_rows = prepare_datasets(args.data, spec, adapter, tokenizer, max_length)
     eval_names = list(eval_ds) if isinstance(eval_ds, dict) else ["validation"]
-    training_args = build_training_arguments(args, spec, eval_names, hub_model_id=repo_id)
+    training_args = schedule_training_arguments(training, spec, eval_names, hub_model_id=repo_id)
     eval_sizes = {k: len(v) for k, v in eval_ds.items()} if isinstance(eval_ds, dict) else {"validation": len(eval_ds)}
     settings = run_settings(
         args,
@@ -1565,9 +1207,17 @@ def _setup(args: argparse.Namespace):
         model=model,
     )
     peft_info = None
-    if args.peft != "none":
-        model, peft_info = apply_peft(model, tokenizer, args, save_base=training_args.should_save)
-        settings.update(peft_settings(args, peft_info))
+    if args.peft.peft != "none":
+        model, peft_info = apply_peft(
+            model,
+            tokenizer,
+            args.peft,
+            model_name_or_path=args.model.model,
+            output_dir=training.output_dir,
+            resuming=training.resume_from_checkpoint is not None,
+            save_base=training_args.should_save,
+        )
+        settings.update(peft_settings(args.peft, peft_info))
     logger.info("Fine-tuning settings:\n" + json.dumps(settings, indent=2, default=str))
 
     signal_callback = SaveOnSignalCallback()
@@ -1582,8 +1232,8 @@ def _setup(args: argparse.Namespace):
         callbacks=[signal_callback],
     )
     if training_args.push_to_hub:  # checkpoint pushes: code files + our card in each one
-        trainer.add_callback(HubCardCallback(trainer, task=spec.name, base_model=_card_base_model(args)))
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        attach_model_card(trainer, task=spec.name, base_model=_card_base_model(args.model))
+    checkpoint = resolve_checkpoint(training.resume_from_checkpoint, training.output_dir)
     return trainer, dict(
         spec=spec,
         settings=settings,
@@ -1596,12 +1246,12 @@ def _setup(args: argparse.Namespace):
     )
 
 
-def _card_base_model(args: argparse.Namespace) -> str | None:
+def _card_base_model(args: ModelArguments) -> str | None:
     return args.base_model_id or (args.model if is_hub_id(args.model) else None)
 
 
 def _train_and_report(
-    args: argparse.Namespace,
+    args: FineTuningArguments,
     trainer: GPT1Trainer,
     *,
     spec,
@@ -1613,12 +1263,13 @@ def _train_and_report(
     repo_id: str | None = None,
     peft_info: Mapping[str, Any] | None = None,
 ) -> int:
+    out = args.training.output_dir
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     guard = trainer.nonfinite_guard
     if guard.step is not None:
         raise NonFiniteLossError(guard.message, step=guard.step, checkpoint=guard.checkpoint, values=guard.values)
     if signal_callback.received is not None:
-        last = get_last_checkpoint(args.output_dir)
+        last = get_last_checkpoint(out)
         name = signal.Signals(signal_callback.received).name
         logger.warning(
             f"Stopped by {name} at step {trainer.state.global_step}; checkpoint: {last}. Resume with "
@@ -1636,24 +1287,24 @@ def _train_and_report(
         if is_main:  # the adapter (+ head, + token rows), pointing to a gpt1-format base
             save_adapter(
                 trainer.model,
-                args.output_dir,
+                out,
                 tokenizer=tokenizer,
                 save_embedding_layers=False,
                 base_model_name_or_path=peft_info["base_model_name_or_path"],
             )
             # sizes of this folder's own adapter files (save_adapter's totals also count the checkpoints' copies)
-            weights = sum(f.stat().st_size for f in Path(args.output_dir).glob("adapter_model.*"))
+            weights = sum(f.stat().st_size for f in Path(out).glob("adapter_model.*"))
             settings["adapter_bytes"] = weights
             report = peft_info["report"]
             logger.info(
-                f"Adapter saved to {args.output_dir}: adapter_model.safetensors {_mb(weights)} on disk "
+                f"Adapter saved to {out}: adapter_model.safetensors {_mb(weights)} on disk "
                 f"({report['trainable']:,} trainable of {report['total']:,} parameters); base model: "
                 f"{peft_info['base_model_name_or_path']}"
             )
     else:
         # model + tokenizer (+ config with label names, lm_coef, clf_pdrop). `_internal_call`: no Trainer push of the
         # folder here even with a checkpoint hub strategy; the final upload is push_folder's, once the card is written.
-        trainer.save_model(args.output_dir, _internal_call=True)
+        trainer.save_model(out, _internal_call=True)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
@@ -1661,22 +1312,22 @@ def _train_and_report(
     for split, dataset in predict_sets.items():
         output = trainer.predict(dataset, metric_key_prefix=f"predict_{split}")
         if is_main:
-            prediction_files.append(str(write_predictions(output.predictions, dataset, spec, args.output_dir, split)))
+            prediction_files.append(str(write_predictions(output.predictions, dataset, spec, out, split)))
 
-    model_id = repo_id or Path(args.output_dir).resolve().name
-    base_model = _card_base_model(args)
-    merged_dir = Path(args.output_dir, MERGED_DIR_NAME)
+    model_id = repo_id or Path(out).resolve().name
+    base_model = _card_base_model(args.model)
+    merged_dir = Path(out, MERGED_DIR_NAME)
     if peft_info is not None:
-        usage_path = repo_id or str(merged_dir if args.merge_adapter else args.output_dir)
+        usage_path = repo_id or str(merged_dir if args.peft.merge_adapter else out)
         adapter = {
-            "method": args.peft,
+            "method": args.peft.peft,
             "base_model_name_or_path": peft_info["base_model_name_or_path"],
-            "path": args.output_dir,
-            "merged_path": str(merged_dir) if args.merge_adapter else None,
+            "path": out,
+            "merged_path": str(merged_dir) if args.peft.merge_adapter else None,
             "special_rows": peft_info["special_rows"],
         }
     else:
-        usage_path, adapter = repo_id or args.output_dir, None
+        usage_path, adapter = repo_id or out, None
     card = fill_model_card(
         spec=spec,
         metrics=metrics,
@@ -1692,17 +1343,17 @@ def _train_and_report(
         results["prediction_files"] = prediction_files
     results_text = json.dumps(results, indent=2, default=str) + "\n"
     if is_main:
-        Path(args.output_dir, EVAL_RESULTS_FILE_NAME).write_text(results_text)
-        Path(args.output_dir, "README.md").write_text(card, encoding="utf-8")
-        if args.plot:
+        Path(out, EVAL_RESULTS_FILE_NAME).write_text(results_text)
+        Path(out, "README.md").write_text(card, encoding="utf-8")
+        if args.training.plot:
             plot_training_curves(
                 trainer.state.log_history,
-                Path(args.output_dir, CURVES_FILE_NAME),
-                title=f"GPT-1 fine-tuning: {spec.name} (λ = {args.lm_coef})",
+                Path(out, CURVES_FILE_NAME),
+                title=f"GPT-1 fine-tuning: {spec.name} (λ = {args.model.lm_coef})",
             )
         logger.info("Eval results:\n" + json.dumps({k: v for k, v in metrics.items()}, indent=2))
 
-    if peft_info is not None and args.merge_adapter and is_main:
+    if peft_info is not None and args.peft.merge_adapter and is_main:
         # last use of the PEFT model: merge_and_unload folds the adapter into the base weights in place
         merged = merge_adapter(trainer.model)
         merged_card = fill_model_card(
@@ -1719,16 +1370,16 @@ def _train_and_report(
         tokenizer.save_pretrained(staging)
         (staging / EVAL_RESULTS_FILE_NAME).write_text(results_text)
         (staging / "README.md").write_text(merged_card, encoding="utf-8")
-        _replace_dir(str(staging), str(merged_dir), trash_root=args.output_dir)
+        replace_dir(str(staging), str(merged_dir), trash_root=out)
         logger.info(f"Merged model (plain gpt1 checkpoint) saved to {merged_dir}.")
 
     if repo_id is not None and is_main:
-        folder = merged_dir if peft_info is not None else Path(args.output_dir)
+        folder = merged_dir if peft_info is not None else Path(out)
         result = push_folder(
             folder,
             repo_id,
-            private=args.hub_private_repo,
-            token=args.hub_token,
+            private=args.training.hub_private_repo,
+            token=args.training.hub_token,
             commit_message=f"GPT-1 fine-tuned on {spec.name}",
         )
         logger.info(result.summary())

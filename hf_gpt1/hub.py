@@ -11,7 +11,7 @@ The rest of the API:
     validate_checkpoint(folder)                         what push_folder checks, without pushing
     push_model(model, tokenizer, repo_id)               save both to a temporary folder, then push_folder it
     check_hub_access(repo_id)                           preflight for training scripts (token, write access)
-    attach_model_card(trainer, task=...)                Trainer(push_to_hub=True): complete pushes with our card
+    attach_model_card(trainer, task=...)                GPT1HubTrainer(push_to_hub=True): pushes with our card
 
 A published repo loads by name like any Hub model:
 
@@ -50,7 +50,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from .model_cards import fill_model_card, is_hub_id, pretrained_model_card
 from .tokenization_gpt1 import DELIMITER_TOKEN, EXTRACT_TOKEN, PAD_TOKEN, START_TOKEN
@@ -916,19 +916,44 @@ def _save_remote_code(model, output_dir: Path) -> None:
             _replace_atomically(output_dir / Path(path).name, Path(path).read_bytes())
 
 
+class GPT1CardTrainerMixin:
+    """`Trainer.create_model_card`, overridden: the README.md of `args.output_dir` becomes the GPT-1 card.
+
+    Mixed into a `Trainer` subclass before `Trainer` (`class MyTrainer(GPT1CardTrainerMixin, Trainer)`;
+    `GPT1HubTrainer` is that class, `hf_gpt1.finetuning.GPT1Trainer` includes it). The card is rendered only once
+    `attach_model_card(trainer, **card_kwargs)` has set `gpt1_card_kwargs`; until then Trainer's own card is written.
+    """
+
+    gpt1_card_kwargs: dict[str, Any] | None = None
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        if self.gpt1_card_kwargs is None:
+            return super().create_model_card(*args, **kwargs)  # type: ignore[misc]
+        if self.is_world_process_zero():  # type: ignore[attr-defined]
+            _write_trainer_card(self, self.args.output_dir, self.gpt1_card_kwargs)  # type: ignore[attr-defined]
+
+
+class GPT1HubTrainer(GPT1CardTrainerMixin, Trainer):
+    """A plain `Trainer` whose pushes carry the GPT-1 model card (see `attach_model_card`)."""
+
+
 def attach_model_card(trainer, **card_kwargs: Any):
     """Give a `Trainer` with `push_to_hub=True` the GPT-1 model card and complete uploads. Returns `trainer`.
 
-    `card_kwargs` go to `render_model_card` (e.g. `task="sst2"` for a fine-tuned model, `base_model=...`).
-    The final `trainer.push_to_hub()` (or `trainer.save_model()` with push_to_hub=True) renders the card from the
-    saved folder - its `eval_results.json` if the run wrote one, else the latest evaluation in the log - in place of
-    Trainer's generic card; checkpoint pushes get the code files and the card too (see `HubCardCallback`).
+    `trainer` must be a `GPT1CardTrainerMixin` trainer: `GPT1HubTrainer` in place of `Trainer`, or
+    `hf_gpt1.finetuning.GPT1Trainer`. `card_kwargs` go to `render_model_card` (e.g. `task="sst2"` for a fine-tuned
+    model, `base_model=...`). The final `trainer.push_to_hub()` (or `trainer.save_model()` with push_to_hub=True)
+    renders the card from the saved folder - its `eval_results.json` if the run wrote one, else the latest evaluation
+    in the log - in place of Trainer's generic card (`GPT1CardTrainerMixin.create_model_card`); checkpoint pushes get
+    the code files and the card too (`HubCardCallback`).
     """
+    if not isinstance(trainer, GPT1CardTrainerMixin):
+        raise TypeError(
+            f"attach_model_card needs a trainer whose create_model_card writes the GPT-1 card; "
+            f"{type(trainer).__name__} is not one. Build it as hf_gpt1.hub.GPT1HubTrainer(...) (a transformers.Trainer "
+            f"subclass, same arguments) or hf_gpt1.finetuning.GPT1Trainer, or subclass "
+            f"(hf_gpt1.hub.GPT1CardTrainerMixin, Trainer)."
+        )
+    trainer.gpt1_card_kwargs = dict(card_kwargs)
     trainer.add_callback(HubCardCallback(trainer, **card_kwargs))
-
-    def create_model_card(*args: Any, **kwargs: Any) -> None:
-        if trainer.is_world_process_zero():
-            _write_trainer_card(trainer, trainer.args.output_dir, card_kwargs)
-
-    trainer.create_model_card = create_model_card
     return trainer

@@ -1,7 +1,7 @@
 """Building blocks of `scripts/pretrain.py`: GPT-1's unsupervised pretraining stage (paper §3.1, §4.1).
 
-The script is a thin training loop on `accelerate.Accelerator`; everything here is importable and tested
-on its own:
+The loop that runs them is `hf_gpt1.pretraining_loop` (on `accelerate.Accelerator`; the script only calls its `main`);
+everything here is importable and tested on its own:
 
 * **Corpus** (`load_corpus_documents`, `tokenize_documents`, `pack_token_stream`, `PackedWindows`,
   `prepare_corpus`): text files or a `datasets` dataset -> cleaned text -> GPT-1 BPE ids (`datasets.map`,
@@ -57,6 +57,16 @@ from torch import nn
 
 from .configuration_gpt1 import GPT1Config
 from .tokenization_gpt1 import standardize_text
+from .training_args import (  # noqa: F401  (the paper's pretraining values, quoted there; public here too)
+    PAPER_ADAM,
+    PAPER_BATCH_SIZE,
+    PAPER_LEARNING_RATE,
+    PAPER_MAX_GRAD_NORM,
+    PAPER_NUM_EPOCHS,
+    PAPER_WARMUP_STEPS,
+    PAPER_WEIGHT_DECAY,
+)
+from .training_callbacks import NonFiniteLossError  # noqa: F401  (public here too)
 
 if TYPE_CHECKING:
     import datasets
@@ -82,14 +92,6 @@ class OutputDirError(PretrainingError):
     """The output folder holds something this run must not overwrite or cannot resume."""
 
 
-class NonFiniteLossError(PretrainingError):
-    """Training produced a NaN/inf loss or gradient norm; carries the step for the message."""
-
-    def __init__(self, message: str, step: int):
-        super().__init__(message)
-        self.step = step
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Presets
 # ----------------------------------------------------------------------------------------------------------------------
@@ -112,14 +114,6 @@ class Preset:
     num_epochs: float | None = None
     description: str = ""
 
-
-PAPER_LEARNING_RATE = 2.5e-4  # "maximum learning rate of 2.5e-4"
-PAPER_WARMUP_STEPS = 2000  # "increased linearly from zero over the first 2000 updates"
-PAPER_BATCH_SIZE = 64  # "minibatches of 64 randomly sampled, contiguous sequences of 512 tokens"
-PAPER_NUM_EPOCHS = 100  # "We train for 100 epochs"
-PAPER_WEIGHT_DECAY = 0.01  # "modified version of L2 regularization ... w = 0.01 on all non bias or gain weights"
-PAPER_MAX_GRAD_NORM = 1.0  # original train.py: max_grad_norm=1
-PAPER_ADAM = dict(betas=(0.9, 0.999), eps=1e-8)  # original train.py: b1=0.9, b2=0.999, e=1e-8
 
 PRESETS: dict[str, Preset] = {
     "gpt1": Preset(

@@ -7,8 +7,8 @@ import each other, directly or around a cycle.
        input_checks_gpt1, modeling_outputs_gpt1
     2  cpu_speed, kernels, peft_integration, convert_openai_checkpoint,        applied to a finished model
        model_cards
-    3  pretraining, finetuning, zero_shot, reproduction, hub, benchmarks;      training, evaluation, publishing,
-       task_adapters                                                           benchmarking
+    3  training_args, training_callbacks, pretraining(_loop), finetuning,      training, evaluation, publishing,
+       zero_shot, reproduction, hub, benchmarks; task_adapters                 benchmarking
     scripts/                                                                   entry points: may import anything
 
 One exception, named in KNOWN_EXCEPTIONS with its reason: the model's `push_to_hub` optionally imports `hf_gpt1.hub`.
@@ -36,7 +36,10 @@ LAYERS = {
     "hf_gpt1.peft_integration": 2,
     "hf_gpt1.convert_openai_checkpoint": 2,
     "hf_gpt1.model_cards": 2,
+    "hf_gpt1.training_args": 3,
+    "hf_gpt1.training_callbacks": 3,
     "hf_gpt1.pretraining": 3,
+    "hf_gpt1.pretraining_loop": 3,
     "hf_gpt1.finetuning": 3,
     "hf_gpt1.zero_shot": 3,
     "hf_gpt1.reproduction": 3,

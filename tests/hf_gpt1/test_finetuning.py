@@ -9,6 +9,7 @@ randomly initialised GPT-1 saved to a temporary folder. The end-to-end CLI runs 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from hf_gpt1 import (
 )
 from hf_gpt1 import finetuning as ft
 from hf_gpt1.cpu_speed import cpu_speedups_enabled
+from hf_gpt1.training_args import GPT1TrainingArguments
 
 TINY = dict(n_layer=2, n_embd=64, n_head=4, n_positions=128)
 
@@ -107,10 +109,13 @@ def _args(output_dir, **overrides) -> TrainingArguments:
 
 def test_cli_defaults_are_the_papers_and_reach_training_arguments(tmp_path):
     args = ft.parse_args(["--task", "sst2", "--model", "m", "--output-dir", str(tmp_path)])
-    assert (args.learning_rate, args.batch_size, args.epochs, args.warmup_ratio) == (6.25e-5, 32, 3.0, 0.002)
-    assert (args.weight_decay, args.clf_dropout, args.lm_coef, args.max_grad_norm) == (0.01, 0.1, 0.5, 1.0)
-    assert args.lr_scheduler_type == "linear" and args.max_length is None  # None = 512 capped at n_positions
-    training = ft.build_training_arguments(args, ta.get_task_spec("sst2"), ["validation"])
+    training = args.training
+    assert isinstance(training, GPT1TrainingArguments) and isinstance(training, TrainingArguments)
+    assert (training.learning_rate, training.per_device_train_batch_size, training.num_train_epochs) == (6.25e-5, 32, 3)
+    assert (training.warmup_steps, training.weight_decay, training.max_grad_norm) == (0.002, 0.01, 1.0)
+    assert (args.model.clf_dropout, args.model.lm_coef) == (0.1, 0.5)
+    assert args.data.max_length is None  # None = 512 capped at n_positions
+    training = ft.schedule_training_arguments(training, ta.get_task_spec("sst2"), ["validation"])
     assert training.learning_rate == 6.25e-5 and training.per_device_train_batch_size == 32
     assert training.num_train_epochs == 3.0 and training.warmup_steps == 0.002
     assert training.get_warmup_steps(10_000) == 20  # 0.2 % of the steps
@@ -147,8 +152,8 @@ def test_cli_defaults_are_the_papers_and_reach_training_arguments(tmp_path):
             "4",
         ]
     )
-    assert (args.lm_coef, args.clf_dropout) == (0.0, 0.2)
-    training = ft.build_training_arguments(args, ta.get_task_spec("mrpc"), ["validation"])
+    assert (args.model.lm_coef, args.model.clf_dropout) == (0.0, 0.2)
+    training = ft.schedule_training_arguments(args.training, ta.get_task_spec("mrpc"), ["validation"])
     assert (training.learning_rate, training.per_device_train_batch_size, training.num_train_epochs) == (1e-4, 8, 2.0)
     assert training.warmup_steps == 0.1 and training.weight_decay == 0 and training.gradient_accumulation_steps == 4
     # step-wise saving brings evaluation along (the best checkpoint needs a metric at every save)
@@ -161,6 +166,52 @@ def test_cli_defaults_are_the_papers_and_reach_training_arguments(tmp_path):
     assert training.metric_for_best_model == "f1"
 
 
+def test_cli_is_hf_argument_parser_dataclasses(tmp_path, capsys):
+    """Every TrainingArguments option is an option under its own name (either spelling); the argparse CLI's old
+    spellings keep working (aliases, `--no-load-best-model`, bare `--resume-from-checkpoint`); unknown flags and
+    out-of-range values are usage errors (exit 2) naming the flag."""
+    base = ["--task", "sst2", "--model", "m", "--output-dir", str(tmp_path)]
+    args = ft.parse_args(
+        base
+        + [
+            "--lr_scheduler_type",
+            "cosine",
+            "--adam-beta2",
+            "0.98",
+            "--dataloader_num_workers",
+            "1",
+            "--bf16",
+            "--use-cpu",
+            "--use-cpu",
+        ]
+    )
+    assert (str(args.training.lr_scheduler_type.value), args.training.adam_beta2) == ("cosine", 0.98)
+    assert args.training.dataloader_num_workers == 1 and args.training.bf16
+    new = ft.parse_args(base + ["--per_device_train_batch_size", "8", "--num-train-epochs", "2"]).training
+    old = ft.parse_args(base + ["--batch-size", "8", "--epochs", "2"]).training
+    assert (new.per_device_train_batch_size, new.num_train_epochs) == (old.per_device_train_batch_size, 2) == (8, 2)
+    assert old.per_device_eval_batch_size == 8  # follows the train batch size unless given
+    assert not ft.parse_args(base + ["--no-load-best-model"]).training.load_best_model_at_end
+    assert ft.parse_args(base + ["--resume-from-checkpoint", "--use-cpu"]).training.resume_from_checkpoint == "auto"
+    assert ft.parse_args(base + ["--split-validation"]).data.split_validation == "recipe"
+    assert ft.parse_args(base + ["--split-validation", "0.1"]).data.split_validation == "0.1"
+    for extra, message in [
+        (["--no-such-flag", "1"], "unrecognized arguments: --no-such-flag 1"),
+        (["--learning-rate", "0"], "--learning-rate must be > 0"),
+        (["--warmup-ratio", "2"], "--warmup-ratio must be in [0, 1)"),
+        (["--eval-strategy", "sometimes"], "invalid choice"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            ft.parse_args(base + extra)
+        assert stopped.value.code == 2 and message in capsys.readouterr().err, extra
+    with pytest.raises(SystemExit):
+        ft.parse_args(["--task", "sst2", "--model", "m"])  # --output-dir is required
+    assert "--output_dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        ft.parse_args(["--help"])
+    assert stopped.value.code == 0 and "--lm_coef" in capsys.readouterr().out  # every help text formats
+
+
 def test_texts_are_standardized_unless_switched_off(tokenizer, glue_dir, tmp_path):
     """MRPC's sentences have curly quotes and dashes the GPT-1 BPE lacks: by default they reach the model as ASCII
     (as in the original code), with --no-standardize-text as `<unk>`s."""
@@ -169,8 +220,8 @@ def test_texts_are_standardized_unless_switched_off(tokenizer, glue_dir, tmp_pat
     unks = {}
     for flag in ([], ["--no-standardize-text"]):
         args = ft.parse_args(base + flag)
-        assert args.standardize_text is not bool(flag)
-        train, evaluation, _, _ = ft.prepare_datasets(args, spec, adapter, tokenizer, 128)
+        assert args.data.standardize_text is not bool(flag)
+        train, evaluation, _, _ = ft.prepare_datasets(args.data, spec, adapter, tokenizer, 128)
         sequences = [*train["input_ids"], *evaluation["input_ids"]]
         unks[bool(flag)] = sum(int(np.count_nonzero(np.asarray(ids) == unk)) for ids in sequences)
     assert unks[True] - unks[False] > 100, unks  # (the few left are characters standardization does not map)
@@ -657,18 +708,9 @@ def test_two_eval_sets_as_for_mnli_matched_and_mismatched(tiny_gpt1_dir, tokeniz
         for s in ft.eval_split_names({"train": 0, "validation_matched": 0, "validation_mismatched": 0})
     ]
     assert names == ["matched", "mismatched"]
-    training = ft.build_training_arguments(args, ta.get_task_spec("mnli"), names)
+    training = ft.schedule_training_arguments(args.training, ta.get_task_spec("mnli"), names)
     assert training.metric_for_best_model == "matched_accuracy"
-    training = TrainingArguments(
-        **{
-            **training.to_dict(),
-            "use_cpu": True,
-            "logging_steps": 1,
-            "report_to": "none",
-            "metric_for_best_model": "matched_accuracy",
-            "learning_rate": 1e-3,
-        }
-    )
+    training = dataclasses.replace(training, use_cpu=True, logging_steps=1, report_to="none", learning_rate=1e-3)
     model = ft.load_model_for_task(str(tiny_gpt1_dir), ta.get_task_spec("sst2"), tokenizer, seed=0)
     evals = {
         "matched": _encoded_sst2(glue_dir, tokenizer, 10, 32, "validation"),
@@ -952,7 +994,7 @@ def test_peft_option_errors(tmp_path, capsys):
             ft.parse_args(base + extra)
         assert message in capsys.readouterr().err, extra  # argparse's error names the problem
     args = ft.parse_args(base + ["--peft", "lora", "--lora-target-modules", "c_attn, mlp.c_proj", "--lora-r", "4"])
-    assert ft.peft_options(args) == dict(
+    assert ft.peft_options(args.peft) == dict(
         r=4, alpha=16, dropout=0.05, target_modules=["c_attn", "mlp.c_proj"], embeddings="auto"
     )
 

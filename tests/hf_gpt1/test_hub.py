@@ -27,6 +27,7 @@ from hf_gpt1 import GPT1ForSequenceClassification, add_special_tokens, load_gpt1
 from hf_gpt1.hub import (
     IGNORE_PATTERNS,
     CheckpointError,
+    GPT1HubTrainer,
     HubPushError,
     attach_model_card,
     check_hub_access,
@@ -124,7 +125,7 @@ def trained(hub, tokenizer, sst2_rows, tmp_path_factory):
         hub_strategy="every_save",
         seed=0,
     )
-    trainer = Trainer(
+    trainer = GPT1HubTrainer(
         model=model,
         args=args,
         train_dataset=_encode(tokenizer, sst2_rows[:16]),
@@ -471,6 +472,16 @@ def test_trainer_push_to_hub(hub, trained):
     assert f"| learning_rate | {trainer.args.learning_rate} |" in body and "| global_step | 4 |" in body
     assert "radford2018improving" in body
     assert (output_dir / "README.md").read_bytes() == files["README.md"]  # local and Hub cards agree
+
+
+def test_attach_model_card_overrides_by_subclass_not_by_patching(trained, tmp_path):
+    trainer = trained[0]
+    # the card comes from the class (GPT1CardTrainerMixin.create_model_card), not from an attribute on the instance
+    assert "create_model_card" not in vars(trainer)
+    plain = Trainer(model=trainer.model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True))
+    with pytest.raises(TypeError, match="GPT1HubTrainer"):
+        attach_model_card(plain, task="sst2")
+    assert "create_model_card" not in vars(plain)
 
 
 def test_model_and_tokenizer_push_to_hub(hub, trained, tokenizer):

@@ -81,7 +81,7 @@ def _recompute_metrics(
         ["--task", task, "--model", "x", "--output-dir", "x", "--data-dir", str(data_dir)]
         + (["--split-validation"] if split_validation else [])
     )
-    data = ft.load_raw_splits(args, spec)
+    data = ft.load_raw_splits(args.data, spec)
     rows = data["validation"].select(range(min(max_eval, len(data["validation"]))))
     tokenizer = load_gpt1_tokenizer(output_dir)
     adapter = ta.get_adapter(task)

@@ -801,13 +801,11 @@ def test_lora_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shakespeare
 
 
 def _parse_args(argv: list[str]):
-    """scripts/pretrain.py's own parse_args, in this process (argument errors need no subprocess)."""
-    import importlib.util
+    """pretrain.py's parse_args (hf_gpt1.pretraining_loop), in this process (argument errors need no subprocess):
+    the model arguments."""
+    from hf_gpt1.pretraining_loop import parse_args
 
-    spec = importlib.util.spec_from_file_location("pretrain_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.parse_args(["--corpus", "c.txt", "--output-dir", "out", *argv])
+    return parse_args(["--corpus", "c.txt", "--output-dir", "out", *argv])[0]
 
 
 def test_lora_and_hub_flags(capsys, tmp_path, shakespeare, lora_base):
@@ -828,6 +826,48 @@ def test_lora_and_hub_flags(capsys, tmp_path, shakespeare, lora_base):
     ]:
         with pytest.raises(SystemExit) as exit_info:
             _parse_args(argv)
+        assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+    # the earlier spellings of the options still work; an unknown option is a usage error
+    from hf_gpt1.pretraining_loop import parse_args
+
+    base = ["--corpus", "c.txt", "--output-dir", "out"]
+    _, data, old = parse_args(
+        base
+        + ["--batch-size", "4", "--num-epochs", "2", "--log-every", "5", "--eval-every", "0", "--save-every", "7"]
+        + ["--cpu", "--overwrite", "--resume", "--mixed-precision", "bf16", "--push-to-hub", "me/x"]
+        + ["--gradient-checkpointing", "--eval-windows", "9"]
+    )
+    _, _, new = parse_args(
+        base
+        + ["--per-device-train-batch-size", "4", "--num-train-epochs", "2", "--logging-steps", "5", "--eval-steps", "0"]
+        + ["--save-steps", "7", "--use-cpu", "--overwrite-output-dir", "--resume-from-checkpoint", "--bf16"]
+        + ["--push-to-hub", "--hub-model-id", "me/x", "--activation-checkpointing"]
+    )
+    for t in (old, new):
+        assert (t.requested["per_device_train_batch_size"], t.requested["num_train_epochs"]) == (4, 2)
+        assert (t.logging_steps, t.eval_steps, t.save_steps, t.use_cpu, t.overwrite_output_dir) == (5, 0, 7, 1, 1)
+        assert (t.resume_from_checkpoint, t.mixed_precision, t.push_to_hub, t.hub_model_id) == (
+            "auto",
+            "bf16",
+            1,
+            "me/x",
+        )
+        assert t.activation_checkpointing
+    assert data.eval_windows == 9
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0 and "--eval-every" in capsys.readouterr().out  # every help text formats
+    _, _, defaults = parse_args(base)  # the preset fills in what the command line leaves out
+    assert defaults.requested == dict.fromkeys(defaults.requested) and defaults.save_total_limit == 3
+    assert (defaults.weight_decay, defaults.max_grad_norm, defaults.seed) == (0.01, 1.0, 42)
+    for argv, expected in [
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["--model-config", "gpt1-tiny", "--init-from", "base"], "--model-config and --init-from are exclusive"),
+        (["--batch-size", "0"], "--per-device-train-batch-size must be a positive integer"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(base + argv)
         assert exit_info.value.code == 2 and expected in capsys.readouterr().err
 
     # a target module the model does not have: a clear error before training, naming the modules it does have
