@@ -41,7 +41,10 @@ def train_gpt1_bpe(
     document per item.
 
     `standardize`: map typographic quotes and dashes to ASCII first, as pretraining and fine-tuning do before
-    tokenizing (`standardize_text`). Training is deterministic for the same texts and arguments.
+    tokenizing (`standardize_text`). The same texts always give the same tokens, and the same ids for `<unk>`, the base
+    symbols and the appended ones; the `tokenizers` trainer orders merges that tie in frequency differently from run
+    to run, so a few learned tokens can swap ids (12 of 8,161 on tinyshakespeare). Keep the trained tokenizer with the
+    model, as pretraining does (`pretraining.corpus_bpe_tokenizer` caches it for a resumed run).
     """
     if vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(
@@ -64,8 +67,8 @@ def train_gpt1_bpe(
     model = json.loads(backend.to_str())["model"]
     merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in model["merges"]]
     # The trainer numbers its base symbols in hash order, which differs between runs; number them the released
-    # vocabulary's way instead, so the same corpus always gives the same ids: <unk>, the base symbols (sorted),
-    # one token per merge in merge order, word-final ASCII symbols the corpus lacked, then the paragraph token.
+    # vocabulary's way instead: <unk>, the base symbols (sorted), one token per merge in merge order, word-final ASCII
+    # symbols the corpus lacked, then the paragraph token.
     merged = ["".join(merge) for merge in merges]
     base = sorted(set(model["vocab"]) - set(merged) - {UNK_TOKEN})
     tokens = [UNK_TOKEN, *base, *dict.fromkeys(merged)]

@@ -308,8 +308,6 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     preset = pt.preset_for(m.model_config or (None if m.init_from else "gpt1"))
 
     # --- tokenizer, corpus identity, model: everything the run identity needs, before touching the output folder
-    tokenizer_source = m.tokenizer or _tokenizer_next_to(m.init_from) or DEFAULT_TOKENIZER
-    tokenizer = load_gpt1_tokenizer(tokenizer_source)
     corpus = pt.resolve_corpus(
         d.corpus,
         text_column=d.text_column,
@@ -317,6 +315,22 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         dataset_config=d.dataset_config,
         revision=d.dataset_revision,
     )
+    tokenizer_source = m.tokenizer or _tokenizer_next_to(m.init_from)
+    cache_dir = Path(d.data_cache_dir).expanduser().resolve() if d.data_cache_dir else output_dir / "data-cache"
+    if tokenizer_source is None and preset is not None and preset.bpe_vocab_size and not m.init_from:
+        # the preset's own vocabulary, learned from this corpus once (main process first; the others and a resumed
+        # run read the cached one)
+        with accelerator.local_main_process_first():
+            tokenizer = pt.corpus_bpe_tokenizer(
+                corpus,
+                preset.bpe_vocab_size,
+                cache_dir,
+                standardize=d.standardize_text,
+                on_decode_error="skip" if d.skip_undecodable_files else "error",
+            )
+        logger.info(f"Tokenizer: the {m.model_config} preset's {tokenizer.vocab_size}-token BPE learned on the corpus")
+    else:
+        tokenizer = load_gpt1_tokenizer(tokenizer_source or DEFAULT_TOKENIZER)
     if m.init_from:
         pt.check_init_from_model_type(m.init_from, m.init_revision)
     set_seed(t.seed)  # identical initial weights on every process and in every rerun
@@ -371,7 +385,6 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     accelerator.wait_for_everyone()
 
     # --- data: tokenise + pack once per node (the others then read the cache)
-    cache_dir = Path(d.data_cache_dir).expanduser().resolve() if d.data_cache_dir else output_dir / "data-cache"
     with accelerator.local_main_process_first():
         data = pt.prepare_corpus(
             corpus,

@@ -2,10 +2,10 @@
 
 On the shared data, `scripts/reproduce.py` (this module's `main`) runs:
 
-0. **Tokenizer**: for small presets, a GPT-1-format BPE trained on the pretraining corpus (`train_gpt1_bpe`; the
-   released 40k vocabulary would be most of a small model's parameters and compute), else the released GPT-1 BPE.
 1. **Pretrain** a small GPT-1 (the paper's post-LN architecture and schedule shape) on `corpus/` with
-   `scripts/pretrain.py`, keeping a checkpoint every few hundred updates.
+   `scripts/pretrain.py`, keeping a checkpoint every few hundred updates. The `gpt1-mini` preset trains its own
+   8,192-token BPE on the corpus first (the released 40k vocabulary would be most of a small model's parameters and
+   compute); other presets use the released GPT-1 BPE from the data folder.
 2. **Zero-shot** (paper §5, Figure 2 right): score SST-2, CoLA and Story Cloze with the LM alone at every
    checkpoint (and at random initialisation), on whole evaluation sets, with 95% intervals.
 3. **Fine-tune** on SST-2, CoLA, MRPC and Story Cloze (the original release's 1,497/374 split of the validation
@@ -43,8 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class Budget:
     """Sizes of one reproduction run. Hyperparameters not listed are the paper's (see finetuning.py)."""
 
-    preset: str  # model shape (pretraining.PRESETS)
-    tokenizer_vocab_size: int | None  # train a BPE of this size on the corpus; None: GPT-1's released BPE
+    preset: str  # model shape and vocabulary (pretraining.PRESETS)
     pretrain_steps: int
     pretrain_batch_size: int
     block_size: int
@@ -66,7 +65,6 @@ BUDGETS: dict[str, Budget] = {
     # Minutes, for the end-to-end test of this script: proves the plumbing, not the claim.
     "smoke": Budget(
         preset="gpt1-tiny",
-        tokenizer_vocab_size=1000,
         pretrain_steps=20,
         pretrain_batch_size=4,
         block_size=64,
@@ -86,7 +84,6 @@ BUDGETS: dict[str, Budget] = {
     # `make demo`: under 30 minutes on 2 CPU cores.
     "quick": Budget(
         preset="gpt1-mini",
-        tokenizer_vocab_size=8192,
         pretrain_steps=2000,
         pretrain_batch_size=32,
         block_size=128,
@@ -105,7 +102,6 @@ BUDGETS: dict[str, Budget] = {
     # A few hours on 2 CPU cores: a longer pretraining, all the training data the tasks have here, three seeds.
     "full": Budget(
         preset="gpt1-mini",
-        tokenizer_vocab_size=8192,
         pretrain_steps=12000,
         pretrain_batch_size=32,
         block_size=128,
@@ -149,10 +145,6 @@ class Paths:
     out: Path
     docs: Path
     data: Path
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.out / "tokenizer"
 
     @property
     def pretrain(self) -> Path:
@@ -201,6 +193,10 @@ class ReproduceArguments:
         default=False, metadata={"help": "Reuse the pretrained model already in OUTPUT_DIR/pretrain."}
     )
     overwrite: bool = field(default=False, metadata={"help": "Start over: delete OUTPUT_DIR first."})
+    finetune_workers: int = field(
+        default=min(2, os.cpu_count() or 1),
+        metadata={"help": "Fine-tuning runs side by side, one torch thread each (default: up to 2, one per core)."},
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ReproduceArguments:
@@ -216,40 +212,25 @@ def parse_args(argv: Sequence[str] | None = None) -> ReproduceArguments:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def corpus_paragraphs(corpus: Path):
-    from .pretraining import clean_text, find_text_files, read_text_file, split_paragraphs
+def pretrain(paths: Paths, budget: Budget, corpus: Path) -> None:
+    from .pretraining import preset_for
 
-    for path in [corpus] if corpus.is_file() else find_text_files(corpus):
-        yield from split_paragraphs(clean_text(read_text_file(path) or ""))
-
-
-def train_tokenizer(paths: Paths, budget: Budget, corpus: Path) -> Path:
-    """The tokenizer pretraining uses: a BPE trained on the corpus, or the released GPT-1 BPE."""
-    if budget.tokenizer_vocab_size is None:
-        return paths.data / "gpt1-tokenizer"
-    if not (paths.tokenizer / "tokenizer.json").exists():
-        from .bpe_training import train_gpt1_bpe
-
-        tokenizer = train_gpt1_bpe(corpus_paragraphs(corpus), budget.tokenizer_vocab_size)
-        tokenizer.save_pretrained(paths.tokenizer)
-        print(f"trained a {tokenizer.vocab_size}-token BPE on {corpus} -> {paths.tokenizer}", flush=True)
-    return paths.tokenizer
-
-
-def pretrain(paths: Paths, budget: Budget, corpus: Path, tokenizer: Path) -> None:
+    preset = preset_for(budget.preset)
     command = [
         sys.executable,
         str(REPO_ROOT / "scripts" / "pretrain.py"),
-        *("--corpus", str(corpus), "--tokenizer", str(tokenizer), "--model-config", budget.preset),
-        *("--block-size", str(budget.block_size), "--batch-size", str(budget.pretrain_batch_size)),
+        *("--corpus", str(corpus), "--model-config", budget.preset),
+        *("--block-size", str(budget.block_size), "--per-device-train-batch-size", str(budget.pretrain_batch_size)),
         *("--max-steps", str(budget.pretrain_steps), "--learning-rate", str(budget.pretrain_learning_rate)),
-        *("--warmup-steps", str(budget.pretrain_warmup_steps)),
-        *("--save-every", str(budget.save_every), "--eval-every", str(budget.save_every), "--eval-windows", "320"),
+        *("--warmup-steps", str(budget.pretrain_warmup_steps), "--logging-steps", "50"),
+        *("--save-steps", str(budget.save_every), "--eval-steps", str(budget.save_every), "--eval-windows", "320"),
         *("--save-total-limit", "0"),  # keep every checkpoint: the zero-shot curve reads them all
-        *("--mixed-precision", "bf16", "--seed", "0", "--output-dir", str(paths.pretrain)),
+        *("--bf16", "--seed", "0", "--output-dir", str(paths.pretrain)),
     ]
+    if preset is None or preset.bpe_vocab_size is None:
+        command += ["--tokenizer", str(paths.data / "gpt1-tokenizer")]  # else the preset trains one on the corpus
     if any(paths.pretrain.glob("checkpoint-*")):
-        command += ["--resume", "auto"]
+        command += ["--resume-from-checkpoint", "auto"]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=REPO_ROOT)
 
@@ -381,11 +362,13 @@ def finetune_args(
     args = [
         *("--task", task, "--model", str(model_dir), "--output-dir", str(out), "--data-dir", str(data_dir)),
         *("--lm-coef", str(lm_coef), "--seed", str(seed)),
-        *("--max-train-samples", str(budget.finetune_train_samples[task]), "--epochs", str(budget.finetune_epochs)),
-        *("--batch-size", str(budget.finetune_batch_size), "--learning-rate", str(budget.finetune_learning_rate)),
-        *("--warmup-ratio", str(budget.finetune_warmup_ratio), "--max-length", str(budget.finetune_max_length)),
+        *("--max-train-samples", str(budget.finetune_train_samples[task])),
+        *("--num-train-epochs", str(budget.finetune_epochs)),
+        *("--per-device-train-batch-size", str(budget.finetune_batch_size)),
+        *("--learning-rate", str(budget.finetune_learning_rate)),
+        *("--warmup-steps", str(budget.finetune_warmup_ratio), "--max-length", str(budget.finetune_max_length)),
         # scored once, after the last update: choosing a checkpoint on the dev set would tune on the reported split
-        *("--eval-strategy", "no", "--no-load-best-model", "--save-total-limit", "1"),
+        *("--eval-strategy", "no", "--load-best-model-at-end", "False", "--save-strategy", "no"),
         *("--bf16", "--disable-tqdm", "--overwrite-output-dir"),
     ]
     if not torch.cuda.is_available():
@@ -395,38 +378,59 @@ def finetune_args(
     return args
 
 
-def finetune_all(paths: Paths, budget: Budget, tasks: Sequence[str]) -> list[dict]:
+def _init_finetune_worker() -> None:
+    """One torch thread per worker: on small models two single-threaded runs side by side finish sooner than two
+    runs after each other on two threads (their many small operations scale poorly across threads)."""
+    import torch
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    torch.set_num_threads(1)
+
+
+def _finetune_one(args: list[str], label: str) -> tuple[str, int, float]:
     from . import finetuning
 
+    started = time.time()
+    code = finetuning.main(args)
+    return label, code, time.time() - started
+
+
+def finetune_all(paths: Paths, budget: Budget, tasks: Sequence[str], workers: int = 1) -> list[dict]:
+    """Every task x variant x seed run that has no results yet, `workers` at a time (each in its own process)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    runs = [
+        (task, variant, seed, paths.finetune / task / f"{variant}-seed{seed}")
+        for task in tasks
+        for variant in VARIANTS
+        for seed in budget.seeds
+    ]
+    todo = [run for run in runs if not (run[3] / "eval_results.json").exists()]
+    if todo:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_finetune_worker) as pool:
+            futures = []
+            for task, variant, seed, out in todo:
+                init, lm_coef, _ = VARIANTS[variant]
+                model_dir = paths.pretrain if init == "pretrained" else paths.scratch
+                args = finetune_args(task, model_dir, out, lm_coef, seed, paths, budget)
+                futures.append(pool.submit(_finetune_one, args, f"{task} {variant} seed {seed}"))
+            for future in futures:
+                label, code, seconds = future.result()
+                if code:
+                    raise RuntimeError(f"fine-tuning {label} failed with exit code {code}")
+                print(f"{label}: {seconds:.0f}s", flush=True)
     rows = []
-    for task in tasks:
-        for variant, (init, lm_coef, _) in VARIANTS.items():
-            for seed in budget.seeds:
-                out = paths.finetune / task / f"{variant}-seed{seed}"
-                results_file = out / "eval_results.json"
-                if not results_file.exists():
-                    model_dir = paths.pretrain if init == "pretrained" else paths.scratch
-                    started = time.time()
-                    code = finetuning.main(finetune_args(task, model_dir, out, lm_coef, seed, paths, budget))
-                    if code:
-                        raise RuntimeError(f"fine-tuning {task}/{variant}/seed {seed} failed with exit code {code}")
-                    print(f"{task} {variant} seed {seed}: {time.time() - started:.0f}s", flush=True)
-                metrics = dev_metrics(json.loads(results_file.read_text()))
-                rows.append(
-                    {
-                        "task": task,
-                        "variant": variant,
-                        "seed": seed,
-                        "score": pick_metric(metrics, TASK_METRIC[task], task),
-                        "metrics": metrics,
-                    }
-                )
-                # keep only the results; the per-run checkpoints would fill the disk
-                for item in out.iterdir():
-                    if item.is_dir():
-                        shutil.rmtree(item, ignore_errors=True)
-                    elif item.suffix in (".safetensors", ".bin"):
-                        item.unlink()
+    for task, variant, seed, out in runs:
+        metrics = dev_metrics(json.loads((out / "eval_results.json").read_text()))
+        score = pick_metric(metrics, TASK_METRIC[task], task)
+        rows.append({"task": task, "variant": variant, "seed": seed, "score": score, "metrics": metrics})
+        # keep only the results; the per-run checkpoints would fill the disk
+        for item in out.iterdir():
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            elif item.suffix in (".safetensors", ".bin"):
+                item.unlink()
     return rows
 
 
@@ -689,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.time()
     if not args.skip_pretrain:
-        pretrain(paths, budget, corpus, train_tokenizer(paths, budget, corpus))
+        pretrain(paths, budget, corpus)
     timings.mark("pretraining", started)
     if not paths.scratch.exists():
         save_scratch_init(paths)
@@ -699,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings.mark("zero-shot", started)
 
     started = time.time()
-    rows = finetune_all(paths, budget, args.tasks)
+    rows = finetune_all(paths, budget, args.tasks, workers=args.finetune_workers)
     timings.mark("fine-tuning", started)
     timings.stages["total"] = round(time.time() - timings.started, 1)
 

@@ -1060,3 +1060,30 @@ def test_failed_push_after_training_keeps_the_model_and_exits_1(tmp_path, shakes
 
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "gpt1"
     assert not (out / "README.md").exists()  # push_folder removes the card it wrote for the failed upload
+
+
+def test_gpt1_mini_preset_trains_its_bpe_on_the_corpus(tmp_path, shakespeare):
+    """Without --tokenizer, gpt1-mini learns its 8,192-token BPE from --corpus (no download), sizes the model's table
+    to it, saves it with the model, and a resumed run learns exactly the same vocabulary."""
+    from hf_gpt1 import GPT1Config, load_gpt1_tokenizer
+    from hf_gpt1.pretraining import PRESETS
+
+    out = tmp_path / "mini"
+    args = [
+        *("--corpus", str(shakespeare), "--model-config", "gpt1-mini", "--output-dir", str(out)),
+        *("--report-to", "none", "--block-size", "32", "--per-device-train-batch-size", "2", "--bf16"),
+        *("--save-steps", "2", "--warmup-steps", "1", "--eval-windows", "4"),
+    ]
+    first = _ok(run_pretrain([*args, "--max-steps", "2"]))
+    assert "BPE learned on the corpus" in first.stderr
+    cached = sorted((out / "data-cache").glob("bpe-8192-*"))
+    assert len(cached) == 1
+    learned = load_gpt1_tokenizer(cached[0]).get_vocab()
+    # resumed (a longer run): the cached vocabulary, not a new one (the run identity would refuse a different one)
+    _ok(run_pretrain([*args, "--max-steps", "4", "--resume-from-checkpoint", "auto"]))
+    saved = load_gpt1_tokenizer(out)
+    assert saved.get_vocab() == learned
+    assert 4000 < saved.vocab_size <= PRESETS["gpt1-mini"].bpe_vocab_size == 8192  # merges, not just characters
+    assert GPT1Config.from_pretrained(out).vocab_size == len(saved) == saved.vocab_size + 4
+    words = saved.tokenize("To be, or not to be: that is the question.")
+    assert "<unk>" not in words and len(words) <= 14
