@@ -24,7 +24,8 @@ A published repo loads by name like any Hub model:
 What a pushable folder holds (`save_pretrained` of a GPT-1 model and of its tokenizer write all of it):
 
     config.json                  model_type "gpt1" + auto_map (modeling/configuration classes)
-    modeling_gpt1.py, configuration_gpt1.py   the code auto_map points to (remote code), with conversion_gpt1.py
+    modeling_gpt1.py, configuration_gpt1.py   the code auto_map points to (remote code), with conversion_gpt1.py,
+                                 input_checks_gpt1.py and modeling_outputs_gpt1.py (its relative imports)
     model.safetensors            or model.safetensors.index.json + its shards
     tokenizer.json, tokenizer_config.json     with the GPT-1 special tokens _start_ _delimiter_ _classify_ <pad>
     README.md                    the model card; rendered from the template `model_card.md` when missing

@@ -1191,7 +1191,7 @@ def clean_output_dir(output_dir: Path) -> None:
         elif child.is_file() and (
             child.suffix in (".safetensors", ".bin", ".pt", ".pth")
             or re.fullmatch(
-                r"(configuration|conversion|modeling|tokenization)_\w+\.py", child.name
+                r"(configuration|conversion|modeling|modeling_outputs|input_checks|tokenization)_\w+\.py", child.name
             )  # remote code of save_pretrained
             or child.name
             in ("config.json", "generation_config.json", "model.safetensors.index.json", ADAPTER_CONFIG_FILE)

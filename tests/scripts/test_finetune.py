@@ -456,7 +456,13 @@ def test_nan_loss_exits_1_and_keeps_only_the_earlier_checkpoints(tiny_gpt1_dir, 
 # --push-to-hub against the local Hub server
 # ----------------------------------------------------------------------------------------------------------------------
 
-CODE_FILES = {"modeling_gpt1.py", "configuration_gpt1.py", "conversion_gpt1.py"}
+CODE_FILES = {
+    "modeling_gpt1.py",
+    "configuration_gpt1.py",
+    "conversion_gpt1.py",
+    "input_checks_gpt1.py",
+    "modeling_outputs_gpt1.py",
+}
 
 
 @pytest.mark.parametrize("variant", ["full", "lora-merged"])
