@@ -15,11 +15,11 @@ SHARED ?= ../shared/data
 BUDGET ?= quick
 LOCK   := requirements/lock.txt
 
-# model, generation, contract, PEFT, Auto-class, remote-code, Trainer and warnings-as-errors tests: the part that breaks when a dependency moves
+# model, generation, contract, PEFT, Auto-class, remote-code, Trainer (both stages) and warnings-as-errors tests: the part that breaks when a dependency moves
 COMPAT_TESTS ?= tests/hf_gpt1/test_modeling_gpt1.py tests/hf_gpt1/test_generation_cache.py \
 	tests/hf_gpt1/test_model_contract.py tests/hf_gpt1/test_peft_integration.py \
 	tests/hf_gpt1/test_auto_classes.py tests/hf_gpt1/test_finetuning.py tests/test_warnings.py \
-	tests/hf_gpt1/test_cpu_speed.py
+	tests/hf_gpt1/test_cpu_speed.py tests/hf_gpt1/test_pretraining_run.py
 # printed before the compatibility tests run, so the log shows what was tested
 COMPAT_PKGS := torch transformers accelerate peft datasets huggingface_hub tokenizers safetensors
 COMPAT_PYTEST_ARGS := -n 2 --dist loadgroup -q -rs $(COMPAT_TESTS)

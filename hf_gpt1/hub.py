@@ -921,7 +921,7 @@ class GPT1CardTrainerMixin:
     """`Trainer.create_model_card`, overridden: the README.md of `args.output_dir` becomes the GPT-1 card.
 
     Mixed into a `Trainer` subclass before `Trainer` (`class MyTrainer(GPT1CardTrainerMixin, Trainer)`;
-    `GPT1HubTrainer` is that class, `hf_gpt1.finetuning.GPT1Trainer` includes it). The card is rendered only once
+    `GPT1HubTrainer` is that class, `hf_gpt1.trainer.GPT1Trainer` includes it). The card is rendered only once
     `attach_model_card(trainer, **card_kwargs)` has set `gpt1_card_kwargs`; until then Trainer's own card is written.
     """
 
@@ -942,7 +942,7 @@ def attach_model_card(trainer, **card_kwargs: Any):
     """Give a `Trainer` with `push_to_hub=True` the GPT-1 model card and complete uploads. Returns `trainer`.
 
     `trainer` must be a `GPT1CardTrainerMixin` trainer: `GPT1HubTrainer` in place of `Trainer`, or
-    `hf_gpt1.finetuning.GPT1Trainer`. `card_kwargs` go to `render_model_card` (e.g. `task="sst2"` for a fine-tuned
+    `hf_gpt1.trainer.GPT1Trainer`. `card_kwargs` go to `render_model_card` (e.g. `task="sst2"` for a fine-tuned
     model, `base_model=...`). The final `trainer.push_to_hub()` (or `trainer.save_model()` with push_to_hub=True)
     renders the card from the saved folder - its `eval_results.json` if the run wrote one, else the latest evaluation
     in the log - in place of Trainer's generic card (`GPT1CardTrainerMixin.create_model_card`); checkpoint pushes get
@@ -952,7 +952,7 @@ def attach_model_card(trainer, **card_kwargs: Any):
         raise TypeError(
             f"attach_model_card needs a trainer whose create_model_card writes the GPT-1 card; "
             f"{type(trainer).__name__} is not one. Build it as hf_gpt1.hub.GPT1HubTrainer(...) (a transformers.Trainer "
-            f"subclass, same arguments) or hf_gpt1.finetuning.GPT1Trainer, or subclass "
+            f"subclass, same arguments) or hf_gpt1.trainer.GPT1Trainer, or subclass "
             f"(hf_gpt1.hub.GPT1CardTrainerMixin, Trainer)."
         )
     trainer.gpt1_card_kwargs = dict(card_kwargs)

@@ -1,6 +1,6 @@
 """Building blocks of `scripts/pretrain.py`: GPT-1's unsupervised pretraining stage (paper §3.1, §4.1).
 
-The loop that runs them is `hf_gpt1.pretraining_loop` (on `accelerate.Accelerator`; the script only calls its `main`);
+The run that uses them is `hf_gpt1.pretraining_run` (on `transformers.Trainer`; the script only calls its `main`);
 everything here is importable and tested on its own:
 
 * **Corpus** (`load_corpus_documents`, `tokenize_documents`, `pack_token_stream`, `PackedWindows`,
@@ -10,11 +10,10 @@ everything here is importable and tested on its own:
   drawn from long books, so documents are concatenated and windows cross document boundaries.
 * **Model** (`PRESETS`, `resolve_model_config`, `build_model`): the paper's 117M model and small presets
   that train on a laptop CPU, a JSON file of `GPT1Config` fields, or an existing checkpoint.
-* **Optimisation** (`weight_decay_parameter_groups`, `build_optimizer_and_scheduler`): AdamW, weight decay
-  on "all non bias or gain weights", linear warmup then cosine decay.
-* **Run bookkeeping** (`RunIdentity`, `check_output_dir`, `save_checkpoint_atomically`,
-  `save_final_model_atomically`, `JsonlLog`, `plot_loss_curve`): atomic checkpoints that resume exactly,
-  refusal to mix a run with a foreign output folder.
+* **Run bookkeeping** (`RunIdentity`, `check_output_dir`, `save_final_model_atomically`, `JsonlLog`,
+  `plot_loss_curve`): the identity a resumed run must match, refusal to mix a run with a foreign output folder,
+  atomic final saves. (Optimisation - AdamW with decay on "all non bias or gain weights", warmup then cosine decay -
+  and the checkpoints themselves are Trainer's.)
 * **LoRA continued pretraining** (`lora_settings`, `apply_lora`, `save_final_adapter_atomically`,
   `save_merged_model_atomically`): a `peft` LoRA adapter on an existing checkpoint (`--init-from`), trained on
   plain text, saved as an adapter (and optionally merged into a full `gpt1` model in `OUTPUT_DIR/merged`).
@@ -623,21 +622,26 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
     Independence from the global RNG is what makes resume exact: dropout consumes the global RNG, and a sampler
     that shared it would shift every mask after a restart. Independence from the world size gives 1 process
     with batch 2B and 2 processes with batch B the same global batches (accelerate's `BatchSamplerShard` deals
-    consecutive batches of one order round-robin to the ranks).
-    The epoch is set through the `epoch` attribute by the training loop. There is deliberately no `set_epoch`
-    method: accelerate calls `set_epoch` with its own per-dataloader iteration counter, which restarts at 0 for
-    the loader `skip_first_batches` creates on resume.
+    consecutive batches of one order round-robin to the ranks). Trainer sets the epoch (`set_epoch`, forwarded by
+    accelerate's data loader, also to the loader that skips into the middle of an epoch on resume).
+
+    `multiple_of` (the micro-batch over all processes) cuts each epoch's permutation to whole micro-batches, so
+    every batch is full (as `drop_last` would, but for training only: validation keeps all its windows).
     """
 
-    def __init__(self, num_samples: int, seed: int):
+    def __init__(self, num_samples: int, seed: int, multiple_of: int = 1):
         self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+        self.length = num_samples - num_samples % multiple_of
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.length
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        yield from torch.randperm(self.num_samples, generator=generator).tolist()
+        yield from torch.randperm(self.num_samples, generator=generator)[: self.length].tolist()
 
 
 @dataclass
@@ -915,59 +919,6 @@ def describe_trainable_parameters(model: nn.Module) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def decay_parameter_names(model: nn.Module) -> set[str]:
-    """Names of the parameters that get weight decay: every weight except biases and LayerNorm gains.
-
-    Same rule as `transformers.Trainer.get_decay_parameter_names`, via the same helper; in GPT-1 this is the
-    paper's "all non bias or gain weights": the q/k/v/projection/MLP matrices and both embeddings.
-    """
-    from transformers.trainer_pt_utils import get_parameter_names
-
-    names = set(get_parameter_names(model, [nn.LayerNorm], [r"bias", r"layernorm", r"(?:^|\.)ln_"]))
-    return names & {name for name, _ in model.named_parameters()}  # tied aliases (lm_head.weight) appear once
-
-
-def weight_decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: decayed weights, and biases + LayerNorm parameters with weight_decay 0.
-
-    Tied parameters (the LM head is the token embedding) appear once, as `named_parameters` yields them once.
-    """
-    decay = decay_parameter_names(model)
-    with_decay, without_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (with_decay if name in decay else without_decay).append(param)
-    return [
-        {"params": with_decay, "weight_decay": weight_decay},
-        {"params": without_decay, "weight_decay": 0.0},
-    ]
-
-
-def build_optimizer_and_scheduler(
-    model: nn.Module,
-    *,
-    learning_rate: float,
-    weight_decay: float,
-    warmup_steps: int,
-    max_steps: int,
-    betas: tuple[float, float] = PAPER_ADAM["betas"],
-    eps: float = PAPER_ADAM["eps"],
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW on the weight-decay groups, and the paper's schedule: linear warmup from 0 over `warmup_steps`
-    optimizer updates, then cosine annealing to 0 at `max_steps` (`transformers.get_cosine_schedule_with_warmup`).
-    The scheduler is meant to be stepped once per optimizer update."""
-    from transformers import get_cosine_schedule_with_warmup
-
-    groups = weight_decay_parameter_groups(model, weight_decay)
-    try:  # the one-kernel AdamW `Trainer` uses by default ("adamw_torch_fused"); on CPU the default per-tensor loop
-        # costs ~4x more (0.33 vs 0.08 s per 117M step). Devices without the fused kernel get the default.
-        optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=True)
-    except RuntimeError:
-        optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps)
-    return optimizer, scheduler
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Output folder, run identity, checkpoints
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1101,6 +1052,7 @@ def check_output_dir(output_dir: Path, identity: RunIdentity, *, resume: str | N
                 f"{STATE_FILE}; found {'no such folder' if not checkpoint.is_dir() else 'no ' + STATE_FILE})."
             )
         _check_identity(identity, state.get("identity", {}), f"checkpoint {checkpoint}")
+        _check_checkpoint_format(checkpoint)
         if run_info is not None:  # continuing into a folder that already belongs to a run: it must be this one
             _check_identity(identity, run_info, f"the run in {output_dir}")
         elif _foreign_content(output_dir):
@@ -1129,6 +1081,7 @@ def check_output_dir(output_dir: Path, identity: RunIdentity, *, resume: str | N
         if state is None:
             raise OutputDirError(f"{latest_path} has no readable {STATE_FILE}; it was not written by pretrain.py.")
         _check_identity(identity, state.get("identity", {}), f"checkpoint {latest_path}")
+        _check_checkpoint_format(latest_path)
         return OutputDirPlan(latest_path, clean=False)
 
     foreign = _foreign_content(output_dir)
@@ -1158,6 +1111,21 @@ def _check_identity(identity: RunIdentity, stored: dict[str, Any], where: str) -
         )
 
 
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def _check_checkpoint_format(checkpoint: Path) -> None:
+    """Checkpoints are Trainer's since 0.2; those of 0.1's Accelerate loop (`accelerator.save_state`: no
+    trainer_state.json, optimizer.bin, random_states_*.pkl) cannot be resumed by Trainer."""
+    if not (checkpoint / TRAINER_STATE_FILE).is_file():
+        raise OutputDirError(
+            f"Cannot resume {checkpoint}: it was written by the Accelerate loop of hf-gpt1 0.1 (no "
+            f"{TRAINER_STATE_FILE}), and pretraining now resumes transformers.Trainer checkpoints. Finish that run "
+            f"with hf-gpt1 0.1, or continue from its weights as a new run: --init-from a folder holding its "
+            f"model.safetensors with the run's config.json (optimizer state and data position start afresh)."
+        )
+
+
 def _foreign_content(output_dir: Path) -> str | None:
     """Describe a model/checkpoint in `output_dir` that is not ours, or None."""
     if not output_dir.is_dir():
@@ -1184,7 +1152,7 @@ def clean_output_dir(output_dir: Path) -> None:
             shutil.rmtree(child)
         elif child.name == "README.md" and _is_generated_card(child):
             child.unlink()
-        elif child.name in (RUN_FILE, LOG_FILE, LOSS_CURVE_FILE, "tensorboard") or child.name.startswith(
+        elif child.name in (RUN_FILE, LOG_FILE, LOSS_CURVE_FILE, "runs", "tensorboard") or child.name.startswith(
             (".final-", "final-")
         ):
             shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -1224,51 +1192,20 @@ def _is_generated_card(path: Path) -> bool:
 
 
 def remove_stale_temporaries(output_dir: Path) -> None:
-    """Delete `checkpoint-N.tmp` / `.final-*` folders left by a run killed mid-save (they are never resumed).
-    The merged model's temporaries (`.final-PID-merged[.old]`) are `.final-*` folders too."""
+    """Delete what a run killed mid-save leaves (never resumed): Trainer's `_checkpoint-staging/` (a checkpoint
+    being written), `.final-*` folders (the final model or the merged model being written), and `checkpoint-N.tmp`
+    folders of 0.1's loop."""
+    from .trainer import STAGING_DIR_NAME
+
     if not output_dir.is_dir():
         return
     for child in output_dir.iterdir():
         if child.is_dir() and (
-            (child.name.startswith(CHECKPOINT_PREFIX) and child.name.endswith(".tmp"))
+            child.name == STAGING_DIR_NAME
+            or (child.name.startswith(CHECKPOINT_PREFIX) and child.name.endswith(".tmp"))
             or child.name.startswith(".final-")
         ):
             shutil.rmtree(child, ignore_errors=True)
-
-
-def save_checkpoint_atomically(
-    accelerator: Accelerator, output_dir: Path, step: int, state: dict[str, Any], keep_last: int | None
-) -> Path:
-    """`accelerator.save_state` into `checkpoint-N.tmp`, then `os.replace` to `checkpoint-N`. Call on ALL processes.
-
-    A complete-looking `checkpoint-N` therefore always is complete: a kill during the save leaves only the
-    `.tmp` folder, which resume ignores and the next start deletes. `state` (step, data position, identity) is
-    written last, inside the temporary folder. Keeps the newest `keep_last` checkpoints (None = all).
-    """
-    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = output_dir / f"{CHECKPOINT_PREFIX}{step}.tmp"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()  # every rank has written its RNG state / shards
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, default=str), encoding="utf-8")
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving a step (e.g. the final step after a resume): swap, then drop the old one
-            old = output_dir / f"{CHECKPOINT_PREFIX}{step}.old"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(output_dir)
-        if keep_last is not None and keep_last > 0:
-            for _, path in list_checkpoints(output_dir)[:-keep_last]:
-                if path != final:
-                    shutil.rmtree(path, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
 
 
 def _fsync_dir(path: Path) -> None:
@@ -1467,19 +1404,11 @@ def plot_loss_curve(log_path: Path, png_path: Path, title: str = "GPT-1 pretrain
     return png_path
 
 
-def tracker_config(values: dict[str, Any]) -> dict[str, Any]:
-    """Hyperparameters in the scalar types trackers accept (TensorBoard's hparams rejects None and lists)."""
-    clean = {}
-    for key, value in values.items():
-        clean[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return clean
-
-
 class Throughput:
     """Tokens per second over the last logging interval (not since start: the first steps include warm-up costs)."""
 
-    def __init__(self):
-        self.last_time, self.last_tokens = time.perf_counter(), 0
+    def __init__(self, tokens: int = 0):
+        self.last_time, self.last_tokens = time.perf_counter(), tokens
 
     def update(self, tokens: int) -> float:
         now = time.perf_counter()
@@ -1527,12 +1456,8 @@ __all__ = [
     "prepare_corpus",
     "resolve_model_config",
     "build_model",
-    "decay_parameter_names",
-    "weight_decay_parameter_groups",
-    "build_optimizer_and_scheduler",
     "RunIdentity",
     "check_output_dir",
-    "save_checkpoint_atomically",
     "save_final_model_atomically",
     "lora_settings",
     "apply_lora",

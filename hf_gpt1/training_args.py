@@ -49,10 +49,12 @@ def cpu_process_group_needed() -> bool:
     Accelerate only sets up a CPU process group (gloo, MULTI_CPU) when told to use the CPU; otherwise each process
     would silently train alone on the whole data and write to the same output folder.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator()
+
+
+def _has_accelerator() -> bool:
     xpu = getattr(torch, "xpu", None)
-    return not (torch.cuda.is_available() or (xpu is not None and xpu.is_available()))
+    return torch.cuda.is_available() or (xpu is not None and xpu.is_available())
 
 
 @dataclass
@@ -215,10 +217,11 @@ class GPT1PretrainingArguments(GPT1TrainingArguments):
     batch size, learning rate, warmup and run length default to the `--model-config` preset's (`requested` keeps what
     the command line gave, None for "the preset's"; until then the fields hold the paper's values).
 
-    The pretraining loop (`hf_gpt1.pretraining_loop`) schedules itself from `logging_steps`, `eval_steps` and
-    `save_steps` (aliases `--log-every`, `--eval-every`, `--save-every`; eval/save default to a tenth of the run, 0 =
-    only at the end) rather than from Trainer's `*_strategy` fields. Mixed precision is accelerate's autocast:
-    `--bf16` / `--fp16`, else the accelerate config / launch flag (`mixed_precision`, as TrainingArguments reads it).
+    The run (`hf_gpt1.pretraining_run`, on `transformers.Trainer`) validates and checkpoints every `eval_steps` /
+    `save_steps` updates and at the last one (aliases `--eval-every`, `--save-every`; default a tenth of the run, 0 =
+    only at the end) instead of following Trainer's `*_strategy` fields, and logs every `logging_steps`
+    (`--log-every`). Mixed precision is Trainer's (accelerate autocast): `--bf16` / `--fp16`, else the accelerate
+    config / launch flag (`mixed_precision`); without a GPU, `--bf16` implies `use_cpu`.
     """
 
     per_device_train_batch_size: int | None = field(
@@ -248,7 +251,7 @@ class GPT1PretrainingArguments(GPT1TrainingArguments):
         default=10,
         metadata={"help": "Log train loss / lr / tokens per second every N updates.", "aliases": ["--log-every"]},
     )
-    logging_first_step: bool = field(default=False, metadata={"help": "Unused by the pretraining loop."})
+    logging_first_step: bool = field(default=False, metadata={"help": "Also log the first update."})
     eval_steps: int | None = field(
         default=None,
         metadata={
@@ -263,14 +266,14 @@ class GPT1PretrainingArguments(GPT1TrainingArguments):
     save_total_limit: int | None = field(
         default=3, metadata={"help": "Keep only the newest N checkpoints (0: keep all)."}
     )
-    eval_strategy: str = field(default="no", metadata={"help": "Unused: the loop validates every --eval-steps."})
-    save_strategy: str = field(default="no", metadata={"help": "Unused: the loop checkpoints every --save-steps."})
-    load_best_model_at_end: bool = field(default=False, metadata={"help": "Unused by the pretraining loop."})
+    eval_strategy: str = field(default="no", metadata={"help": "Unused: the run validates every --eval-steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Unused: the run checkpoints every --save-steps."})
+    load_best_model_at_end: bool = field(default=False, metadata={"help": "Unused: pretraining keeps its last state."})
     report_to: str | None = field(
         default="auto",
         metadata={
-            "help": "accelerate tracker(s): tensorboard, wandb, all, none (comma-separated for several); auto = "
-            "tensorboard if installed."
+            "help": "Trainer's report_to: tensorboard, wandb, all, none (comma-separated for several); auto = "
+            "tensorboard if installed (events under OUTPUT_DIR/runs)."
         },
     )
     use_cpu: bool = field(
@@ -298,12 +301,9 @@ class GPT1PretrainingArguments(GPT1TrainingArguments):
         for name, value in zip(PRESET_OPTIONS, paper):
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        # accelerate autocast, not Trainer's: its "bf16 needs a GPU or use_cpu" check does not apply to the loop
-        bf16, fp16, self.bf16, self.fp16 = self.bf16, self.fp16, False, False
-        super().__post_init__()  # mixed_precision: ACCELERATE_MIXED_PRECISION (the accelerate config) or "no"
-        self.bf16, self.fp16 = bf16, fp16
-        if fp16 or bf16:
-            self.mixed_precision = "fp16" if fp16 else "bf16"
+        if (self.bf16 or self.fp16) and not _has_accelerator():
+            self.use_cpu = True  # Trainer asks for use_cpu before autocasting on the CPU; here it is the only device
+        super().__post_init__()  # mixed_precision: --bf16/--fp16, else ACCELERATE_MIXED_PRECISION (accelerate config)
 
 
 def parse_cli(

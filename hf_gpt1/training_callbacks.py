@@ -1,10 +1,12 @@
 """What both training stages do on the way: stop cleanly on a signal, stop at a non-finite loss, replace folders
 atomically.
 
-* `SignalFlag` - SIGTERM/SIGINT -> a flag checked between steps (the pretraining loop uses it as it is);
-* `SaveOnSignalCallback` - the same flag for `transformers.Trainer`: checkpoint at the end of the step, then stop;
+* `SignalFlag` - SIGTERM/SIGINT -> a flag checked between steps;
+* `SaveOnSignalCallback` - that flag as a `transformers.Trainer` callback: checkpoint at the end of the step, then
+  stop (both stages; pretraining installs it before preparing its data, so an early signal waits for the first step);
 * `NonFiniteLossError` - a NaN/inf loss or gradient norm: the step, the last good checkpoint, the values;
-* `NonFiniteLossCallback` - the Trainer guard that raises it (through `GPT1Trainer`) before the bad step is saved;
+* `NonFiniteLossCallback` - the Trainer guard (installed by `hf_gpt1.trainer.GPT1Trainer`) that stops training
+  before the bad step is saved; the stages then raise `NonFiniteLossError`;
 * `replace_dir` - rename a finished staging folder into place (checkpoints, merged models).
 """
 

@@ -9,15 +9,15 @@
 `python scripts/pretrain.py --help` lists every option (the corpus, the model, and every transformers
 TrainingArguments option, the batch size, learning rate, warmup and length defaulting to the --model-config preset).
 The outputs, the options and their earlier spellings are described in README.md ("Pre-training and fine-tuning")
-and in `hf_gpt1/pretraining_loop.py`. Exit status: 0 done; 1 NaN/inf loss (the last good checkpoint is kept) or a
+and in `hf_gpt1/pretraining_run.py`. Exit status: 0 done; 1 NaN/inf loss (the last good checkpoint is kept) or a
 failed final Hub push (the model stays in OUTPUT_DIR); 2 bad input, including a Hub token that cannot push; 128+signal
 after SIGINT/SIGTERM (a checkpoint is saved first; continue with --resume-from-checkpoint auto). The logic lives in
-`hf_gpt1.pretraining_loop` so it can be imported and tested; this file only runs it.
+`hf_gpt1.pretraining_run` so it can be imported and tested; this file only runs it.
 """
 
 import sys
 
-from hf_gpt1.pretraining_loop import main
+from hf_gpt1.pretraining_run import main
 
 if __name__ == "__main__":
     sys.exit(main())

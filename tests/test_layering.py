@@ -7,7 +7,7 @@ import each other, directly or around a cycle.
        input_checks_gpt1, modeling_outputs_gpt1
     2  cpu_speed, kernels, peft_integration, convert_openai_checkpoint,        applied to a finished model
        model_cards
-    3  training_args, training_callbacks, pretraining(_loop), finetuning,      training, evaluation, publishing,
+    3  training_args, training_callbacks, pretraining(_run), trainer, finetuning,      training, evaluation, publishing,
        zero_shot, reproduction, hub, benchmarks; task_adapters                 benchmarking
     scripts/                                                                   entry points: may import anything
 
@@ -39,7 +39,8 @@ LAYERS = {
     "hf_gpt1.training_args": 3,
     "hf_gpt1.training_callbacks": 3,
     "hf_gpt1.pretraining": 3,
-    "hf_gpt1.pretraining_loop": 3,
+    "hf_gpt1.pretraining_run": 3,
+    "hf_gpt1.trainer": 3,
     "hf_gpt1.finetuning": 3,
     "hf_gpt1.zero_shot": 3,
     "hf_gpt1.reproduction": 3,

@@ -1,43 +1,48 @@
-"""The pretraining run of `scripts/pretrain.py` (Radford et al. 2018 §3.1/§4.1): its arguments and its Accelerate loop.
+"""The pretraining run of `scripts/pretrain.py` (Radford et al. 2018 §3.1/§4.1): its arguments, and the corpus,
+model and `GPT1PretrainingTrainer` it hands to `transformers.Trainer`.
 
     python scripts/pretrain.py --corpus PATH_OR_DATASET --model-config PRESET_OR_JSON --output-dir DIR [options]
     accelerate launch [--config_file configs/accelerate/...yaml] scripts/pretrain.py ...   # multi-process/-node
 
 The arguments are dataclasses parsed by `HfArgumentParser`: `PretrainModelArguments`, `PretrainDataArguments` and
 `hf_gpt1.training_args.GPT1PretrainingArguments` (transformers' `TrainingArguments` with the paper's pretraining
-defaults; its optimisation, logging, checkpoint and Hub fields are the options of this loop, the option spellings of
-earlier versions kept as aliases). The pieces (corpus packing, presets, model, optimiser, run identity, atomic
-checkpoints, loss curve) are in `hf_gpt1.pretraining`; this module runs them. The loop is Accelerate's rather than
-`transformers.Trainer` (docs/ARCHITECTURE.md says why, measured); it shares with fine-tuning the arguments, the
-Hub preflight and upload (`hf_gpt1.hub`) and the model card.
+defaults; the option spellings of earlier versions kept as aliases). The pieces (corpus packing, presets, model, run
+identity, loss curve) are in `hf_gpt1.pretraining`; the loop is `transformers.Trainer`, through the same
+`hf_gpt1.trainer.GPT1Trainer` fine-tuning runs on (atomic checkpoints, NaN guard, signal handling, Hub card), with
+what pretraining adds: the epoch-seeded window sampler, validation and checkpoints every N updates and at the last
+one, `log.jsonl` and the identity of the run inside every checkpoint.
 
-The output folder receives: checkpoint-N/ (accelerate state: model, optimizer, scheduler, RNG + pretrain_state.json
-with the data position; written atomically, the last --save-total-limit kept), log.jsonl (train and validation
-metrics), tensorboard/ (if installed), loss_curve.png, and at the end the model + tokenizer via save_pretrained, so
-`AutoModelForCausalLM.from_pretrained(OUTPUT_DIR)` loads it (with --peft lora: the adapter, and with --merge-adapter
-also OUTPUT_DIR/merged). Exit codes: 0 done; 1 NaN/inf loss (the last good checkpoint is kept) or the final Hub push
-failed (the model stays in OUTPUT_DIR); 2 bad input, including a Hub token that cannot push; 128+signal after
-SIGINT/SIGTERM (a checkpoint is saved first; continue with --resume-from-checkpoint auto).
+The output folder receives: checkpoint-N/ (Trainer checkpoints: model, optimizer, scheduler, RNG, trainer_state.json
++ pretrain_state.json with the data position and run identity; written atomically, the last --save-total-limit kept),
+log.jsonl (train and validation metrics), runs/ (Trainer's TensorBoard events, if installed), loss_curve.png, and at the end the model
++ tokenizer via save_pretrained, so `AutoModelForCausalLM.from_pretrained(OUTPUT_DIR)` loads it (with --peft lora:
+the adapter, and with --merge-adapter also OUTPUT_DIR/merged). Exit codes: 0 done; 1 NaN/inf loss (the last good
+checkpoint is kept) or the final Hub push failed (the model stays in OUTPUT_DIR); 2 bad input, including a Hub token
+that cannot push; 128+signal after SIGINT/SIGTERM (a checkpoint is saved first; continue with
+--resume-from-checkpoint auto).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+from transformers import TrainerCallback
 
 from . import pretraining as pt
+from .trainer import GPT1Trainer
 from .training_args import GPT1PretrainingArguments, LoraArguments, parse_cli
-from .training_callbacks import NonFiniteLossError, SignalFlag
+from .training_callbacks import NonFiniteLossError, SaveOnSignalCallback
 
 logger = logging.getLogger("pretrain")
 
@@ -242,29 +247,118 @@ def parse_args(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Signals
+# What pretraining adds to GPT1Trainer
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------------------------------
+class PretrainingScheduleCallback(TrainerCallback):
+    """Validate every `eval_every` updates and checkpoint every `save_every` (0: only at the end), and always
+    validate, checkpoint and log at the last update: the run's final numbers are measured, and its end is resumable.
+    (Trainer's own `*_strategy` schedule has no "and at the end", and no "only at the end".)"""
+
+    def __init__(self, eval_every: int, save_every: int, has_validation: bool):
+        self.eval_every, self.save_every, self.has_validation = eval_every, save_every, has_validation
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step, last = state.global_step, state.global_step >= state.max_steps
+        if self.has_validation and ((self.eval_every and step % self.eval_every == 0) or last):
+            control.should_evaluate = True
+        if (self.save_every and step % self.save_every == 0) or last:
+            control.should_save = True
+        if last:
+            control.should_log = True
 
 
-@torch.no_grad()
-def evaluate(model, dataloader, accelerator) -> float:
-    """Mean next-token cross-entropy over the validation windows (every window has block_size-1 targets, so the
-    mean of per-window means is the per-token mean). `gather_for_metrics` drops the samples accelerate repeats to
-    even out the last batch across processes."""
-    model.eval()
-    losses = []
-    for batch in dataloader:
-        ids = batch["input_ids"]
-        logits = model(input_ids=ids, use_cache=False).logits
-        per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), ids[:, 1:], reduction="none")
-        losses.append(accelerator.gather_for_metrics(per_token.mean(dim=1)))
-    model.train()
-    return torch.cat(losses).mean().item()
+class GPT1PretrainingTrainer(GPT1Trainer):
+    """`GPT1Trainer` on packed windows of a corpus (`pretraining.PackedWindows`).
+
+    * Training order: `pretraining.EpochShuffleSampler` - a permutation per epoch from `seed + epoch`, independent of
+      the global RNG (dropout) and of the number of processes, so a resumed run sees exactly the windows an
+      uninterrupted one does, and 2 processes x batch B see the same global batches as 1 process x batch 2B.
+    * `log.jsonl` (`log_path`, main process): one record per training window (`train_loss`, `learning_rate`,
+      `grad_norm`, `tokens_seen`, `tokens_per_second`, the data `epoch`) and per validation (`val_loss`,
+      `val_perplexity`); Trainer's logs (TensorBoard, progress bar) get `eval_perplexity` and `tokens_per_second`.
+    * Every checkpoint also holds `pretrain_state.json`: the step, data position and the run's identity, which
+      `pretraining.check_output_dir` compares before a resume.
+    * `evaluate_before_first_update`: validate once before the first update (update 0 of the curve).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        sampler: torch.utils.data.Sampler,
+        log_path: Path,
+        checkpoint_state: Callable[[], dict[str, Any]],
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.sampler, self.checkpoint_state = sampler, checkpoint_state
+        self.jsonl = pt.JsonlLog(log_path, enabled=self.is_world_process_zero())
+        self.throughput: pt.Throughput | None = None  # started at the first update
+        self.tokens_seen = 0  # over all processes; counted locally (every rank's micro-batches have the same shape)
+        self.last_val_loss: float | None = None
+        self.evaluate_before_first_update = False
+
+    def _get_train_sampler(self, train_dataset=None):
+        return self.sampler
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.evaluate_before_first_update:
+            # Validated from inside training, once Trainer has prepared the model: `evaluate()` before `train()`
+            # leaves a model that a later DDP `train()` does not wrap (each process would step on its own gradients).
+            self.evaluate_before_first_update = False
+            self.evaluate()
+        if self.throughput is None:  # the first update: tokens/s counts training from here on
+            self.throughput = pt.Throughput(self.tokens_seen)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        if model.training:
+            self.tokens_seen += inputs["input_ids"].numel() * self.accelerator.num_processes
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        record: dict[str, Any] | None = None
+        step = self.state.global_step
+        if "loss" in logs:  # a training window (Trainer's loss: the mean over its updates and processes)
+            logs["tokens_per_second"] = self.throughput.update(self.tokens_seen) if self.throughput else 0.0
+            epoch = max(math.ceil(self.state.epoch or 0) - 1, 0)  # the epoch of the window's last micro-batch
+            record = {
+                "step": step,
+                "epoch": epoch,
+                "train_loss": logs["loss"],
+                "learning_rate": logs.get("learning_rate"),
+                "grad_norm": logs.get("grad_norm"),
+                "tokens_seen": self.tokens_seen,
+                "tokens_per_second": logs["tokens_per_second"],
+            }
+        elif "eval_loss" in logs:
+            self.last_val_loss = logs["eval_loss"]
+            logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
+            record = {"step": step, "val_loss": logs["eval_loss"], "val_perplexity": logs["eval_perplexity"]}
+            logger.info(
+                f"update {step}: validation loss {logs['eval_loss']:.4f}, perplexity {logs['eval_perplexity']:.2f}"
+            )
+        super().log(logs, start_time)
+        if record is not None and self.nonfinite_guard.step is None:  # a non-finite step is reported, not logged
+            self.jsonl.write(record)
+
+    def write_checkpoint_extras(self, folder: str) -> None:
+        state = {"step": self.state.global_step, "tokens_seen": self.tokens_seen, "val_loss": self.last_val_loss}
+        Path(folder, pt.STATE_FILE).write_text(
+            json.dumps({**state, **self.checkpoint_state()}, indent=2, default=str), encoding="utf-8"
+        )
+
+    def restore_counters(self, checkpoint: Path) -> None:
+        """Tokens seen and the last validation loss of a resumed run, from its checkpoint."""
+        state = pt.read_json(checkpoint / pt.STATE_FILE) or {}
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.last_val_loss = state.get("val_loss")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,32 +374,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1PretrainingArguments) -> int:
-    from accelerate import Accelerator
-    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
+    from transformers import set_seed
 
     from hf_gpt1.tokenization_gpt1 import DEFAULT_TOKENIZER, load_gpt1_tokenizer
 
-    stop = SignalFlag(message="saving a checkpoint after this update (send it again to stop immediately)")
+    stop = SaveOnSignalCallback()
     stop.install()  # first thing: a signal during data preparation must not kill us mid-write
     output_dir = Path(t.output_dir).expanduser().resolve()
-    report_to = _resolve_report_to(t.report_to)
-    accelerator = Accelerator(
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=t.gradient_accumulation_steps,
-            sync_with_dataloader=False,  # updates span epoch ends
-        ),
-        mixed_precision=t.mixed_precision,
-        cpu=t.use_cpu,
-        log_with=report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir)),
-        step_scheduler_with_optimizer=False,  # we step it once per update; accelerate would step it num_processes times
-    )
-    _setup_logging(accelerator)
-    _check_world_size(accelerator)
-    hub_repo = _check_hub_access(accelerator, t)  # before anything slow: a token that cannot push fails now
-    peft = _lora_settings(m, accelerator)
+    _setup_logging(t)
+    _check_world_size(t)
+    hub_repo = _check_hub_access(t)  # before anything slow: a token that cannot push fails now
+    peft = _lora_settings(m, t)
     preset = pt.preset_for(m.model_config or (None if m.init_from else "gpt1"))
+    is_main = t.process_index == 0
 
     # --- tokenizer, corpus identity, model: everything the run identity needs, before touching the output folder
     corpus = pt.resolve_corpus(
@@ -317,16 +398,17 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     )
     tokenizer_source = m.tokenizer or _tokenizer_next_to(m.init_from)
     cache_dir = Path(d.data_cache_dir).expanduser().resolve() if d.data_cache_dir else output_dir / "data-cache"
+    on_decode_error = "skip" if d.skip_undecodable_files else "error"
     if tokenizer_source is None and preset is not None and preset.bpe_vocab_size and not m.init_from:
         # the preset's own vocabulary, learned from this corpus once (main process first; the others and a resumed
         # run read the cached one)
-        with accelerator.local_main_process_first():
+        with t.main_process_first(local=True, desc="learning the BPE"):
             tokenizer = pt.corpus_bpe_tokenizer(
                 corpus,
                 preset.bpe_vocab_size,
                 cache_dir,
                 standardize=d.standardize_text,
-                on_decode_error="skip" if d.skip_undecodable_files else "error",
+                on_decode_error=on_decode_error,
             )
         logger.info(f"Tokenizer: the {m.model_config} preset's {tokenizer.vocab_size}-token BPE learned on the corpus")
     else:
@@ -344,7 +426,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     )
     if peft is not None:  # right after the base is built: LoRA's initialisation draws from the seeded global RNG
         model = pt.apply_lora(model, peft, activation_checkpointing=t.activation_checkpointing)
-        if accelerator.is_main_process:
+        if is_main:
             print(
                 f"pretrain.py: LoRA r={peft['r']} alpha={peft['alpha']:g} dropout={peft['dropout']:g} on "
                 f"{', '.join(peft['target_modules'])}; {pt.describe_trainable_parameters(model)}",
@@ -370,22 +452,22 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         seed=t.seed,
         batch_size=batch_size,
         gradient_accumulation_steps=ga,
-        num_processes=accelerator.num_processes,
+        num_processes=t.world_size,
         peft=peft,
     )
     plan = pt.check_output_dir(output_dir, identity, resume=t.resume_from_checkpoint, overwrite=t.overwrite_output_dir)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    t.distributed_state.wait_for_everyone()
+    if is_main:
         for note in plan.notes:
             logger.info(note)
         if plan.clean:
             pt.clean_output_dir(output_dir)
         pt.remove_stale_temporaries(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
+    t.distributed_state.wait_for_everyone()
 
     # --- data: tokenise + pack once per node (the others then read the cache)
-    with accelerator.local_main_process_first():
+    with t.main_process_first(local=True, desc="tokenising the corpus"):
         data = pt.prepare_corpus(
             corpus,
             tokenizer,
@@ -393,30 +475,22 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
             block_size=block_size,
             val_fraction=d.val_fraction,
             standardize=d.standardize_text,
-            on_decode_error="skip" if d.skip_undecodable_files else "error",
+            on_decode_error=on_decode_error,
             num_proc=d.preprocessing_num_workers,
         )
     split = data.split
-    global_batch = batch_size * accelerator.num_processes * ga
-    if split.num_train < batch_size * accelerator.num_processes:
+    global_batch = batch_size * t.world_size * ga
+    if split.num_train < batch_size * t.world_size:
         raise pt.CorpusError(
             f"The corpus ({corpus.description}) gives {split.num_train} training windows of {block_size} tokens, fewer "
-            f"than one micro-batch across processes ({batch_size} x {accelerator.num_processes}). Use more text, a "
+            f"than one micro-batch across processes ({batch_size} x {t.world_size}). Use more text, a "
             f"smaller --batch-size or --block-size."
         )
     max_steps = pt.resolve_run_length(
         t.requested["max_steps"], t.requested["num_train_epochs"], preset, split.num_train, global_batch
     )
-    learning_rate = (
-        t.requested["learning_rate"]
-        if t.requested["learning_rate"] is not None
-        else (preset.learning_rate if preset else pt.PAPER_LEARNING_RATE)
-    )
-    warmup_steps = (
-        t.requested["warmup_steps"]
-        if t.requested["warmup_steps"] is not None
-        else (preset.warmup_steps if preset else pt.PAPER_WARMUP_STEPS)
-    )
+    learning_rate = _preset_value(t, "learning_rate", preset.learning_rate if preset else pt.PAPER_LEARNING_RATE)
+    warmup_steps = _preset_value(t, "warmup_steps", preset.warmup_steps if preset else pt.PAPER_WARMUP_STEPS)
     if warmup_steps >= max_steps:
         logger.warning(
             f"--warmup-steps {warmup_steps} >= max steps {max_steps}: the learning rate never reaches its peak."
@@ -429,7 +503,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         max_steps=max_steps,
-        mixed_precision=accelerator.mixed_precision,
+        mixed_precision=t.mixed_precision,
         global_batch_windows=global_batch,
         tokens_per_update=global_batch * block_size,
     )
@@ -438,214 +512,97 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
             f"lora r={peft['r']} alpha={peft['alpha']:g} dropout={peft['dropout']:g} on {' '.join(peft['target_modules'])}"
             f"{' (merged)' if m.merge_adapter else ''}"
         )
-    if accelerator.is_main_process:
+    if is_main:
         _write_or_compare_run_file(output_dir, identity, resuming=plan.resume_checkpoint is not None)
 
-    # --- loaders, optimiser, schedule; accelerate does device placement, DDP/FSDP wrapping and autocast
-    sampler = pt.EpochShuffleSampler(len(data.train), t.seed)
-    train_loader = torch.utils.data.DataLoader(
-        data.train,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(t.seed),  # keeps DataLoader's base-seed draw off the global RNG
+    # --- Trainer: the resolved recipe as its arguments; it does placement, DDP/FSDP, autocast, AdamW, the schedule
+    args = dataclasses.replace(
+        t,
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        max_steps=max_steps,
+        eval_strategy="no",  # PretrainingScheduleCallback decides
+        save_strategy="no",
+        report_to=_resolve_report_to(t.report_to),
+        prediction_loss_only=True,
+        remove_unused_columns=False,
+        # a LoRA model got activation checkpointing in apply_lora, before PEFT wrapped it
+        activation_checkpointing=t.activation_checkpointing and peft is None,
+        resume_from_checkpoint=None,
+        overwrite_output_dir=False,
+        push_to_hub=False,  # the finished model is pushed below (`hub.push_folder`), after the preflight at the start
     )
     val_windows = data.val
     if val_windows is not None and d.eval_windows is not None:
         val_windows = pt.PackedWindows(
             data.tokens, block_size, val_windows.first, min(d.eval_windows, len(val_windows))
         )
-    val_loader = torch.utils.data.DataLoader(val_windows, batch_size=batch_size) if val_windows is not None else None
-    if t.activation_checkpointing and peft is None:  # (a LoRA model got it in apply_lora, before wrapping)
-        model.activation_checkpointing_enable()
-    optimizer, scheduler = pt.build_optimizer_and_scheduler(
-        model,
-        learning_rate=learning_rate,
-        weight_decay=t.weight_decay,
-        warmup_steps=warmup_steps,
-        max_steps=max_steps,
+    trainer = GPT1PretrainingTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=val_windows,
+        processing_class=tokenizer,
+        callbacks=[PretrainingScheduleCallback(eval_every, save_every, val_windows is not None), stop],
+        sampler=pt.EpochShuffleSampler(len(data.train), t.seed, multiple_of=batch_size * t.world_size),
+        log_path=output_dir / pt.LOG_FILE,
+        checkpoint_state=lambda: {
+            "epoch": max(math.ceil(trainer.state.epoch or 0) - 1, 0),
+            "micro_batches_per_process": trainer.state.global_step * ga,
+            "identity": identity.to_dict(),
+        },
     )
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    if val_loader is not None:
-        val_loader = accelerator.prepare(val_loader)
-    set_seed(t.seed, device_specific=True)  # dropout: a different stream per process, reproducible per rank
-
-    log = pt.JsonlLog(output_dir / pt.LOG_FILE, enabled=accelerator.is_main_process)
-    completed_steps, last_val = 0, None
-    if plan.resume_checkpoint is not None:
-        accelerator.load_state(str(plan.resume_checkpoint))  # weights, optimizer, scheduler, every RNG
-        state = pt.read_json(plan.resume_checkpoint / pt.STATE_FILE) or {}
-        completed_steps, last_val = int(state["step"]), state.get("val_loss")
-        log.truncate_after(completed_steps)
-        logger.info(f"Resumed from {plan.resume_checkpoint} at update {completed_steps}.")
-    last_checkpoint: Path | None = plan.resume_checkpoint
-
-    micro_per_epoch = len(train_loader)
     logger.info(
         f"Corpus: {corpus.description}: {data.num_documents} document(s), {split.num_tokens:,} tokens -> "
         f"{split.num_train} train + {split.num_val} validation windows of {block_size} "
         f"({split.dropped_tokens} tail tokens dropped). Model: {sum(p.numel() for p in model.parameters()):,} parameters. "
         f"Updates: {max_steps} x {global_batch} windows ({global_batch * block_size:,} tokens), "
-        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, {accelerator.device.type}), "
-        f"mixed precision {accelerator.mixed_precision}."
+        f"{t.world_size} process(es) ({trainer.accelerator.distributed_type.value}, {args.device.type}), "
+        f"mixed precision {t.mixed_precision}."
     )
-    if report_to:
-        accelerator.init_trackers(
-            "tensorboard" if report_to == "tensorboard" else "pretrain",
-            config=pt.tracker_config(
-                {
-                    **vars(m),
-                    **vars(d),
-                    **_run_options(t),
-                    **identity.hyperparameters,
-                    "block_size": block_size,
-                    "batch_size": batch_size,
-                }
-            ),
+    resume = None
+    if plan.resume_checkpoint is not None:
+        resume = str(plan.resume_checkpoint)
+        state = pt.read_json(plan.resume_checkpoint / pt.STATE_FILE) or {}
+        trainer.jsonl.truncate_after(int(state["step"]))
+        trainer.restore_counters(plan.resume_checkpoint)
+        logger.info(f"Resumed from {plan.resume_checkpoint} at update {state['step']}.")
+    else:  # the starting point of the curve (and of the "perplexity went down" claim)
+        trainer.evaluate_before_first_update = bool(eval_every) and val_windows is not None
+    trainer.train(resume_from_checkpoint=resume)
+    completed_steps = trainer.state.global_step
+
+    guard = trainer.nonfinite_guard
+    if guard.step is not None:
+        name, value = next(iter(guard.values.items()))
+        raise NonFiniteLossError(
+            f"non-finite {'gradient norm' if name == 'grad_norm' else 'loss'} {value} at update {guard.step}; stopped "
+            f"and did not save it. Last good checkpoint: {guard.checkpoint or 'none (no checkpoint saved yet)'}. "
+            f"Lower --learning-rate, raise --warmup-steps, check --max-grad-norm, or train without --bf16/--fp16.",
+            step=guard.step,
+            checkpoint=guard.checkpoint,
+            values=guard.values,
         )
-
-    def save_checkpoint(epoch: int) -> Path:
-        state = {
-            "step": completed_steps,
-            "epoch": epoch,
-            "micro_batches_per_process": completed_steps * ga,
-            "tokens_seen": completed_steps * global_batch * block_size,
-            "val_loss": last_val,
-            "identity": identity.to_dict(),
-        }
-        path = pt.save_checkpoint_atomically(
-            accelerator, output_dir, completed_steps, state, t.save_total_limit or None
-        )
-        logger.info(f"Saved checkpoint {path}")
-        return path
-
-    def run_eval() -> None:
-        nonlocal last_val
-        if val_loader is None:
-            return
-        last_val = evaluate(model, val_loader, accelerator)
-        record = {"step": completed_steps, "val_loss": last_val, "val_perplexity": math.exp(min(last_val, 50.0))}
-        log.write(record)
-        accelerator.log({"eval/loss": last_val, "eval/perplexity": record["val_perplexity"]}, step=completed_steps)
-        logger.info(
-            f"update {completed_steps}: validation loss {last_val:.4f}, perplexity {record['val_perplexity']:.2f}"
-        )
-
-    if completed_steps == 0 and eval_every:
-        run_eval()  # the starting point of the curve (and of the "perplexity went down" claim)
-
-    # --- the loop: an endless stream of micro-batches; the data position is completed_steps * ga micro-batches
-    def micro_batches():
-        epoch, skip = divmod(completed_steps * ga, micro_per_epoch)
-        while True:
-            sampler.epoch = epoch
-            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-            for batch in loader:
-                yield epoch, batch
-            epoch, skip = epoch + 1, 0
-
-    model.train()
-    progress = tqdm(
-        total=max_steps, initial=completed_steps, desc="pretrain", disable=not accelerator.is_local_main_process
-    )
-    throughput, window_losses, epoch = pt.Throughput(), [], 0
-    throughput.last_tokens = completed_steps * global_batch * block_size
-    running = torch.zeros((), device=accelerator.device)
-    saved_at = completed_steps if plan.resume_checkpoint is not None else None
-    stream = micro_batches()
-    stopping = False  # agreed by all processes (a signal may reach only some of them)
-    while completed_steps < max_steps and not stopping:
-        epoch, batch = next(stream)
-        with accelerator.accumulate(model):
-            loss = model(**batch).loss
-            running += loss.detach().float()
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                # one collective per update: the mean loss over micro-batches and processes, and any stop request
-                stats = torch.stack(
-                    [running / ga, torch.tensor(float(stop.received is not None), device=running.device)]
-                )
-                stats = accelerator.reduce(stats, reduction="sum")
-                step_loss = stats[0].item() / accelerator.num_processes
-                running.zero_()
-                stopping = stats[1].item() > 0
-                grad_norm = None
-                if math.isfinite(step_loss) and t.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                    grad_norm = grad_norm.item() if torch.is_tensor(grad_norm) else grad_norm
-                if not math.isfinite(step_loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
-                    name, value = ("loss", step_loss) if not math.isfinite(step_loss) else ("grad_norm", grad_norm)
-                    what = "loss" if name == "loss" else "gradient norm"
-                    raise NonFiniteLossError(
-                        f"non-finite {what} {value} at update {completed_steps + 1}; stopped without applying it. Last "
-                        f"good checkpoint: {last_checkpoint or 'none (no checkpoint saved yet)'}. Lower "
-                        f"--learning-rate, raise --warmup-steps, check --max-grad-norm, or train without --bf16/--fp16.",
-                        step=completed_steps + 1,
-                        checkpoint=str(last_checkpoint) if last_checkpoint else None,
-                        values={name: value},
-                    )
-                learning_rate_used = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-        if not accelerator.sync_gradients:
-            continue
-
-        completed_steps += 1
-        window_losses.append(step_loss)
-        progress.update(1)
-        last = completed_steps >= max_steps
-        if completed_steps % t.logging_steps == 0 or last:
-            tokens = completed_steps * global_batch * block_size
-            rate = throughput.update(tokens)
-            record = {
-                "step": completed_steps,
-                "epoch": epoch,
-                "train_loss": sum(window_losses) / len(window_losses),
-                "learning_rate": learning_rate_used,
-                "grad_norm": grad_norm,
-                "tokens_seen": tokens,
-                "tokens_per_second": rate,
-            }
-            window_losses = []
-            log.write(record)
-            accelerator.log(
-                {
-                    "train/loss": record["train_loss"],
-                    "train/learning_rate": record["learning_rate"],
-                    "train/tokens_per_second": rate,
-                },
-                step=completed_steps,
-            )
-            progress.set_postfix(
-                loss=f"{record['train_loss']:.3f}", lr=f"{record['learning_rate']:.2e}", tok_s=f"{rate:,.0f}"
-            )
-        if (eval_every and completed_steps % eval_every == 0) or last:
-            run_eval()
-        if (save_every and completed_steps % save_every == 0) or last or stopping:
-            last_checkpoint, saved_at = save_checkpoint(epoch), completed_steps
-    progress.close()
-
-    if (stopping or stop.received is not None) and completed_steps < max_steps:
-        if saved_at != completed_steps:
-            last_checkpoint = save_checkpoint(epoch)
-        signum = stop.received or signal.SIGTERM  # a rank that was not signalled itself stops with its peers
-        name = signal.Signals(signum).name
-        if accelerator.is_main_process:
+    if stop.received is not None and completed_steps < max_steps:
+        name = signal.Signals(stop.received).name
+        if is_main:
             pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)
             print(
                 f"pretrain.py: stopped by {name} at update {completed_steps}/{max_steps}; saved checkpoint "
-                f"{last_checkpoint}. Continue with the same command plus --resume auto.",
+                f"{output_dir / f'{pt.CHECKPOINT_PREFIX}{completed_steps}'}. Continue with the same command plus "
+                f"--resume auto.",
                 file=sys.stderr,
                 flush=True,
             )
-        accelerator.end_training()
-        return 128 + signum
+        return 128 + stop.received
 
-    if saved_at != completed_steps:  # resumed an already finished run: nothing trained, state unchanged
-        last_checkpoint = save_checkpoint(epoch)
-    if accelerator.is_main_process:  # before the final save: the merged folder takes a copy of the log
+    png = None
+    if is_main:  # before the final save: the merged folder takes a copy of the log
         png = pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)
+    accelerator, model = trainer.accelerator, trainer.model
     model_dir = output_dir
     if peft is None:
         pt.save_final_model_atomically(accelerator, model, tokenizer, output_dir)
@@ -668,7 +625,8 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
             )
             saved += f"; merged model + tokenizer saved to {model_dir} (AutoModelForCausalLM.from_pretrained)"
     exit_code = 0
-    if accelerator.is_main_process:
+    if is_main:
+        last_val = trainer.last_val_loss
         summary = (
             f", validation loss {last_val:.4f} (perplexity {math.exp(min(last_val, 50.0)):.2f})"
             if last_val is not None
@@ -677,7 +635,6 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         print(f"pretrain.py: trained {completed_steps} updates{summary}. {saved}, loss curve {png}.", flush=True)
         if hub_repo is not None:
             exit_code = _push_to_hub(model_dir, hub_repo, m, t, corpus, completed_steps)
-    accelerator.end_training()
     return exit_code
 
 
@@ -686,32 +643,25 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _resolve_report_to(value: str | Sequence[str] | None) -> str | list[str] | None:
-    """accelerate's `log_with` from --report-to (TrainingArguments turns it into a list; "none" into [])."""
+def _preset_value(t: GPT1PretrainingArguments, name: str, default: float) -> float:
+    value = t.requested[name]
+    return value if value is not None else default
+
+
+def _resolve_report_to(value: str | Sequence[str] | None) -> list[str]:
+    """Trainer's `report_to` from --report-to: "auto" = TensorBoard if it is installed, else nothing."""
     names = [value] if isinstance(value, str) else list(value or [])
     names = [n.strip() for name in names for n in name.split(",") if n.strip() and n.strip() != "none"]
-    if not names:
-        return None
     if names == ["auto"]:
         try:
             import torch.utils.tensorboard  # noqa: F401  (needs the tensorboard package)
         except ImportError:
-            return None
-        return "tensorboard"
-    return names[0] if len(names) == 1 else names
+            return []
+        return ["tensorboard"]
+    return names
 
 
-def _run_options(t: GPT1PretrainingArguments) -> dict:
-    """The training options the trackers record (what the old CLI had; not all of TrainingArguments)."""
-    names = (
-        "output_dir", "gradient_accumulation_steps", "weight_decay", "max_grad_norm", "seed", "mixed_precision",
-        "use_cpu", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "resume_from_checkpoint",
-        "overwrite_output_dir", "push_to_hub", "hub_model_id", "activation_checkpointing",
-    )  # fmt: skip
-    return {**{name: getattr(t, name) for name in names}, **t.requested}
-
-
-def _check_hub_access(accelerator, t: GPT1PretrainingArguments) -> str | None:
+def _check_hub_access(t: GPT1PretrainingArguments) -> str | None:
     """--push-to-hub preflight (`hf_gpt1.hub.check_hub_access`, on the main process): a missing, invalid or read-only
     token, or a namespace the token cannot write to, is a `PretrainingError` (exit 2) on every process before any
     work. Returns the full repo id ("name" becomes "user/name"), or None without --push-to-hub."""
@@ -720,12 +670,12 @@ def _check_hub_access(accelerator, t: GPT1PretrainingArguments) -> str | None:
     from hf_gpt1.hub import HubPushError, check_hub_access
 
     outcome: list[str | None] = [None, None]  # [repo id, error message]
-    if accelerator.is_main_process:
+    if t.process_index == 0:
         try:
             outcome[0] = check_hub_access(_repo_name(t), token=t.hub_token)
         except HubPushError as error:
             outcome[1] = str(error)
-    if accelerator.num_processes > 1:
+    if t.world_size > 1:
         from accelerate.utils import broadcast_object_list
 
         broadcast_object_list(outcome)
@@ -741,17 +691,18 @@ def _repo_name(t: GPT1PretrainingArguments) -> str:
     return t.hub_model_id or Path(t.output_dir).expanduser().resolve().name
 
 
-def _lora_settings(m: PretrainModelArguments, accelerator) -> dict | None:
+def _lora_settings(m: PretrainModelArguments, t: GPT1PretrainingArguments) -> dict | None:
     """The LoRA settings of a --peft lora run (None otherwise); refuses sharded training, where the adapter could not
     be read from one process's model at the end."""
     if m.peft != "lora":
         return None
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+    distributed_type = t.distributed_state.distributed_type
+    if distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
         raise pt.PretrainingError(
             f"--peft lora runs on one process or with data parallelism (DDP), not under "
-            f"{accelerator.distributed_type.value}: the LoRA model is small enough to be replicated. Use a DDP "
+            f"{distributed_type.value}: the LoRA model is small enough to be replicated. Use a DDP "
             f"accelerate config (e.g. configs/accelerate/multi_gpu_ddp.yaml)."
         )
     return pt.lora_settings(
@@ -783,8 +734,9 @@ def _push_to_hub(
             private=bool(t.hub_private_repo),
             token=t.hub_token,
             commit_message=f"GPT-1 pretrained, {steps} updates",
-            # all of TensorBoard's folder: hub.IGNORE_PATTERNS skips the event files, not the tracker's hparams.yml
-            ignore_patterns=["tensorboard/*"],
+            # all of TensorBoard's folder (runs/; tensorboard/ in 0.1): hub.IGNORE_PATTERNS skips the event files, not
+            # what else a tracker writes
+            ignore_patterns=["runs/*", "tensorboard/*"],
             card_kwargs=card_kwargs or None,
         )
     except (HubPushError, CheckpointError) as error:
@@ -804,17 +756,18 @@ def _push_to_hub(
     return 0
 
 
-def _check_world_size(accelerator) -> None:
+def _check_world_size(t: GPT1PretrainingArguments) -> None:
     """Refuse to run as N independent single-process jobs writing into one folder.
 
     That happens when a launcher starts several processes but accelerate sets up no process group, e.g. an FSDP or
     multi-GPU config on a machine without GPUs: each process would believe it is the only one.
     """
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if launched > 1 and accelerator.num_processes != launched:
+    if launched > 1 and t.world_size != launched:
+        state = t.distributed_state
         raise pt.PretrainingError(
             f"The launcher started {launched} processes (WORLD_SIZE), but accelerate initialised "
-            f"{accelerator.num_processes} ({accelerator.distributed_type.value} on {accelerator.device}); they would "
+            f"{t.world_size} ({state.distributed_type.value} on {state.device}); they would "
             f"train independently and overwrite each other. On a machine without GPUs use "
             f"configs/accelerate/cpu_2proc.yaml (or pass --cpu), not an FSDP/GPU config."
         )
@@ -847,14 +800,15 @@ def _write_or_compare_run_file(output_dir: Path, identity: pt.RunIdentity, resum
         path.write_text(json.dumps(stored, indent=2, default=str), encoding="utf-8")
 
 
-def _setup_logging(accelerator) -> None:
+def _setup_logging(t: GPT1PretrainingArguments) -> None:
     import datasets
     import transformers
 
-    level = logging.INFO if accelerator.is_local_main_process else logging.WARNING
+    is_local_main = t.local_process_index == 0
+    level = logging.INFO if is_local_main else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
     logging.getLogger("hf_gpt1").setLevel(level)
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
-    if not accelerator.is_local_main_process:
+    if not is_local_main:
         datasets.disable_progress_bars()
