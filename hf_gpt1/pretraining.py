@@ -10,9 +10,9 @@ everything here is importable and tested on its own:
   drawn from long books, so documents are concatenated and windows cross document boundaries.
 * **Model** (`PRESETS`, `resolve_model_config`, `build_model`): the paper's 117M model and small presets
   that train on a laptop CPU, a JSON file of `GPT1Config` fields, or an existing checkpoint.
-* **Run bookkeeping** (`RunIdentity`, `check_output_dir`, `save_final_model_atomically`, `JsonlLog`,
-  `plot_loss_curve`): the identity a resumed run must match, refusal to mix a run with a foreign output folder,
-  atomic final saves. (Optimisation - AdamW with decay on "all non bias or gain weights", warmup then cosine decay -
+* **Run bookkeeping** (`RunIdentity`, `check_output_dir`, `save_final_model_atomically`, `JsonlLog`): the
+  identity a resumed run must match, refusal to mix a run with a foreign output folder, atomic final saves, the
+  `log.jsonl` metrics log. (Optimisation - AdamW with decay on "all non bias or gain weights", warmup then cosine decay -
   and the checkpoints themselves are Trainer's.)
 * **LoRA continued pretraining** (`lora_settings`, `apply_lora`, `save_final_adapter_atomically`,
   `save_merged_model_atomically`): a `peft` LoRA adapter on an existing checkpoint (`--init-from`), trained on
@@ -1371,39 +1371,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def plot_loss_curve(log_path: Path, png_path: Path, title: str = "GPT-1 pretraining") -> Path | None:
-    """Train loss per logged step and validation loss per evaluation, as a PNG (matplotlib, Agg backend)."""
-    if not log_path.is_file():
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_jsonl(log_path)
-    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-    if not train and not val:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train loss", linewidth=1)
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation loss", linewidth=1.5, markersize=3)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png_path.with_name(png_path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
-    return png_path
-
-
 class Throughput:
     """Tokens per second over the last logging interval (not since start: the first steps include warm-up costs)."""
 
@@ -1465,5 +1432,4 @@ __all__ = [
     "save_final_adapter_atomically",
     "save_merged_model_atomically",
     "JsonlLog",
-    "plot_loss_curve",
 ]

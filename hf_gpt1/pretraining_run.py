@@ -43,6 +43,7 @@ from . import pretraining as pt
 from .trainer import GPT1Trainer
 from .training_args import GPT1PretrainingArguments, LoraArguments, parse_cli
 from .training_callbacks import NonFiniteLossError, SaveOnSignalCallback
+from .training_curves import plot_training_curves
 
 logger = logging.getLogger("pretrain")
 
@@ -589,7 +590,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     if stop.received is not None and completed_steps < max_steps:
         name = signal.Signals(stop.received).name
         if is_main:
-            pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)
+            _plot(trainer, output_dir, t)
             print(
                 f"pretrain.py: stopped by {name} at update {completed_steps}/{max_steps}; saved checkpoint "
                 f"{output_dir / f'{pt.CHECKPOINT_PREFIX}{completed_steps}'}. Continue with the same command plus "
@@ -599,9 +600,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
             )
         return 128 + stop.received
 
-    png = None
-    if is_main:  # before the final save: the merged folder takes a copy of the log
-        png = pt.plot_loss_curve(output_dir / pt.LOG_FILE, output_dir / pt.LOSS_CURVE_FILE)
+    png = _plot(trainer, output_dir, t) if is_main else None
     accelerator, model = trainer.accelerator, trainer.model
     model_dir = output_dir
     if peft is None:
@@ -641,6 +640,13 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
 # ----------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def _plot(trainer: GPT1PretrainingTrainer, output_dir: Path, t: GPT1PretrainingArguments) -> Path | None:
+    """The loss curve (and validation perplexity) of the whole run, resumes included, unless --no-plot."""
+    if not t.plot:
+        return None
+    return plot_training_curves(trainer.state.log_history, output_dir / pt.LOSS_CURVE_FILE, title="GPT-1 pretraining")
 
 
 def _preset_value(t: GPT1PretrainingArguments, name: str, default: float) -> float:

@@ -7,8 +7,9 @@ import each other, directly or around a cycle.
        input_checks_gpt1, modeling_outputs_gpt1
     2  cpu_speed, kernels, peft_integration, convert_openai_checkpoint,        applied to a finished model
        model_cards
-    3  training_args, training_callbacks, pretraining(_run), trainer, finetuning,      training, evaluation, publishing,
-       zero_shot, reproduction, hub, benchmarks; task_adapters                 benchmarking
+    3  training_args, training_callbacks, trainer, training_curves,             training, evaluation, publishing,
+       pretraining(_run), finetuning, zero_shot, reproduction, hub,            benchmarking
+       benchmarks; task_adapters
     scripts/                                                                   entry points: may import anything
 
 One exception, named in KNOWN_EXCEPTIONS with its reason: the model's `push_to_hub` optionally imports `hf_gpt1.hub`.
@@ -41,6 +42,7 @@ LAYERS = {
     "hf_gpt1.pretraining": 3,
     "hf_gpt1.pretraining_run": 3,
     "hf_gpt1.trainer": 3,
+    "hf_gpt1.training_curves": 3,
     "hf_gpt1.finetuning": 3,
     "hf_gpt1.zero_shot": 3,
     "hf_gpt1.reproduction": 3,

@@ -641,14 +641,6 @@ def test_glue_submission_files(tmp_path):
     assert path.name == "story_cloze_test.tsv" and path.read_text().splitlines()[1] == "0\tending2"
 
 
-def test_training_curves_png(tmp_path):
-    history = [{"loss": 6.0 - i * 0.1, "task_loss": 0.7, "lm_loss": 10.6 - i * 0.2, "step": i} for i in range(1, 6)]
-    history += [{"eval_loss": 5.5, "eval_accuracy": 0.6, "eval_task_loss": 0.6, "step": 5}]
-    path = ft.plot_training_curves(history, tmp_path / "c.png", title="t")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
-    assert ft.plot_training_curves([], tmp_path / "none.png") is None
-
-
 def test_pipeline_on_saved_classification_and_regression_checkpoints(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path):
     """Checkpoints saved as finetune.py saves them (Trainer.save_model: model + tokenizer) serve
     pipeline("text-classification"): label names for SST-2, a raw score for STS-B-style regression, with the
