@@ -74,8 +74,8 @@ IGNORE_PATTERNS: tuple[str, ...] = (
     "*.tmp",
     "data-cache/*",  # scripts/pretrain.py's tokenised corpus cache (can be gigabytes)
     "last-checkpoint/*",
-    "runs/*",  # TensorBoard logs (Trainer's default logging_dir)
-    "tensorboard/*",  # scripts/pretrain.py's accelerate tracker folder (events + hparams.yml)
+    "runs/*",  # TensorBoard logs (Trainer's default logging_dir, both training stages)
+    "tensorboard/*",  # scripts/pretrain.py's tracker folder before 0.2 (events + hparams.yml)
     "logs/*",
     "*.log",
     "*events.out.tfevents*",

@@ -1052,7 +1052,6 @@ def check_output_dir(output_dir: Path, identity: RunIdentity, *, resume: str | N
                 f"{STATE_FILE}; found {'no such folder' if not checkpoint.is_dir() else 'no ' + STATE_FILE})."
             )
         _check_identity(identity, state.get("identity", {}), f"checkpoint {checkpoint}")
-        _check_checkpoint_format(checkpoint)
         if run_info is not None:  # continuing into a folder that already belongs to a run: it must be this one
             _check_identity(identity, run_info, f"the run in {output_dir}")
         elif _foreign_content(output_dir):
@@ -1081,7 +1080,6 @@ def check_output_dir(output_dir: Path, identity: RunIdentity, *, resume: str | N
         if state is None:
             raise OutputDirError(f"{latest_path} has no readable {STATE_FILE}; it was not written by pretrain.py.")
         _check_identity(identity, state.get("identity", {}), f"checkpoint {latest_path}")
-        _check_checkpoint_format(latest_path)
         return OutputDirPlan(latest_path, clean=False)
 
     foreign = _foreign_content(output_dir)
@@ -1114,16 +1112,109 @@ def _check_identity(identity: RunIdentity, stored: dict[str, Any], where: str) -
 TRAINER_STATE_FILE = "trainer_state.json"
 
 
-def _check_checkpoint_format(checkpoint: Path) -> None:
-    """Checkpoints are Trainer's since 0.2; those of 0.1's Accelerate loop (`accelerator.save_state`: no
-    trainer_state.json, optimizer.bin, random_states_*.pkl) cannot be resumed by Trainer."""
-    if not (checkpoint / TRAINER_STATE_FILE).is_file():
+def is_accelerate_checkpoint(checkpoint: Path) -> bool:
+    """A checkpoint of 0.1's Accelerate loop (`accelerator.save_state`: no trainer_state.json, optimizer.bin,
+    random_states_*.pkl), which `upgrade_checkpoint` rewrites as a Trainer checkpoint before a resume."""
+    return not (checkpoint / TRAINER_STATE_FILE).is_file() and (checkpoint / "optimizer.bin").is_file()
+
+
+def upgrade_checkpoint(
+    checkpoint: Path,
+    model: nn.Module,
+    *,
+    world_size: int,
+    max_steps: int,
+    batch_size: int,
+    gradient_accumulation_steps: int,
+    logging_steps: int = 500,
+    log_path: Path | None = None,
+) -> None:
+    """Rewrite a checkpoint of 0.1's Accelerate loop as the `transformers.Trainer` checkpoint 0.2 resumes (main
+    process only; written into a staging folder and renamed over the old one, which it replaces as a whole):
+
+    * the weights: loaded into `model` (the run's model, built as the resumed run builds it, so a mismatch is an error
+      here) and saved as Trainer saves them (`save_pretrained`: the whole model, or a PeftModel's adapter);
+    * `optimizer.bin` / `scheduler.bin` -> `optimizer.pt` / `scheduler.pt` (the same torch state dicts: both versions
+      build AdamW on the same two decay groups in the same order, and the same warmup + cosine `LambdaLR`);
+    * each `random_states_<rank>.pkl` -> `rng_state[_<rank>].pth` (python, numpy and torch CPU generator states);
+    * `trainer_state.json`: the update count, the logging interval, and the metrics of `log_path` up to the update
+      as the log history.
+
+    The data position carries over exactly with one accumulation step per update. With more, Trainer ends each epoch
+    with a shorter update where the old loop let updates span epochs, so the windows after the resume point can differ
+    from the old run's (a warning says so)."""
+    from safetensors.torch import load_file
+    from transformers import TrainerControl, TrainerState
+
+    from .training_callbacks import replace_dir
+
+    state = read_json(checkpoint / STATE_FILE) or {}
+    step = int(state["step"])
+    staged = checkpoint.with_name(f"{checkpoint.name}.upgrade")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    weights = load_file(checkpoint / "model.safetensors")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight", "base_model.model.lm_head.weight"}:
         raise OutputDirError(
-            f"Cannot resume {checkpoint}: it was written by the Accelerate loop of hf-gpt1 0.1 (no "
-            f"{TRAINER_STATE_FILE}), and pretraining now resumes transformers.Trainer checkpoints. Finish that run "
-            f"with hf-gpt1 0.1, or continue from its weights as a new run: --init-from a folder holding its "
-            f"model.safetensors with the run's config.json (optimizer state and data position start afresh)."
+            f"Cannot upgrade {checkpoint}: its weights do not fit the model this run builds (unexpected "
+            f"{unexpected[:5]}, missing {missing[:5]}). Resume with the settings the run was started with."
         )
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(staged, save_embedding_layers=False)
+    else:
+        model.save_pretrained(staged)
+    for old, new in (("optimizer.bin", "optimizer.pt"), ("scheduler.bin", "scheduler.pt"), ("scaler.pt", "scaler.pt")):
+        if (checkpoint / old).is_file():
+            shutil.copy2(checkpoint / old, staged / new)
+    for rank in range(world_size):
+        states = torch.load(checkpoint / f"random_states_{rank}.pkl", weights_only=False)  # the run's own file
+        name = "rng_state.pth" if world_size == 1 else f"rng_state_{rank}.pth"
+        rng = {
+            "python": states["random_state"],
+            "numpy": states["numpy_random_seed"],
+            "cpu": states["torch_manual_seed"],
+        }
+        torch.save(rng, staged / name)
+    history = []
+    for record in read_jsonl(log_path) if log_path is not None and log_path.is_file() else []:
+        if record.get("step", 0) > step:
+            continue
+        if "train_loss" in record:
+            keys = ("learning_rate", "grad_norm", "tokens_per_second")
+            history.append(
+                {"loss": record["train_loss"], **{k: record[k] for k in keys if k in record}, "step": record["step"]}
+            )
+        elif "val_loss" in record:
+            history.append(
+                {
+                    "eval_loss": record["val_loss"],
+                    "eval_perplexity": record.get("val_perplexity"),
+                    "step": record["step"],
+                }
+            )
+    TrainerState(
+        global_step=step,
+        max_steps=max_steps,
+        epoch=float(state.get("epoch", 0)),
+        train_batch_size=batch_size,
+        logging_steps=logging_steps,  # a resumed Trainer logs on the checkpoint's schedule
+        log_history=history,
+        stateful_callbacks=[TrainerControl()],  # what Trainer's own checkpoints carry (it saves into this on resume)
+    ).save_to_json(str(staged / TRAINER_STATE_FILE))
+    shutil.copy2(checkpoint / STATE_FILE, staged / STATE_FILE)
+    replace_dir(str(staged), str(checkpoint), trash_root=str(checkpoint.parent))
+    _fsync_dir(checkpoint.parent)
+    if gradient_accumulation_steps > 1:
+        logger.warning(
+            f"Upgraded {checkpoint} from 0.1's loop: with {gradient_accumulation_steps} accumulation steps the windows "
+            f"after update {step} can differ from those the old loop would have read (Trainer ends each epoch with a "
+            f"shorter update; the old loop let updates span epochs)."
+        )
+    else:
+        logger.info(f"Upgraded {checkpoint} (0.1's Accelerate checkpoint) to a Trainer checkpoint.")
 
 
 def _foreign_content(output_dir: Path) -> str | None:
@@ -1193,8 +1284,8 @@ def _is_generated_card(path: Path) -> bool:
 
 def remove_stale_temporaries(output_dir: Path) -> None:
     """Delete what a run killed mid-save leaves (never resumed): Trainer's `_checkpoint-staging/` (a checkpoint
-    being written), `.final-*` folders (the final model or the merged model being written), and `checkpoint-N.tmp`
-    folders of 0.1's loop."""
+    being written), `.final-*` folders (the final model or the merged model being written), `checkpoint-N.upgrade`
+    (a 0.1 checkpoint being upgraded) and `checkpoint-N.tmp` folders of 0.1's loop."""
     from .trainer import STAGING_DIR_NAME
 
     if not output_dir.is_dir():
@@ -1202,7 +1293,7 @@ def remove_stale_temporaries(output_dir: Path) -> None:
     for child in output_dir.iterdir():
         if child.is_dir() and (
             child.name == STAGING_DIR_NAME
-            or (child.name.startswith(CHECKPOINT_PREFIX) and child.name.endswith(".tmp"))
+            or (child.name.startswith(CHECKPOINT_PREFIX) and child.name.endswith((".tmp", ".upgrade")))
             or child.name.startswith(".final-")
         ):
             shutil.rmtree(child, ignore_errors=True)

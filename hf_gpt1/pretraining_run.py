@@ -536,6 +536,19 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         overwrite_output_dir=False,
         push_to_hub=False,  # the finished model is pushed below (`hub.push_folder`), after the preflight at the start
     )
+    if plan.resume_checkpoint is not None and pt.is_accelerate_checkpoint(plan.resume_checkpoint):
+        if is_main:  # 0.1's checkpoint: rewritten as the Trainer checkpoint this version resumes
+            pt.upgrade_checkpoint(
+                plan.resume_checkpoint,
+                model,
+                world_size=t.world_size,
+                max_steps=max_steps,
+                batch_size=batch_size,
+                gradient_accumulation_steps=ga,
+                logging_steps=int(t.logging_steps),
+                log_path=output_dir / pt.LOG_FILE,
+            )
+        t.distributed_state.wait_for_everyone()
     val_windows = data.val
     if val_windows is not None and d.eval_windows is not None:
         val_windows = pt.PackedWindows(
@@ -740,9 +753,6 @@ def _push_to_hub(
             private=bool(t.hub_private_repo),
             token=t.hub_token,
             commit_message=f"GPT-1 pretrained, {steps} updates",
-            # all of TensorBoard's folder (runs/; tensorboard/ in 0.1): hub.IGNORE_PATTERNS skips the event files, not
-            # what else a tracker writes
-            ignore_patterns=["runs/*", "tensorboard/*"],
             card_kwargs=card_kwargs or None,
         )
     except (HubPushError, CheckpointError) as error:

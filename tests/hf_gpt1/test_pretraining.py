@@ -421,7 +421,6 @@ def test_check_output_dir_rules(tmp_path):
     (checkpoint / pt.STATE_FILE).write_text(
         json.dumps({"step": 20, "identity": _identity().to_dict()}), encoding="utf-8"
     )
-    (checkpoint / pt.TRAINER_STATE_FILE).write_text("{}", encoding="utf-8")
     (out / "checkpoint-30.tmp").mkdir()  # an interrupted save is never picked
 
     with pytest.raises(pt.OutputDirError, match="already holds a pretraining run .*checkpoint-20.*--resume auto"):
@@ -438,8 +437,9 @@ def test_check_output_dir_rules(tmp_path):
         pt.check_output_dir(out, _identity(), resume="auto", overwrite=True)
 
 
-def test_a_checkpoint_of_the_old_accelerate_loop_is_refused_with_what_to_do(tmp_path):
-    """0.1 wrote `accelerator.save_state` folders (no trainer_state.json); Trainer cannot resume them."""
+def test_a_checkpoint_of_the_old_accelerate_loop_is_resumable(tmp_path):
+    """0.1 wrote `accelerator.save_state` folders (no trainer_state.json, optimizer.bin, random_states_*.pkl): the plan
+    resumes them like any other (`pretraining_run` upgrades them first; tests/hf_gpt1/test_pretraining_run.py)."""
     out = tmp_path / "run"
     checkpoint = out / "checkpoint-20"
     checkpoint.mkdir(parents=True)
@@ -450,11 +450,10 @@ def test_a_checkpoint_of_the_old_accelerate_loop_is_refused_with_what_to_do(tmp_
     for name in ("model.safetensors", "optimizer.bin", "random_states_0.pkl"):
         (checkpoint / name).write_bytes(b"")
     for resume in ("auto", str(checkpoint)):
-        with pytest.raises(pt.OutputDirError) as error:
-            pt.check_output_dir(out, _identity(), resume=resume, overwrite=False)
-        message = str(error.value)
-        assert f"Cannot resume {checkpoint}" in message and "Accelerate loop of hf-gpt1 0.1" in message
-        assert "--init-from" in message and "Finish that run with hf-gpt1 0.1" in message
+        plan = pt.check_output_dir(out, _identity(), resume=resume, overwrite=False)
+        assert plan.resume_checkpoint == checkpoint and pt.is_accelerate_checkpoint(checkpoint)
+    (checkpoint / pt.TRAINER_STATE_FILE).write_text("{}", encoding="utf-8")
+    assert not pt.is_accelerate_checkpoint(checkpoint)
 
 
 def test_foreign_checkpoint_in_output_dir_is_refused(tmp_path):
@@ -507,7 +506,8 @@ def accelerator():
 
 def test_stale_temporaries_of_interrupted_saves_are_removed(tmp_path):
     out = tmp_path / "run"
-    for name in ("_checkpoint-staging/checkpoint-4", "checkpoint-3.tmp", ".final-123", "checkpoint-2", "data-cache"):
+    stale = ("_checkpoint-staging/checkpoint-4", "checkpoint-3.tmp", "checkpoint-5.upgrade", ".final-123")
+    for name in (*stale, "checkpoint-2", "data-cache"):
         (out / name).mkdir(parents=True)
     pt.remove_stale_temporaries(out)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "data-cache"]

@@ -19,9 +19,9 @@ from hf_gpt1.training_args import GPT1PretrainingArguments
 BLOCK = 8
 
 
-def _model() -> GPT1ForCausalLM:
+def _model(**config) -> GPT1ForCausalLM:
     torch.manual_seed(0)
-    return GPT1ForCausalLM(GPT1Config(vocab_size=64, n_positions=BLOCK, n_embd=16, n_layer=2, n_head=2))
+    return GPT1ForCausalLM(GPT1Config(vocab_size=64, n_positions=BLOCK, n_embd=16, n_layer=2, n_head=2, **config))
 
 
 def _windows(count: int) -> pt.PackedWindows:
@@ -60,9 +60,9 @@ class _RecordingTrainer(GPT1PretrainingTrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def _trainer(tmp_path, args, train, eval_dataset=None, callbacks=(), cls=GPT1PretrainingTrainer):
+def _trainer(tmp_path, args, train, eval_dataset=None, callbacks=(), cls=GPT1PretrainingTrainer, model=None):
     return cls(
-        model=_model(),
+        model=model if model is not None else _model(),
         args=args,
         train_dataset=train,
         eval_dataset=eval_dataset,
@@ -133,3 +133,70 @@ def test_schedule_validates_and_saves_every_n_updates_and_at_the_last(tmp_path):
         losses = [model(input_ids=w[None], labels=w[None]).loss for w in windows]
     assert last_val["val_loss"] == pytest.approx(torch.stack(losses).mean().item(), abs=1e-6)
     assert [r["tokens_seen"] for r in records if "train_loss" in r] == [s * 2 * BLOCK for s in (3, 6, 7)]
+
+
+NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def test_a_checkpoint_of_the_old_accelerate_loop_resumes_under_trainer(tmp_path):
+    """0.1 pretrained with its own Accelerate loop and `accelerator.save_state` checkpoints. Such a checkpoint is
+    upgraded in place (`upgrade_checkpoint`) and Trainer continues it: the remaining updates use the saved optimizer
+    moments, schedule position and data position, so the weights match the old loop carried on without a break."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from transformers import get_cosine_schedule_with_warmup
+
+    train, seed, lr = _windows(16), 3, 1e-2
+    order = list(pt.EpochShuffleSampler(16, seed, multiple_of=2))
+
+    def old_loop(steps: int, save_at: int | None = None):
+        """0.1's loop: AdamW (fused) on the decay groups, warmup + cosine stepped once per update, clipping at 1."""
+        accelerator = Accelerator(cpu=True, step_scheduler_with_optimizer=False)
+        model = _model(**NO_DROPOUT)
+        names = dict(model.named_parameters())
+        decay = [p for n, p in names.items() if n.endswith(".weight") and ".ln_" not in n]
+        rest = [p for n, p in names.items() if not (n.endswith(".weight") and ".ln_" not in n)]
+        groups = [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=1, num_training_steps=4)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        for step in range(1, steps + 1):
+            ids = torch.stack([train[i]["input_ids"] for i in order[2 * step - 2 : 2 * step]])
+            accelerator.backward(model(input_ids=ids, labels=ids).loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step == save_at:
+                checkpoint = tmp_path / "run" / f"checkpoint-{step}"
+                accelerator.save_state(str(checkpoint))
+                (checkpoint / pt.STATE_FILE).write_text(json.dumps({"step": step, "epoch": 0}), encoding="utf-8")
+        weights = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        return weights
+
+    reference = old_loop(4)
+    old_loop(2, save_at=2)
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    assert pt.is_accelerate_checkpoint(checkpoint)
+
+    model = _model(**NO_DROPOUT)
+    pt.upgrade_checkpoint(
+        checkpoint, model, world_size=1, max_steps=4, batch_size=2, gradient_accumulation_steps=1, logging_steps=1
+    )
+    assert not pt.is_accelerate_checkpoint(checkpoint)
+    names = {p.name for p in checkpoint.iterdir()}
+    assert {"trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"} <= names
+    assert not names & {"optimizer.bin", "scheduler.bin", "random_states_0.pkl"}
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 2
+
+    args = _args(tmp_path, max_steps=4, warmup_steps=1, learning_rate=lr, logging_steps=1, seed=seed)
+    trainer = _trainer(tmp_path, args, train, model=_model(**NO_DROPOUT))
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert trainer.state.global_step == 4
+    resumed = trainer.model.state_dict()
+    for name, tensor in reference.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    lrs = [r["learning_rate"] for r in pt.read_jsonl(tmp_path / "log.jsonl")]
+    assert lrs == pytest.approx([lr * 0.5 * (1 + math.cos(math.pi * s / 3)) for s in (1, 2)])  # updates 3, 4

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -432,6 +433,45 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shakespeare, tok
         assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
     assert _train_losses(interrupted) == _train_losses(reference)  # same trajectory, log rewound on resume
     assert _val_losses(interrupted) == _val_losses(reference)
+
+
+def _as_version_0_1_checkpoint(checkpoint: Path) -> None:
+    """Rewrite a checkpoint as 0.1's Accelerate loop wrote it (`accelerator.save_state`): model.safetensors without the
+    config, optimizer.bin, scheduler.bin, random_states_0.pkl (accelerate's key names), pretrain_state.json."""
+    rng = torch.load(checkpoint / "rng_state.pth", weights_only=False)
+    states = {"random_state": rng["python"], "numpy_random_seed": rng["numpy"], "torch_manual_seed": rng["cpu"]}
+    torch.save(states, checkpoint / "random_states_0.pkl")
+    (checkpoint / "optimizer.pt").rename(checkpoint / "optimizer.bin")
+    (checkpoint / "scheduler.pt").rename(checkpoint / "scheduler.bin")
+    keep = {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "pretrain_state.json"}
+    for path in checkpoint.iterdir():
+        if path.name not in keep:
+            path.unlink()
+
+
+def test_a_run_checkpointed_by_version_0_1_resumes(tmp_path, shakespeare, tokenizer_dir, data_cache):
+    """Upgrading to 0.2 mid-run: `--resume` on a 0.1 checkpoint upgrades it to a Trainer checkpoint and finishes the
+    run with the weights an uninterrupted run reaches (dropout on: the RNG state carries over too)."""
+    config = _config(tmp_path)
+    schedule = ["--block-size", 32, "--batch-size", 4, "--max-steps", 8, "--learning-rate", 3e-3, "--warmup-steps", 2]
+    schedule += ["--log-every", 1, "--eval-every", 4, "--eval-windows", 8, "--save-every", 4]
+    schedule += ["--save-total-limit", 0, "--data-cache-dir", data_cache]
+    reference, upgraded = tmp_path / "reference", tmp_path / "upgraded"
+    _ok(run_pretrain(_args(shakespeare, config, reference, tokenizer_dir, *schedule)))
+    _ok(run_pretrain(_args(shakespeare, config, upgraded, tokenizer_dir, *schedule)))
+    for path in [*upgraded.glob("checkpoint-*"), *upgraded.glob("*.safetensors"), upgraded / "config.json"]:
+        if path.name != "checkpoint-4":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    _as_version_0_1_checkpoint(upgraded / "checkpoint-4")
+
+    result = _ok(run_pretrain([*_args(shakespeare, config, upgraded, tokenizer_dir, *schedule), "--resume"]))
+    assert "Upgraded" in result.stderr and f"Resumed from {upgraded / 'checkpoint-4'} at update 4" in result.stderr
+    assert (upgraded / "checkpoint-4" / "trainer_state.json").is_file()
+    assert not (upgraded / "checkpoint-4" / "optimizer.bin").exists()
+    expected, actual = load_file(reference / "model.safetensors"), load_file(upgraded / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    assert _train_losses(upgraded) == pytest.approx(_train_losses(reference), abs=1e-6)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path, shakespeare, tokenizer_dir, data_cache):
