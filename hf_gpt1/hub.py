@@ -503,16 +503,14 @@ def push_folder(
     if dry_run:
         return result
 
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi
 
-    token = token or get_token()
-    if not token:
-        raise HubPushError(
-            f"Cannot push {folder} to {repo_id}: no Hugging Face token found. {_LOGIN_HINT} (push_folder(token=...) / "
-            f"--token); it needs write access. Nothing was uploaded and {folder} is unchanged.",
-            reason="no_token",
-            repo_id=repo_id,
-        )
+    token = _token_or_error(
+        token,
+        repo_id,
+        f"Cannot push {folder} to {repo_id}",
+        f"(push_folder(token=...) / --token); it needs write access. Nothing was uploaded and {folder} is unchanged.",
+    )
     api = HfApi(token=token)
     ignore = [*IGNORE_PATTERNS, *ignore_patterns]
     try:
@@ -548,6 +546,18 @@ def push_folder(
     return result
 
 
+def _token_or_error(token: str | None, repo_id: str, what: str, where: str) -> str:
+    """The token to push with (given, else the logged-in one), or a `HubPushError` saying how to provide one."""
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise HubPushError(
+            f"{what}: no Hugging Face token found. {_LOGIN_HINT} {where}", reason="no_token", repo_id=repo_id
+        )
+    return token
+
+
 def check_hub_access(repo_id: str, *, token: str | None = None) -> str:
     """Preflight for training scripts: fail before hours of training, not after, if `push_folder` could not push.
 
@@ -555,16 +565,11 @@ def check_hub_access(repo_id: str, *, token: str | None = None) -> str:
     or one of its organizations (one `whoami` request, nothing is created). Returns the full repo id
     ("namespace/name"). Raises `HubPushError` with the same messages as `push_folder`.
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi
 
-    token = token or get_token()
-    if not token:
-        raise HubPushError(
-            f"Cannot push to {repo_id}: no Hugging Face token found. {_LOGIN_HINT} (--hub-token / token=...); it "
-            f"needs write access.",
-            reason="no_token",
-            repo_id=repo_id,
-        )
+    token = _token_or_error(
+        token, repo_id, f"Cannot push to {repo_id}", "(--hub-token / token=...); it needs write access."
+    )
     api = HfApi(token=token)
     try:
         me = api.whoami()
