@@ -225,6 +225,11 @@ def _check(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretraini
         problems.append("--push-to-hub needs a repo id ('namespace/name').")
     if t.hub_model_id and not t.push_to_hub:
         problems.append("--hub-model-id needs --push-to-hub")
+    if t.hub_strategy != "end":
+        problems.append(
+            f"--hub-strategy {t.hub_strategy}: pretrain.py pushes the finished model only (end); its checkpoints are "
+            f"resumable training state, not models to publish."
+        )
     return problems
 
 

@@ -902,6 +902,7 @@ def test_lora_and_hub_flags(capsys, tmp_path, shakespeare, lora_base):
         (["--no-such-option"], "unrecognized arguments: --no-such-option"),
         (["--model-config", "gpt1-tiny", "--init-from", "base"], "--model-config and --init-from are exclusive"),
         (["--batch-size", "0"], "--per-device-train-batch-size must be a positive integer"),
+        (["--push-to-hub", "--hub-strategy", "every_save"], "pushes the finished model only"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             parse_args(base + argv)
