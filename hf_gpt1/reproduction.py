@@ -601,6 +601,7 @@ def write_results(
     paths: Paths, args: ReproduceArguments, budget: Budget, curve, rows, table, claims, files, timings: Timings
 ) -> Path:
     command = " ".join(sys.argv[1:]) if sys.argv[0].endswith("reproduce.py") else f"--budget {args.budget}"
+    reused = "; pretraining was reused from an earlier run (`--skip-pretrain`) and is not timed here"
     lines = [
         "# Reproduction: pre-training → fine-tuning beats training from scratch?",
         "",
@@ -611,7 +612,8 @@ def write_results(
         f"- Versions: {versions()}",
         f"- Wall time: {timings.stages.get('total', 0) / 60:.1f} min in all ("
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.stages.items() if k != "total")
-        + ")",
+        + ")"
+        + (reused if args.skip_pretrain else ""),
         f"- Budget `{args.budget}`: `{json.dumps(asdict(budget))}`",
         "",
         "## Fine-tuning ablation (dev scores, mean ± std over seeds)",
@@ -709,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     if not args.skip_pretrain:
         pretrain(paths, budget, corpus)
-    timings.mark("pretraining", started)
+        timings.mark("pretraining", started)
     if not paths.scratch.exists():
         save_scratch_init(paths)
 
