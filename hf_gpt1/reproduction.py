@@ -112,7 +112,7 @@ BUDGETS: dict[str, Budget] = {
     # A few hours on 2 CPU cores: six times the pretraining, all the training data the tasks have here, three seeds.
     # SST-2 runs one epoch over its 67,349 phrases (13x the quick budget's examples): on the held-out training split,
     # more examples beat more epochs (20,000 x 1 epoch: 82.9, 67,349 x 1: 89.5, against 8,000 x 2: 80.6), and a
-    # second epoch would double the run's longest stage (nine runs of about 10 single-thread minutes each).
+    # second epoch would double the run's longest stage (nine runs of about 8 single-thread minutes each).
     "full": Budget(
         preset="gpt1-mini",
         pretrain_steps=12000,
