@@ -44,7 +44,7 @@ def train_gpt1_bpe(
     tokenizing (`standardize_text`). The same texts always give the same tokens, and the same ids for `<unk>`, the base
     symbols and the appended ones; the `tokenizers` trainer orders merges that tie in frequency differently from run
     to run, so a few learned tokens can swap ids (12 of 8,161 on tinyshakespeare). Keep the trained tokenizer with the
-    model, as pretraining does (`pretraining.corpus_bpe_tokenizer` caches it for a resumed run).
+    model, as pretraining does (`pretraining_corpus.corpus_bpe_tokenizer` caches it for a resumed run).
     """
     if vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(

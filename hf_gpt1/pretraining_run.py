@@ -6,10 +6,10 @@ model and `GPT1PretrainingTrainer` it hands to `transformers.Trainer`.
 
 The arguments are dataclasses parsed by `HfArgumentParser`: `PretrainModelArguments`, `PretrainDataArguments` and
 `hf_gpt1.training_args.GPT1PretrainingArguments` (transformers' `TrainingArguments` with the paper's pretraining
-defaults; the option spellings of earlier versions kept as aliases). The pieces (corpus packing, presets, model, run
-identity, loss curve) are in `hf_gpt1.pretraining`; the loop is `transformers.Trainer`, through the same
-`hf_gpt1.trainer.GPT1Trainer` fine-tuning runs on (atomic checkpoints, NaN guard, signal handling, Hub card), with
-what pretraining adds: the epoch-seeded window sampler, validation and checkpoints every N updates and at the last
+defaults; the option spellings of earlier versions kept as aliases). The pieces are in `hf_gpt1.pretraining` (presets,
+model, LoRA), `hf_gpt1.pretraining_corpus` (corpus packing) and `hf_gpt1.pretraining_output` (run identity, saves).
+The loop is `transformers.Trainer`, through the same `hf_gpt1.trainer.GPT1Trainer` fine-tuning runs on (atomic
+checkpoints, NaN guard, signal handling, Hub card), with what pretraining adds: the epoch-seeded window sampler, validation and checkpoints every N updates and at the last
 one, `log.jsonl` and the identity of the run inside every checkpoint.
 
 The output folder receives: checkpoint-N/ (Trainer checkpoints: model, optimizer, scheduler, RNG, trainer_state.json
@@ -40,6 +40,7 @@ import torch
 from transformers import TrainerCallback
 
 from . import pretraining as pt
+from . import pretraining_corpus, pretraining_output
 from .trainer import GPT1Trainer
 from .training_args import GPT1PretrainingArguments, LoraArguments, parse_cli
 from .training_callbacks import NonFiniteLossError, SaveOnSignalCallback
@@ -276,16 +277,16 @@ class PretrainingScheduleCallback(TrainerCallback):
 
 
 class GPT1PretrainingTrainer(GPT1Trainer):
-    """`GPT1Trainer` on packed windows of a corpus (`pretraining.PackedWindows`).
+    """`GPT1Trainer` on packed windows of a corpus (`pretraining_corpus.PackedWindows`).
 
-    * Training order: `pretraining.EpochShuffleSampler` - a permutation per epoch from `seed + epoch`, independent of
+    * Training order: `pretraining_corpus.EpochShuffleSampler` - a permutation per epoch from `seed + epoch`, independent of
       the global RNG (dropout) and of the number of processes, so a resumed run sees exactly the windows an
       uninterrupted one does, and 2 processes x batch B see the same global batches as 1 process x batch 2B.
     * `log.jsonl` (`log_path`, main process): one record per training window (`train_loss`, `learning_rate`,
       `grad_norm`, `tokens_seen`, `tokens_per_second`, the data `epoch`) and per validation (`val_loss`,
       `val_perplexity`); Trainer's logs (TensorBoard, progress bar) get `eval_perplexity` and `tokens_per_second`.
     * Every checkpoint also holds `pretrain_state.json`: the step, data position and the run's identity, which
-      `pretraining.check_output_dir` compares before a resume.
+      `pretraining_output.check_output_dir` compares before a resume.
     * `evaluate_before_first_update`: validate once before the first update (update 0 of the curve).
     """
 
@@ -299,8 +300,8 @@ class GPT1PretrainingTrainer(GPT1Trainer):
     ):
         super().__init__(*args, **kwargs)
         self.sampler, self.checkpoint_state = sampler, checkpoint_state
-        self.jsonl = pt.JsonlLog(log_path, enabled=self.is_world_process_zero())
-        self.throughput: pt.Throughput | None = None  # started at the first update
+        self.jsonl = pretraining_output.JsonlLog(log_path, enabled=self.is_world_process_zero())
+        self.throughput: pretraining_output.Throughput | None = None  # started at the first update
         self.tokens_seen = 0  # over all processes; counted locally (every rank's micro-batches have the same shape)
         self.last_val_loss: float | None = None
         self.evaluate_before_first_update = False
@@ -315,7 +316,7 @@ class GPT1PretrainingTrainer(GPT1Trainer):
             self.evaluate_before_first_update = False
             self.evaluate()
         if self.throughput is None:  # the first update: tokens/s counts training from here on
-            self.throughput = pt.Throughput(self.tokens_seen)
+            self.throughput = pretraining_output.Throughput(self.tokens_seen)
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
@@ -351,13 +352,13 @@ class GPT1PretrainingTrainer(GPT1Trainer):
 
     def write_checkpoint_extras(self, folder: str) -> None:
         state = {"step": self.state.global_step, "tokens_seen": self.tokens_seen, "val_loss": self.last_val_loss}
-        Path(folder, pt.STATE_FILE).write_text(
+        Path(folder, pretraining_output.STATE_FILE).write_text(
             json.dumps({**state, **self.checkpoint_state()}, indent=2, default=str), encoding="utf-8"
         )
 
     def restore_counters(self, checkpoint: Path) -> None:
         """Tokens seen and the last validation loss of a resumed run, from its checkpoint."""
-        state = pt.read_json(checkpoint / pt.STATE_FILE) or {}
+        state = pretraining_output.read_json(checkpoint / pretraining_output.STATE_FILE) or {}
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.last_val_loss = state.get("val_loss")
 
@@ -395,7 +396,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     is_main = t.process_index == 0
 
     # --- tokenizer, corpus identity, model: everything the run identity needs, before touching the output folder
-    corpus = pt.resolve_corpus(
+    corpus = pretraining_corpus.resolve_corpus(
         d.corpus,
         text_column=d.text_column,
         dataset_split=d.dataset_split,
@@ -409,7 +410,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         # the preset's own vocabulary, learned from this corpus once (main process first; the others and a resumed
         # run read the cached one)
         with t.main_process_first(local=True, desc="learning the BPE"):
-            tokenizer = pt.corpus_bpe_tokenizer(
+            tokenizer = pretraining_corpus.corpus_bpe_tokenizer(
                 corpus,
                 preset.bpe_vocab_size,
                 cache_dir,
@@ -446,13 +447,13 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         )
     batch_size = t.requested["per_device_train_batch_size"] or (preset.batch_size if preset else pt.PAPER_BATCH_SIZE)
     ga = t.gradient_accumulation_steps
-    identity = pt.RunIdentity(
+    identity = pretraining_output.RunIdentity(
         model_type=config.model_type,
-        model_config=pt.model_config_identity(config),
+        model_config=pretraining_output.model_config_identity(config),
         init_from=str(Path(m.init_from).resolve()) if m.init_from and Path(m.init_from).exists() else m.init_from,
         corpus=corpus.fingerprint,
-        tokenizer=pt.tokenizer_fingerprint(tokenizer),
-        text_pipeline=f"{pt.TEXT_PIPELINE_VERSION}/standardize={d.standardize_text}",
+        tokenizer=pretraining_corpus.tokenizer_fingerprint(tokenizer),
+        text_pipeline=f"{pretraining_corpus.TEXT_PIPELINE_VERSION}/standardize={d.standardize_text}",
         block_size=block_size,
         val_fraction=d.val_fraction,
         seed=t.seed,
@@ -461,20 +462,22 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         num_processes=t.world_size,
         peft=peft,
     )
-    plan = pt.check_output_dir(output_dir, identity, resume=t.resume_from_checkpoint, overwrite=t.overwrite_output_dir)
+    plan = pretraining_output.check_output_dir(
+        output_dir, identity, resume=t.resume_from_checkpoint, overwrite=t.overwrite_output_dir
+    )
     t.distributed_state.wait_for_everyone()
     if is_main:
         for note in plan.notes:
             logger.info(note)
         if plan.clean:
-            pt.clean_output_dir(output_dir)
-        pt.remove_stale_temporaries(output_dir)
+            pretraining_output.clean_output_dir(output_dir)
+        pretraining_output.remove_stale_temporaries(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
     t.distributed_state.wait_for_everyone()
 
     # --- data: tokenise + pack once per node (the others then read the cache)
     with t.main_process_first(local=True, desc="tokenising the corpus"):
-        data = pt.prepare_corpus(
+        data = pretraining_corpus.prepare_corpus(
             corpus,
             tokenizer,
             cache_dir,
@@ -487,7 +490,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     split = data.split
     global_batch = batch_size * t.world_size * ga
     if split.num_train < batch_size * t.world_size:
-        raise pt.CorpusError(
+        raise pretraining_corpus.CorpusError(
             f"The corpus ({corpus.description}) gives {split.num_train} training windows of {block_size} tokens, fewer "
             f"than one micro-batch across processes ({batch_size} x {t.world_size}). Use more text, a "
             f"smaller --batch-size or --block-size."
@@ -541,9 +544,9 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         overwrite_output_dir=False,
         push_to_hub=False,  # the finished model is pushed below (`hub.push_folder`), after the preflight at the start
     )
-    if plan.resume_checkpoint is not None and pt.is_accelerate_checkpoint(plan.resume_checkpoint):
+    if plan.resume_checkpoint is not None and pretraining_output.is_accelerate_checkpoint(plan.resume_checkpoint):
         if is_main:  # 0.1's checkpoint: rewritten as the Trainer checkpoint this version resumes
-            pt.upgrade_checkpoint(
+            pretraining_output.upgrade_checkpoint(
                 plan.resume_checkpoint,
                 model,
                 world_size=t.world_size,
@@ -551,12 +554,12 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
                 batch_size=batch_size,
                 gradient_accumulation_steps=ga,
                 logging_steps=int(t.logging_steps),
-                log_path=output_dir / pt.LOG_FILE,
+                log_path=output_dir / pretraining_output.LOG_FILE,
             )
         t.distributed_state.wait_for_everyone()
     val_windows = data.val
     if val_windows is not None and d.eval_windows is not None:
-        val_windows = pt.PackedWindows(
+        val_windows = pretraining_corpus.PackedWindows(
             data.tokens, block_size, val_windows.first, min(d.eval_windows, len(val_windows))
         )
     trainer = GPT1PretrainingTrainer(
@@ -566,8 +569,8 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
         eval_dataset=val_windows,
         processing_class=tokenizer,
         callbacks=[PretrainingScheduleCallback(eval_every, save_every, val_windows is not None), stop],
-        sampler=pt.EpochShuffleSampler(len(data.train), t.seed, multiple_of=batch_size * t.world_size),
-        log_path=output_dir / pt.LOG_FILE,
+        sampler=pretraining_corpus.EpochShuffleSampler(len(data.train), t.seed, multiple_of=batch_size * t.world_size),
+        log_path=output_dir / pretraining_output.LOG_FILE,
         checkpoint_state=lambda: {
             "epoch": max(math.ceil(trainer.state.epoch or 0) - 1, 0),
             "micro_batches_per_process": trainer.state.global_step * ga,
@@ -585,7 +588,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     resume = None
     if plan.resume_checkpoint is not None:
         resume = str(plan.resume_checkpoint)
-        state = pt.read_json(plan.resume_checkpoint / pt.STATE_FILE) or {}
+        state = pretraining_output.read_json(plan.resume_checkpoint / pretraining_output.STATE_FILE) or {}
         trainer.jsonl.truncate_after(int(state["step"]))
         trainer.restore_counters(plan.resume_checkpoint)
         logger.info(f"Resumed from {plan.resume_checkpoint} at update {state['step']}.")
@@ -611,7 +614,7 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
             _plot(trainer, output_dir, t)
             print(
                 f"pretrain.py: stopped by {name} at update {completed_steps}/{max_steps}; saved checkpoint "
-                f"{output_dir / f'{pt.CHECKPOINT_PREFIX}{completed_steps}'}. Continue with the same command plus "
+                f"{output_dir / f'{pretraining_output.CHECKPOINT_PREFIX}{completed_steps}'}. Continue with the same command plus "
                 f"--resume auto.",
                 file=sys.stderr,
                 flush=True,
@@ -622,10 +625,10 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
     accelerator, model = trainer.accelerator, trainer.model
     model_dir = output_dir
     if peft is None:
-        pt.save_final_model_atomically(accelerator, model, tokenizer, output_dir)
+        pretraining_output.save_final_model_atomically(accelerator, model, tokenizer, output_dir)
         saved = f"Model + tokenizer saved to {output_dir} (AutoModelForCausalLM.from_pretrained)"
     else:
-        pt.save_final_adapter_atomically(
+        pretraining_output.save_final_adapter_atomically(
             accelerator, model, tokenizer, output_dir, base_model_name_or_path=identity.init_from
         )
         saved = (
@@ -633,12 +636,12 @@ def train(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretrainin
             f"{identity.init_from}, or AutoPeftModelForCausalLM.from_pretrained)"
         )
         if m.merge_adapter:  # last: merging folds the adapter into the base weights in place
-            model_dir = pt.save_merged_model_atomically(
+            model_dir = pretraining_output.save_merged_model_atomically(
                 accelerator,
                 model,
                 tokenizer,
                 output_dir / pt.MERGED_DIR,
-                extra_files=[output_dir / pt.RUN_FILE, output_dir / pt.LOG_FILE],
+                extra_files=[output_dir / pretraining_output.RUN_FILE, output_dir / pretraining_output.LOG_FILE],
             )
             saved += f"; merged model + tokenizer saved to {model_dir} (AutoModelForCausalLM.from_pretrained)"
     exit_code = 0
@@ -664,7 +667,9 @@ def _plot(trainer: GPT1PretrainingTrainer, output_dir: Path, t: GPT1PretrainingA
     """The loss curve (and validation perplexity) of the whole run, resumes included, unless --no-plot."""
     if not t.plot:
         return None
-    return plot_training_curves(trainer.state.log_history, output_dir / pt.LOSS_CURVE_FILE, title="GPT-1 pretraining")
+    return plot_training_curves(
+        trainer.state.log_history, output_dir / pretraining_output.LOSS_CURVE_FILE, title="GPT-1 pretraining"
+    )
 
 
 def _preset_value(t: GPT1PretrainingArguments, name: str, default: float) -> float:
@@ -739,7 +744,7 @@ def _push_to_hub(
     repo_id: str,
     m: PretrainModelArguments,
     t: GPT1PretrainingArguments,
-    corpus: pt.CorpusSource,
+    corpus: pretraining_corpus.CorpusSource,
     steps: int,
 ) -> int:
     """Upload the saved model folder (main process only). A failure is reported, not raised: the model is saved
@@ -803,10 +808,10 @@ def _tokenizer_next_to(init_from: str | None) -> str | None:
     return None
 
 
-def _write_or_compare_run_file(output_dir: Path, identity: pt.RunIdentity, resuming: bool) -> None:
+def _write_or_compare_run_file(output_dir: Path, identity: pretraining_output.RunIdentity, resuming: bool) -> None:
     """Record the run's identity (fresh run), or warn about hyperparameters changed on resume."""
-    path = output_dir / pt.RUN_FILE
-    stored = pt.read_json(path) if resuming else None
+    path = output_dir / pretraining_output.RUN_FILE
+    stored = pretraining_output.read_json(path) if resuming else None
     if stored is None:
         path.write_text(json.dumps(identity.to_dict(), indent=2, default=str), encoding="utf-8")
         return

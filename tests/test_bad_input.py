@@ -17,7 +17,7 @@ from datasets import Dataset, DatasetDict
 import task_adapters as ta
 from hf_gpt1 import GPT1Config, GPT1ForCausalLM, GPT1ForMultipleChoice, load_gpt1_tokenizer
 from hf_gpt1.convert_openai_checkpoint import convert_openai_checkpoint
-from hf_gpt1.pretraining import CorpusError, clean_text, read_text_file
+from hf_gpt1.pretraining_corpus import CorpusError, clean_text, read_text_file
 from testing_utils import tiny_gpt1_config
 
 
@@ -196,7 +196,7 @@ ELSEWHERE = {
     "NaN loss during pretraining stops, names the update, keeps the last good checkpoint": "tests/scripts/test_pretrain.py::test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint",
     "SIGKILL mid-pretraining then --resume gives the uninterrupted weights": "tests/scripts/test_pretrain.py::test_sigkill_then_resume_equals_uninterrupted_run",
     "SIGTERM during fine-tuning saves a checkpoint; resume gives the same weights and metrics": "tests/scripts/test_finetune.py::test_resume_after_sigterm_and_sigkill_matches_an_uninterrupted_run",
-    "A kill mid-save never leaves a complete-looking checkpoint": "tests/hf_gpt1/test_finetuning.py, tests/hf_gpt1/test_pretraining.py (atomic save tests)",
+    "A kill mid-save never leaves a complete-looking checkpoint": "tests/hf_gpt1/test_finetuning.py, tests/hf_gpt1/test_pretraining_output.py (atomic save tests)",
 }
 
 

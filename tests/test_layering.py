@@ -8,8 +8,8 @@ import each other, directly or around a cycle.
     2  cpu_speed, kernels, peft_integration, convert_openai_checkpoint,        applied to a finished model
        model_cards
     3  training_args, training_callbacks, trainer, training_curves,             training, evaluation, publishing,
-       pretraining(_run), finetuning, zero_shot, reproduction, hub,            benchmarking
-       benchmarks; task_adapters
+       pretraining(_corpus, _output, _run), finetuning, zero_shot,             benchmarking
+       reproduction, hub, benchmarks; task_adapters
     scripts/                                                                   entry points: may import anything
 
 One exception, named in KNOWN_EXCEPTIONS with its reason: the model's `push_to_hub` optionally imports `hf_gpt1.hub`.
@@ -40,6 +40,8 @@ LAYERS = {
     "hf_gpt1.training_args": 3,
     "hf_gpt1.training_callbacks": 3,
     "hf_gpt1.pretraining": 3,
+    "hf_gpt1.pretraining_corpus": 3,
+    "hf_gpt1.pretraining_output": 3,
     "hf_gpt1.pretraining_run": 3,
     "hf_gpt1.trainer": 3,
     "hf_gpt1.training_curves": 3,

@@ -76,3 +76,13 @@ def assert_steps_equal_full_forward(model, out, prompt_len: int, *, atol: float,
         torch.testing.assert_close(
             logits.float(), full[:, prompt_len - 1 + step], atol=atol, rtol=rtol, msg=lambda m: f"step {step}: {m}"
         )
+
+
+def tiny_pretraining_model(tokenizer=None, seed: int = 0, **overrides):
+    """A 2-layer, 16-wide GPT1ForCausalLM (vocabulary: the tokenizer's, else 99), seeded for reproducible weights."""
+    from hf_gpt1 import GPT1Config, GPT1ForCausalLM
+
+    vocab = len(tokenizer) if tokenizer is not None else 99
+    config = GPT1Config(vocab_size=vocab, n_positions=32, n_embd=16, n_layer=2, n_head=2, **overrides)
+    torch.manual_seed(seed)
+    return GPT1ForCausalLM(config)

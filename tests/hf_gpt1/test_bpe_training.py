@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoTokenizer, OpenAIGPTTokenizer
 
 from hf_gpt1.bpe_training import ASCII_ALPHABET, MIN_VOCAB_SIZE, NEWLINE_TOKEN, train_gpt1_bpe
-from hf_gpt1.pretraining import clean_text, encode_document, newline_token_id, split_paragraphs
+from hf_gpt1.pretraining_corpus import clean_text, encode_document, newline_token_id, split_paragraphs
 from hf_gpt1.tokenization_gpt1 import (
     DELIMITER_TOKEN,
     EXTRACT_TOKEN,

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_gpt1 import GPT1Config, GPT1ForCausalLM
-from hf_gpt1 import pretraining as pt
+from hf_gpt1 import GPT1Config, GPT1ForCausalLM, pretraining_corpus, pretraining_output
 from hf_gpt1.pretraining_run import GPT1PretrainingTrainer, PretrainingScheduleCallback
 from hf_gpt1.training_args import GPT1PretrainingArguments
 
@@ -24,10 +23,10 @@ def _model(**config) -> GPT1ForCausalLM:
     return GPT1ForCausalLM(GPT1Config(vocab_size=64, n_positions=BLOCK, n_embd=16, n_layer=2, n_head=2, **config))
 
 
-def _windows(count: int) -> pt.PackedWindows:
+def _windows(count: int) -> pretraining_corpus.PackedWindows:
     """Window i holds the token i everywhere, so a batch says which windows it was made of."""
     tokens = np.repeat(np.arange(count, dtype=np.int64), BLOCK)
-    return pt.PackedWindows(tokens, BLOCK, 0, count)
+    return pretraining_corpus.PackedWindows(tokens, BLOCK, 0, count)
 
 
 def _args(tmp_path, **overrides) -> GPT1PretrainingArguments:
@@ -67,7 +66,9 @@ def _trainer(tmp_path, args, train, eval_dataset=None, callbacks=(), cls=GPT1Pre
         train_dataset=train,
         eval_dataset=eval_dataset,
         callbacks=list(callbacks),
-        sampler=pt.EpochShuffleSampler(len(train), args.seed, multiple_of=args.per_device_train_batch_size),
+        sampler=pretraining_corpus.EpochShuffleSampler(
+            len(train), args.seed, multiple_of=args.per_device_train_batch_size
+        ),
         log_path=tmp_path / "log.jsonl",
         checkpoint_state=lambda: {"identity": {"seed": args.seed}},
     )
@@ -104,7 +105,7 @@ def test_trainer_reads_windows_in_the_samplers_order_per_epoch(tmp_path):
     trainer.train()
     assert len(trainer.seen) == 15
     for epoch in range(3):
-        expected = list(pt.EpochShuffleSampler(10, args.seed + epoch))
+        expected = list(pretraining_corpus.EpochShuffleSampler(10, args.seed + epoch))
         assert sum(trainer.seen[5 * epoch : 5 * epoch + 5], []) == expected, epoch
     assert trainer.seen[:5] != trainer.seen[5:10]
 
@@ -117,10 +118,10 @@ def test_schedule_validates_and_saves_every_n_updates_and_at_the_last(tmp_path):
     trainer.train()
     out = tmp_path / "run"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-7"]
-    state = json.loads((out / "checkpoint-7" / pt.STATE_FILE).read_text())
+    state = json.loads((out / "checkpoint-7" / pretraining_output.STATE_FILE).read_text())
     assert state["step"] == 7 and state["tokens_seen"] == 7 * 2 * BLOCK and state["identity"] == {"seed": 3}
     assert (out / "checkpoint-7" / "trainer_state.json").is_file()
-    records = pt.read_jsonl(tmp_path / "log.jsonl")
+    records = pretraining_output.read_jsonl(tmp_path / "log.jsonl")
     assert [r["step"] for r in records if "val_loss" in r] == [3, 6, 7]
     assert [r["step"] for r in records if "train_loss" in r] == [3, 6, 7]
     last_val = [r for r in records if "val_loss" in r][-1]
@@ -147,7 +148,7 @@ def test_a_checkpoint_of_the_old_accelerate_loop_resumes_under_trainer(tmp_path)
     from transformers import get_cosine_schedule_with_warmup
 
     train, seed, lr = _windows(16), 3, 1e-2
-    order = list(pt.EpochShuffleSampler(16, seed, multiple_of=2))
+    order = list(pretraining_corpus.EpochShuffleSampler(16, seed, multiple_of=2))
 
     def old_loop(steps: int, save_at: int | None = None):
         """0.1's loop: AdamW (fused) on the decay groups, warmup + cosine stepped once per update, clipping at 1."""
@@ -170,7 +171,9 @@ def test_a_checkpoint_of_the_old_accelerate_loop_resumes_under_trainer(tmp_path)
             if step == save_at:
                 checkpoint = tmp_path / "run" / f"checkpoint-{step}"
                 accelerator.save_state(str(checkpoint))
-                (checkpoint / pt.STATE_FILE).write_text(json.dumps({"step": step, "epoch": 0}), encoding="utf-8")
+                (checkpoint / pretraining_output.STATE_FILE).write_text(
+                    json.dumps({"step": step, "epoch": 0}), encoding="utf-8"
+                )
         weights = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
@@ -179,13 +182,13 @@ def test_a_checkpoint_of_the_old_accelerate_loop_resumes_under_trainer(tmp_path)
     reference = old_loop(4)
     old_loop(2, save_at=2)
     checkpoint = tmp_path / "run" / "checkpoint-2"
-    assert pt.is_accelerate_checkpoint(checkpoint)
+    assert pretraining_output.is_accelerate_checkpoint(checkpoint)
 
     model = _model(**NO_DROPOUT)
-    pt.upgrade_checkpoint(
+    pretraining_output.upgrade_checkpoint(
         checkpoint, model, world_size=1, max_steps=4, batch_size=2, gradient_accumulation_steps=1, logging_steps=1
     )
-    assert not pt.is_accelerate_checkpoint(checkpoint)
+    assert not pretraining_output.is_accelerate_checkpoint(checkpoint)
     names = {p.name for p in checkpoint.iterdir()}
     assert {"trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"} <= names
     assert not names & {"optimizer.bin", "scheduler.bin", "random_states_0.pkl"}
@@ -198,5 +201,5 @@ def test_a_checkpoint_of_the_old_accelerate_loop_resumes_under_trainer(tmp_path)
     resumed = trainer.model.state_dict()
     for name, tensor in reference.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
-    lrs = [r["learning_rate"] for r in pt.read_jsonl(tmp_path / "log.jsonl")]
+    lrs = [r["learning_rate"] for r in pretraining_output.read_jsonl(tmp_path / "log.jsonl")]
     assert lrs == pytest.approx([lr * 0.5 * (1 + math.cos(math.pi * s / 3)) for s in (1, 2)])  # updates 3, 4

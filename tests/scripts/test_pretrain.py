@@ -709,7 +709,7 @@ def test_lora_continued_pretraining_learns_and_saves_a_reproducible_adapter(
     from transformers import AutoModelForCausalLM
 
     import hf_gpt1
-    from hf_gpt1 import pretraining as pt
+    from hf_gpt1 import pretraining_corpus
 
     out, repo = tmp_path / "lora", "test-user/tiny-lora-lm"
     result = _ok(
@@ -783,8 +783,12 @@ def test_lora_continued_pretraining_learns_and_saves_a_reproducible_adapter(
 
     # the saved adapter reproduces the run: its validation loss on the run's validation windows is the logged one
     tokenizer = hf_gpt1.load_gpt1_tokenizer(out)
-    data = pt.prepare_corpus(
-        pt.resolve_corpus(str(lora_corpus)), tokenizer, out / "data-cache", block_size=32, val_fraction=0.1
+    data = pretraining_corpus.prepare_corpus(
+        pretraining_corpus.resolve_corpus(str(lora_corpus)),
+        tokenizer,
+        out / "data-cache",
+        block_size=32,
+        val_fraction=0.1,
     )
     windows = torch.stack([data.val[i]["input_ids"] for i in range(len(data.val))])
     base = hf_gpt1.GPT1ForCausalLM.from_pretrained(lora_base)
