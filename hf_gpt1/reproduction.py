@@ -16,6 +16,11 @@ On the shared data, `scripts/reproduce.py` (this module's `main`) runs:
 4. **Report**: `docs/RESULTS.md` (the table, the paper's claims checked against it, command, hardware, versions,
    wall time), `docs/results.json` and PNG plots in `docs/`.
 
+`--with-task-text` runs the issue's "separate, clearly labelled variant": pretraining text = the corpus plus the
+unlabeled training sentences of SST-2, CoLA and MRPC (`write_task_text_corpus`; labels dropped, never a dev set, and
+never the Story Cloze stories, which are evaluation data). It writes to its own folders (`runs/reproduce-task-text`,
+`docs/task-text`), and its RESULTS.md says which text it pretrained on.
+
 Budgets (`--budget smoke|quick|full`) change sizes, never the recipe; every variant gets the same settings, and
 whatever comes out is reported as it is. The budgets' fine-tuning settings were chosen on held-out parts of the
 training sets, never on the dev sets the table reports.
@@ -133,6 +138,8 @@ BUDGETS: dict[str, Budget] = {
 }
 
 TASKS = ("sst2", "cola", "mrpc", "story_cloze")
+# --with-task-text adds these tasks' training sentences to the pretraining text (Story Cloze's stories are evaluation data)
+TASK_TEXT_TASKS = ("sst2", "cola", "mrpc")
 TASK_METRIC = {"sst2": "accuracy", "cola": "matthews_correlation", "mrpc": "f1", "story_cloze": "accuracy"}
 VARIANTS = {
     "pretrained_lm0.5": ("pretrained", 0.5, "(a) pretrained, λ=0.5"),
@@ -190,12 +197,25 @@ class ReproduceArguments:
         default=str(REPO_ROOT.parent / "shared" / "data"),
         metadata={"help": "The shared data folder (corpus/, glue/, rocstories/, gpt1-tokenizer/)."},
     )
-    output_dir: str = field(
-        default=str(REPO_ROOT / "runs" / "reproduce"),
-        metadata={"help": "Checkpoints and per-run outputs (large; not committed)."},
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoints and per-run outputs (large; not committed). Default: runs/reproduce "
+            "(runs/reproduce-task-text with --with-task-text)."
+        },
     )
-    docs_dir: str = field(default=str(REPO_ROOT / "docs"), metadata={"help": "Where RESULTS.md and the plots go."})
+    docs_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where RESULTS.md and the plots go. Default: docs (docs/task-text with --with-task-text)."},
+    )
     corpus: str | None = field(default=None, metadata={"help": "Pretraining text (default: DATA_DIR/corpus)."})
+    with_task_text: bool = field(
+        default=False,
+        metadata={
+            "help": "The labelled variant: pretrain on the corpus plus the unlabeled training sentences of "
+            f"{', '.join(TASK_TEXT_TASKS)} (never their dev sets, never the Story Cloze stories)."
+        },
+    )
     tasks: list[str] = field(
         default_factory=lambda: list(TASKS), metadata={"help": "Fine-tuning tasks.", "choices": TASKS}
     )
@@ -217,7 +237,51 @@ def parse_args(argv: Sequence[str] | None = None) -> ReproduceArguments:
 
     parser = HfArgumentParser(ReproduceArguments, description=__doc__)
     (args,) = parser.parse_args_into_dataclasses(args=argv)
+    variant = "-task-text" if args.with_task_text else ""
+    if args.output_dir is None:
+        args.output_dir = str(REPO_ROOT / "runs" / f"reproduce{variant}")
+    if args.docs_dir is None:
+        args.docs_dir = str(REPO_ROOT / "docs" / "task-text" if args.with_task_text else REPO_ROOT / "docs")
     return args
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The labelled variant's pretraining text
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def write_task_text_corpus(data_dir: Path, base_corpus: Path, target: Path) -> dict[str, int]:
+    """Write `target/`: a copy of `base_corpus` (a folder or one file) and `task_text.txt`, the training-split
+    sentences of TASK_TEXT_TASKS (every text column, labels dropped), one paragraph each, each distinct text once
+    (SST-2's training phrases repeat inside each other's sentences). Staged, then renamed: a reader sees the whole
+    folder or none. Returns the number of paragraphs per task."""
+    from task_adapters import get_task_spec, load_task
+
+    staging = target.with_name(target.name + ".tmp")
+    for stale in (staging, target):
+        if stale.exists():
+            shutil.rmtree(stale)
+    if base_corpus.is_dir():
+        shutil.copytree(base_corpus, staging / base_corpus.name)
+    else:
+        (staging / "corpus").mkdir(parents=True)
+        shutil.copy2(base_corpus, staging / "corpus" / base_corpus.name)
+    seen: set[str] = set()
+    paragraphs: list[str] = []
+    counts: dict[str, int] = {}
+    for task in TASK_TEXT_TASKS:
+        train = load_task(task, data_dir / "glue")["train"]
+        before = len(paragraphs)
+        for column in get_task_spec(task).text_columns:
+            for text in train[column]:
+                text = " ".join(text.split())
+                if text and text not in seen:
+                    seen.add(text)
+                    paragraphs.append(text)
+        counts[task] = len(paragraphs) - before
+    (staging / "task_text.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    os.replace(staging, target)
+    return counts
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -602,8 +666,16 @@ def write_results(
 ) -> Path:
     command = " ".join(sys.argv[1:]) if sys.argv[0].endswith("reproduce.py") else f"--budget {args.budget}"
     reused = "; pretraining was reused from an earlier run (`--skip-pretrain`) and is not timed here"
+    corpus = f"`{args.corpus}`" if args.corpus else "the data folder's `corpus/`"
+    text = (
+        f"**labelled variant (`--with-task-text`)**: {corpus} plus `task_text.txt`, the unlabeled training-split "
+        f"sentences of {', '.join(TASK_TEXT_TASKS)} (labels dropped; no dev set, no Story Cloze story)"
+        if args.with_task_text
+        else f"{corpus} only"
+    )
     lines = [
-        "# Reproduction: pre-training → fine-tuning beats training from scratch?",
+        "# Reproduction: pre-training → fine-tuning beats training from scratch?"
+        + (" (labelled variant: + the tasks' unlabeled training text)" if args.with_task_text else ""),
         "",
         "Generated by `scripts/reproduce.py`; every number below comes from that run (nothing edited by hand; a closing section of reading, if present, was added by hand after the run).",
         "",
@@ -615,6 +687,7 @@ def write_results(
         + ")"
         + (reused if args.skip_pretrain else ""),
         f"- Budget `{args.budget}`: `{json.dumps(asdict(budget))}`",
+        f"- Pretraining text: {text}",
         "",
         "## Fine-tuning ablation (dev scores, mean ± std over seeds)",
         "",
@@ -706,6 +779,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(paths.out)
     paths.out.mkdir(parents=True, exist_ok=True)
     corpus = Path(args.corpus) if args.corpus else paths.data / "corpus"
+    if args.with_task_text:
+        counts = write_task_text_corpus(paths.data, corpus, paths.out / "corpus-with-task-text")
+        print(f"pretraining text: {corpus} + task_text.txt ({counts})", flush=True)
+        corpus = paths.out / "corpus-with-task-text"
     timings = Timings()
 
     started = time.time()

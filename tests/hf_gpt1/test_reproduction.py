@@ -1,0 +1,54 @@
+"""Unit tests of hf_gpt1.reproduction that need no training: the labelled variant's pretraining text
+(`--with-task-text`) and where each variant writes. Real shared data; the end-to-end demo is tests/scripts/test_reproduce.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hf_gpt1.reproduction import REPO_ROOT, TASK_TEXT_TASKS, parse_args, write_task_text_corpus
+from task_adapters import get_task_spec, load_task
+
+
+def _texts(shared_data: Path, task: str, split: str) -> set[str]:
+    data = load_task(task, shared_data / "glue")[split]
+    return {" ".join(text.split()) for column in get_task_spec(task).text_columns for text in data[column]}
+
+
+def test_task_text_corpus_is_the_corpus_plus_training_sentences_only(tmp_path, shared_data):
+    base = shared_data / "corpus"
+    target = tmp_path / "corpus-with-task-text"
+    (tmp_path / "corpus-with-task-text.tmp").mkdir()  # a staging folder left by a killed earlier call
+    counts = write_task_text_corpus(shared_data, base, target)
+
+    # the corpus itself, byte for byte
+    originals = sorted(p.relative_to(base) for p in base.rglob("*.txt"))
+    assert sorted(p.relative_to(target / "corpus") for p in (target / "corpus").rglob("*.txt")) == originals
+    for rel in originals:
+        assert (target / "corpus" / rel).read_bytes() == (base / rel).read_bytes()
+    assert not (tmp_path / "corpus-with-task-text.tmp").exists()
+
+    paragraphs = (target / "task_text.txt").read_text(encoding="utf-8").rstrip("\n").split("\n\n")
+    assert len(paragraphs) == len(set(paragraphs)) == sum(counts.values())
+    assert list(counts) == list(TASK_TEXT_TASKS) and "story_cloze" not in TASK_TEXT_TASKS
+    written = set(paragraphs)
+    for task in TASK_TEXT_TASKS:
+        train = _texts(shared_data, task, "train")
+        assert train <= written  # every training sentence, labels dropped
+        dev_only = _texts(shared_data, task, "validation") - train
+        assert dev_only and not dev_only & written  # no dev sentence the training split does not hold itself
+    assert counts["sst2"] == len(_texts(shared_data, "sst2", "train"))
+    assert counts["sst2"] > 60_000 and counts["cola"] > 8_000 and counts["mrpc"] > 6_000
+    stories = load_task("story_cloze", shared_data / "rocstories")["validation"]
+    assert not {" ".join(s.split()) for s in stories["input_sentence_1"]} & written
+
+    # a second call replaces the folder rather than adding to it
+    assert write_task_text_corpus(shared_data, base, target) == counts
+
+
+def test_each_variant_writes_to_its_own_folders():
+    default = parse_args([])
+    assert (Path(default.output_dir), Path(default.docs_dir)) == (REPO_ROOT / "runs" / "reproduce", REPO_ROOT / "docs")
+    variant = parse_args(["--with-task-text"])
+    assert Path(variant.output_dir) == REPO_ROOT / "runs" / "reproduce-task-text"
+    assert Path(variant.docs_dir) == REPO_ROOT / "docs" / "task-text"
+    assert parse_args(["--with-task-text", "--docs-dir", "elsewhere"]).docs_dir == "elsewhere"
