@@ -103,10 +103,11 @@ def test_smoke_budget_runs_end_to_end_and_reports(tmp_path, shared_data):
     assert "pretraining was reused from an earlier run (`--skip-pretrain`)" in (docs / "RESULTS.md").read_text()
 
 
-@pytest.mark.parametrize("budget, folder", [("quick", "docs"), ("full", "docs/full")])
+@pytest.mark.parametrize("budget, folder", [("quick", "docs"), ("full", "docs/full"), ("quick", "docs/task-text")])
 def test_the_committed_results_document_their_budget_as_it_is(budget, folder):
-    """docs/RESULTS.md (`make demo`, what README quotes) and docs/full/RESULTS.md were generated with their budget
-    exactly as the code defines it, and every claim row is the run's own."""
+    """docs/RESULTS.md (`make demo`, what README quotes), docs/full/RESULTS.md and the labelled variant's
+    docs/task-text/RESULTS.md were generated with their budget exactly as the code defines it, and every claim row is
+    the run's own."""
     from hf_gpt1.reproduction import BUDGETS
 
     report = (REPO_ROOT / folder / "RESULTS.md").read_text(encoding="utf-8")
@@ -123,3 +124,9 @@ def test_the_committed_results_document_their_budget_as_it_is(budget, folder):
         assert f"| {claim['claim']} | {'yes' if claim['met'] else '**no**'} | {claim['numbers']} |" in report
     # every run of the budget is in the table: tasks x variants x seeds
     assert len(results["runs"]) == 4 * 3 * len(expected["seeds"])
+    # the variant says what it pretrained on, in its title and its settings; the books-only documents do not claim it
+    variant = "--with-task-text" in report
+    assert variant == (folder == "docs/task-text")
+    if variant:
+        assert "(labelled variant: + the tasks' unlabeled training text)" in report.splitlines()[0]
+        assert "- Pretraining text: **labelled variant (`--with-task-text`)**" in report
