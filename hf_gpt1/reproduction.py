@@ -253,10 +253,19 @@ def parse_args(argv: Sequence[str] | None = None) -> ReproduceArguments:
 def write_task_text_corpus(data_dir: Path, base_corpus: Path, target: Path) -> dict[str, int]:
     """Write `target/`: a copy of `base_corpus` (a folder or one file) and `task_text.txt`, the training-split
     sentences of TASK_TEXT_TASKS (every text column, labels dropped), one paragraph each, each distinct text once
-    (SST-2's training phrases repeat inside each other's sentences). Staged, then renamed: a reader sees the whole
-    folder or none. Returns the number of paragraphs per task."""
+    (SST-2's training set holds a few hundred phrases more than once). Staged, then
+    renamed: a reader sees the whole folder or none. Returns the number of paragraphs per task."""
     from task_adapters import get_task_spec, load_task
 
+    training_sets = {}
+    for task in TASK_TEXT_TASKS:  # all read before anything is written: a missing file changes nothing on disk
+        splits = load_task(task, data_dir / "glue")
+        if "train" not in splits:
+            raise FileNotFoundError(
+                f"--with-task-text needs {task}'s training set (train.tsv) under {data_dir / 'glue'}; found only "
+                f"{sorted(splits) or 'nothing'}. --data-dir must be the shared data folder."
+            )
+        training_sets[task] = splits["train"]
     staging = target.with_name(target.name + ".tmp")
     for stale in (staging, target):
         if stale.exists():
@@ -269,8 +278,7 @@ def write_task_text_corpus(data_dir: Path, base_corpus: Path, target: Path) -> d
     seen: set[str] = set()
     paragraphs: list[str] = []
     counts: dict[str, int] = {}
-    for task in TASK_TEXT_TASKS:
-        train = load_task(task, data_dir / "glue")["train"]
+    for task, train in training_sets.items():
         before = len(paragraphs)
         for column in get_task_spec(task).text_columns:
             for text in train[column]:
@@ -780,7 +788,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths.out.mkdir(parents=True, exist_ok=True)
     corpus = Path(args.corpus) if args.corpus else paths.data / "corpus"
     if args.with_task_text:
-        counts = write_task_text_corpus(paths.data, corpus, paths.out / "corpus-with-task-text")
+        try:
+            counts = write_task_text_corpus(paths.data, corpus, paths.out / "corpus-with-task-text")
+        except FileNotFoundError as error:
+            raise SystemExit(f"error: {error}") from None
         print(f"pretraining text: {corpus} + task_text.txt ({counts})", flush=True)
         corpus = paths.out / "corpus-with-task-text"
     timings = Timings()

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+import pytest
 
 from hf_gpt1.reproduction import REPO_ROOT, TASK_TEXT_TASKS, parse_args, write_task_text_corpus
 from task_adapters import get_task_spec, load_task
@@ -52,3 +55,15 @@ def test_each_variant_writes_to_its_own_folders():
     assert Path(variant.output_dir) == REPO_ROOT / "runs" / "reproduce-task-text"
     assert Path(variant.docs_dir) == REPO_ROOT / "docs" / "task-text"
     assert parse_args(["--with-task-text", "--docs-dir", "elsewhere"]).docs_dir == "elsewhere"
+
+
+def test_a_missing_training_set_is_a_clear_error_and_writes_nothing(tmp_path, shared_data):
+    glue = tmp_path / "data" / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    shutil.copy(shared_data / "glue" / "SST-2" / "dev.tsv", glue / "SST-2" / "dev.tsv")  # dev only: no train.tsv
+    target = tmp_path / "corpus-with-task-text"
+    with pytest.raises(
+        FileNotFoundError, match=r"needs sst2's training set \(train.tsv\).*found only \['validation'\]"
+    ):
+        write_task_text_corpus(tmp_path / "data", shared_data / "corpus", target)
+    assert not target.exists() and not target.with_name(target.name + ".tmp").exists()
