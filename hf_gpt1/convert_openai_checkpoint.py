@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .configuration_gpt1 import GPT1Config
+from .file_modes import reset_modes_to_umask
 from .modeling_gpt1 import GPT1ForCausalLM
 from .tokenization_gpt1 import (
     _find_tokenizer_files,
@@ -350,6 +351,7 @@ def _write_atomically(dst: Path, write) -> list[str]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
     try:
         write(tmp)
+        reset_modes_to_umask(tmp)  # mkdtemp's folder is 0700 and safetensors' weights 0600 (file_modes)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         os.replace(tmp, dst)
     except BaseException:

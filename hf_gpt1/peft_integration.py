@@ -47,6 +47,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .file_modes import reset_modes_to_umask
+
 GPT1_MODEL_TYPE = "gpt1"
 
 LORA_TARGET_MODULES: tuple[str, ...] = ("c_attn", "attn.c_proj", "c_fc", "mlp.c_proj")
@@ -386,6 +388,8 @@ def save_adapter(
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
     weights = sorted(output_dir.rglob("adapter_model.*"))
+    for file in weights:  # only what this save wrote: output_dir may hold other files
+        reset_modes_to_umask(file)  # safetensors writes weights owner-only (file_modes)
     return {
         "path": str(output_dir),
         "adapter_bytes": sum(f.stat().st_size for f in weights),

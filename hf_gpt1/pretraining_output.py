@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .configuration_gpt1 import GPT1Config
+from .file_modes import reset_modes_to_umask
 from .pretraining import ADAPTER_CONFIG_FILE, MERGED_DIR, PretrainingError
 
 if TYPE_CHECKING:
@@ -461,6 +462,7 @@ def save_final_model_atomically(
 def _move_files_into(tmp: Path, target: Path, *, last: str) -> None:
     """Move every entry of `tmp` into `target`, then delete `tmp`. The file loaders look for (`last`) is removed
     from `target` first and moved in last, so `target` never pairs it with a mix of old and new files."""
+    reset_modes_to_umask(tmp)  # safetensors writes weights owner-only (file_modes)
     (target / last).unlink(missing_ok=True)
     names = sorted(p.name for p in tmp.iterdir())
     for name in [n for n in names if n != last] + ([last] if last in names else []):
@@ -532,6 +534,7 @@ def save_merged_model_atomically(
         for path in extra_files:
             if Path(path).is_file():
                 shutil.copy2(path, tmp / Path(path).name)
+        reset_modes_to_umask(tmp)  # safetensors writes weights owner-only (file_modes)
         _fsync_dir(tmp)
         if folder.exists():
             old = folder.parent / f"{tmp.name}.old"

@@ -20,6 +20,7 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from .file_modes import reset_modes_to_umask
 from .hub import GPT1CardTrainerMixin
 from .training_callbacks import NonFiniteLossCallback, replace_dir
 
@@ -193,12 +194,21 @@ class GPT1Trainer(GPT1CardTrainerMixin, Trainer):
         super()._push_from_checkpoint(checkpoint_folder)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not (_is_peft(self.model) and state_dict is None):
-            return super()._save(output_dir, state_dict=state_dict)
+            super()._save(output_dir, state_dict=state_dict)
+        else:
+            self._save_adapter_only(output_dir)
+        if self.args.should_save:
+            # safetensors writes weights owner-only (file_modes); only the weights this save wrote, since
+            # output_dir may hold the user's other files. Checkpoints are reset again, whole, by replace_dir.
+            for weights in Path(output_dir).glob("*.safetensors"):
+                reset_modes_to_umask(weights)
+
+    def _save_adapter_only(self, output_dir: str) -> None:
         # Trainer's own PEFT save leaves save_embedding_layers="auto": PEFT then compares the vocabulary with the base
         # named in the adapter config (a Hub request for a Hub id) and adds the whole resized embedding to every
         # checkpoint. Reloads (best model, resume) go into the same base, so the adapter alone is what is needed.
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)

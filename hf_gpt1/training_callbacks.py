@@ -25,11 +25,15 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from .file_modes import reset_modes_to_umask
+
 logger = logging.getLogger(__name__)
 
 
 def replace_dir(source: str, target: str, trash_root: str) -> None:
-    """Move `source` to `target` atomically; an existing `target` (a re-save of the same step) is moved aside first."""
+    """Move `source` to `target` atomically; an existing `target` (a re-save of the same step) is moved aside first.
+    `source`'s modes are first reset to the umask's (`file_modes`: safetensors writes weights owner-only)."""
+    reset_modes_to_umask(source)
     if os.path.exists(target):
         trash = os.path.join(trash_root, f"replaced-{os.path.basename(target)}")
         shutil.rmtree(trash, ignore_errors=True)

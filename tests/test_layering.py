@@ -28,6 +28,7 @@ LAYERS = {
     "hf_gpt1.configuration_gpt1": 0,
     "hf_gpt1.tokenization_gpt1": 0,
     "hf_gpt1.bpe_training": 0,
+    "hf_gpt1.file_modes": 0,
     "hf_gpt1.modeling_gpt1": 1,
     "hf_gpt1.conversion_gpt1": 1,
     "hf_gpt1.input_checks_gpt1": 1,

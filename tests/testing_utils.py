@@ -86,3 +86,20 @@ def tiny_pretraining_model(tokenizer=None, seed: int = 0, **overrides):
     config = GPT1Config(vocab_size=vocab, n_positions=32, n_embd=16, n_layer=2, n_head=2, **overrides)
     torch.manual_seed(seed)
     return GPT1ForCausalLM(config)
+
+
+def assert_modes_follow_umask(*paths: Path) -> None:
+    """Every file (and folder) at or under `paths` has the mode a plain create gives under the current umask: what
+    `hf_gpt1.file_modes` promises for our saves (safetensors alone writes weights 0600, mkdtemp folders 0700)."""
+    import stat
+
+    from hf_gpt1.file_modes import current_umask
+
+    mask = current_umask()
+    wrong = {}
+    for root in paths:
+        for item in [root, *root.rglob("*")] if root.is_dir() else [root]:
+            wanted = (0o777 if item.is_dir() else 0o666) & ~mask
+            if stat.S_IMODE(item.stat().st_mode) != wanted:
+                wrong[str(item)] = oct(stat.S_IMODE(item.stat().st_mode))
+    assert not wrong, f"modes other than the umask's {oct(0o666 & ~mask)} / {oct(0o777 & ~mask)}: {wrong}"

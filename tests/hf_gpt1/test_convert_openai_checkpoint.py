@@ -35,6 +35,7 @@ from hf_gpt1.convert_openai_checkpoint import (
     expected_shapes,
 )
 from hf_gpt1.modeling_gpt1 import GPT1ForCausalLM
+from testing_utils import assert_modes_follow_umask
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BPE_SIZE = 40478
@@ -275,6 +276,7 @@ def test_weights_are_transposed_into_linear_layout(tiny_release, tiny_converted)
 def test_outputs_config_tokenizer_and_report(tiny_converted):
     dst, report = tiny_converted
     assert sorted(p.name for p in dst.iterdir() if p.is_file()) == sorted(report.files)
+    assert_modes_follow_umask(dst)  # not mkdtemp's 0700 folder, not safetensors' 0600 weights
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert name in report.files
     with safe_open(dst / "model.safetensors", "pt") as weights:

@@ -35,6 +35,7 @@ from hf_gpt1 import (
 from hf_gpt1 import finetuning as ft
 from hf_gpt1.cpu_speed import cpu_speedups_enabled
 from hf_gpt1.training_args import GPT1TrainingArguments
+from testing_utils import assert_modes_follow_umask
 
 TINY = dict(n_layer=2, n_embd=64, n_head=4, n_positions=128)
 
@@ -514,6 +515,22 @@ def _small_trainer(tiny_gpt1_dir, tokenizer, glue_dir, output_dir, callbacks=(),
         data_collator=ta.GPT1DataCollator(tokenizer),
         callbacks=list(callbacks),
     )
+
+
+def test_checkpoints_and_final_weights_are_as_readable_as_their_config(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path):
+    """safetensors writes model.safetensors 0600 (file_modes); a checkpoint or final model another user cannot read
+    beside a readable config.json is useless to a serving container or a colleague. A file of the user's own in the
+    output folder keeps its mode."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "private.txt").write_text("mine")
+    os.chmod(out / "private.txt", 0o600)
+    trainer = _small_trainer(tiny_gpt1_dir, tokenizer, glue_dir, out, max_steps=2, save_steps=2)
+    trainer.train()
+    assert_modes_follow_umask(out / "checkpoint-2")
+    trainer.save_model(str(out))
+    assert_modes_follow_umask(out / "model.safetensors", out / "config.json")
+    assert os.stat(out / "private.txt").st_mode & 0o777 == 0o600
 
 
 def test_checkpoint_appears_only_when_complete(tiny_gpt1_dir, tokenizer, glue_dir, tmp_path, monkeypatch):

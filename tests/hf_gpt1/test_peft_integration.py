@@ -48,7 +48,7 @@ from hf_gpt1.peft_integration import (
     trainable_parameter_report,
 )
 from hf_gpt1.tokenization_gpt1 import add_special_tokens, load_gpt1_tokenizer
-from testing_utils import no_dropout, run_python, tiny_gpt1_config
+from testing_utils import assert_modes_follow_umask, no_dropout, run_python, tiny_gpt1_config
 
 register_peft_mappings()  # what `import hf_gpt1` does once the package calls it (see test_import_registers...)
 
@@ -450,6 +450,7 @@ def test_sst2_adapter_is_small_on_disk(sst2_run):
     assert adapter_config["task_type"] == "SEQ_CLS"
     assert adapter_config["trainable_token_indices"] == [40478, 40479, 40480, 40481]
     assert directory_size(sst2_run["adapter_dir"]) == info["total_bytes"]
+    assert_modes_follow_umask(sst2_run["adapter_dir"])  # weights as readable as adapter_config.json
 
 
 def test_sst2_reload_with_peft_model_from_pretrained(sst2_run, sst2):

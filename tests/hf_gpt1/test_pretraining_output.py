@@ -12,6 +12,7 @@ import torch
 
 from hf_gpt1 import pretraining as pt
 from hf_gpt1 import pretraining_output
+from testing_utils import assert_modes_follow_umask
 from testing_utils import tiny_pretraining_model as _tiny_model
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -176,6 +177,7 @@ def test_final_model_is_loadable_with_auto_classes(tmp_path, accelerator, tokeni
     pretraining_output.save_final_model_atomically(accelerator, model, tokenizer, out)
     assert "stale" not in json.loads((out / "config.json").read_text())
     assert not list(out.glob(".final-*"))
+    assert_modes_follow_umask(out)  # weights as readable as config.json (safetensors alone: 0600)
     loaded = AutoModelForCausalLM.from_pretrained(out)
     for name, tensor in accelerator.unwrap_model(model).state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
@@ -239,6 +241,7 @@ def test_final_adapter_and_merged_model_reproduce_the_trained_model(tmp_path, ac
     assert info["path"] == str(out) and 0 < info["adapter_bytes"] < 100_000
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert not (out / "config.json").exists() and not list(out.glob(".final-*"))
+    assert_modes_follow_umask(out)
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tmp_path / "base")
     assert all("lora_" in name for name in load_file(out / "adapter_model.safetensors"))  # no embedding, no head
     reloaded = PeftModel.from_pretrained(GPT1ForCausalLM.from_pretrained(tmp_path / "base"), out).eval()
@@ -255,6 +258,7 @@ def test_final_adapter_and_merged_model_reproduce_the_trained_model(tmp_path, ac
         )
     assert merged_dir == out / pt.MERGED_DIR
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporaries left behind
+    assert_modes_follow_umask(merged_dir)
     assert (merged_dir / pretraining_output.RUN_FILE).is_file() and not (
         merged_dir / pretraining_output.LOG_FILE
     ).exists()  # missing extras skipped
