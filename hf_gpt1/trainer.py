@@ -2,9 +2,10 @@
 pretraining in `hf_gpt1.pretraining_run`).
 
 What it adds to Trainer, for both stages: atomic checkpoints (written into `_checkpoint-staging/` and renamed into
-place), the NaN/inf guard (`training_callbacks.NonFiniteLossCallback`), adapter-only PEFT checkpoints, our model card
-on pushes (`hub.GPT1CardTrainerMixin`), and a hook (`write_checkpoint_extras`) for files a stage keeps inside each
-checkpoint. For the fine-tuning heads it also logs the two parts of L3 = L2 + λ·L1 and never gathers LM logits.
+place), saved weights as readable as their config.json (`file_modes`), the NaN/inf guard
+(`training_callbacks.NonFiniteLossCallback`), adapter-only PEFT checkpoints, our model card on pushes
+(`hub.GPT1CardTrainerMixin`), and a hook (`write_checkpoint_extras`) for files a stage keeps inside each checkpoint. For
+the fine-tuning heads it also logs the two parts of L3 = L2 + λ·L1 and never gathers LM logits.
 """
 
 from __future__ import annotations
