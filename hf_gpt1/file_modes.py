@@ -4,9 +4,9 @@ Two writers we rely on create owner-only files: safetensors (0.8) writes every `
 file created 0600 and renames it into place (safetensors/safetensors#782), and `tempfile.mkdtemp` creates 0700
 folders. A saved model would then be readable by its owner only, while the config.json beside it is 0644: a serving
 container running as another user, or a colleague on a shared disk, could read the config and fail on the weights.
-Every save of ours therefore ends with `reset_modes_to_umask(staging folder)` before the rename into place, or,
-for a save into a folder that may hold the user's own files, with `reset_modes_to_umask(each weights file)`. A umask of 077 still yields owner-only files:
-the user's umask decides, not the writer's temporary-file policy.
+Every save of ours therefore ends with `reset_modes_to_umask(staging folder)` before the rename into place, or, for a
+save into a folder that may hold the user's own files, with `reset_modes_to_umask(each weights file)`. A umask of 077
+still yields owner-only files: the user's umask decides, not the writer's temporary-file policy.
 
 (A bare `model.save_pretrained(folder)` is transformers' and safetensors' code, unchanged by us; it behaves the same
 for every model class.)
@@ -40,8 +40,9 @@ def current_umask() -> int:
 
 
 def reset_modes_to_umask(path: str | os.PathLike[str]) -> None:
-    """Give `path` (and, for a folder, everything under it) the modes a plain create would: folders `0o777 & ~umask`, files
-    `0o666 & ~umask` (an executable file keeps its execute bits under the same mask). Symlinks are left alone."""
+    """Give `path` (and, for a folder, everything under it) the modes a plain create would: folders
+    `0o777 & ~umask`, files `0o666 & ~umask` (an executable file keeps its execute bits under the same mask).
+    Symlinks are left alone."""
     mask = current_umask()
     root = Path(path)
     paths = [root, *root.rglob("*")] if root.is_dir() and not root.is_symlink() else [root]
