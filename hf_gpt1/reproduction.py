@@ -73,8 +73,10 @@ def _per_task(sst2: float, cola: float, mrpc: float, story_cloze: float) -> dict
 # The fine-tuning learning rates and epochs of `quick` were chosen on held-out parts of the training data (SST-2,
 # CoLA: 1,000 training sentences; MRPC: 400 training pairs; Story Cloze: 300 of its 1,497 training stories), never
 # on the dev sets the table reports: 5e-4 x 2 epochs beat 2e-4 x 3 there on SST-2 (80.6 vs 79.1) and CoLA (0.107 vs
-# 0.097) and matched it on Story Cloze (60.3 vs 61.0); on MRPC only 2e-4 x 3 put the pretrained model ahead of random
-# init (F1 78.4 vs 75.2; at 5e-4: 76.9 vs 76.6). The sample counts are what fits the 30-minute budget.
+# 0.097) and matched it on Story Cloze (60.3 vs 61.0); on MRPC only 2e-4 put the pretrained model ahead of random
+# init (3 epochs: F1 78.4 vs 75.2; 5e-4: 76.9 vs 76.6), and at 2e-4 two epochs scored as three (F1 75.7 / 79.6 vs
+# 76.0 / 78.5, seeds 0 / 1, from `quick`'s own pretrained checkpoint) in two thirds of the time. The sample counts
+# are what fits the 30-minute budget.
 BUDGETS: dict[str, Budget] = {
     # Minutes, for the end-to-end test of this script: proves the plumbing, not the claim.
     "smoke": Budget(
@@ -112,7 +114,7 @@ BUDGETS: dict[str, Budget] = {
         pretrain_learning_rate=1e-3,
         pretrain_warmup_steps=300,
         finetune_train_samples={"sst2": 5000, "cola": 6000, "mrpc": 1600, "story_cloze": 1497},
-        finetune_epochs=_per_task(2, 2, 3, 2),
+        finetune_epochs=_per_task(2, 2, 2, 2),
         finetune_learning_rate=_per_task(5e-4, 5e-4, 2e-4, 5e-4),
         finetune_batch_size=32,
         finetune_max_length=128,
