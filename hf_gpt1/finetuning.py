@@ -846,6 +846,7 @@ def run_settings(
         "clf_dropout": args.model.clf_dropout,
         "lm_coef": args.model.lm_coef,
         "optimizer": str(getattr(training_args.optim, "value", training_args.optim)),
+        "train_sampling_strategy": _strategy(training_args.train_sampling_strategy),
         "seed": training_args.seed,
         "mixed_precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no",
         "metric_for_best_model": training_args.metric_for_best_model,

@@ -52,9 +52,13 @@ def continuation_logprobs(
         encoded.append((ids, n_cont))
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    results: list[tuple[float, int]] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
+    # Batches of similar lengths: padding is wasted compute, and a whole evaluation set in its own order pads most
+    # sequences to several times their length. Each result goes back to its input's position.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        positions = order[start : start + batch_size]
+        chunk = [encoded[i] for i in positions]
         width = max(len(ids) for ids, _ in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros_like(input_ids)
@@ -63,12 +67,10 @@ def continuation_logprobs(
             mask[row, : len(ids)] = 1
         logits = model(input_ids.to(device), attention_mask=mask.to(device)).logits.float()
         logprobs = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None].to(device)).squeeze(-1)
-        for row, (ids, n_cont) in enumerate(chunk):
-            if n_cont <= 0:
-                results.append((0.0, 0))
-                continue
-            end = len(ids) - 1  # logprobs[t] scores token t+1
-            results.append((float(logprobs[row, end - n_cont : end].sum()), n_cont))
+        for row, (position, (ids, n_cont)) in enumerate(zip(positions, chunk)):
+            if n_cont > 0:
+                end = len(ids) - 1  # logprobs[t] scores token t+1
+                results[position] = (float(logprobs[row, end - n_cont : end].sum()), n_cont)
     return results
 
 

@@ -67,3 +67,25 @@ def test_a_missing_training_set_is_a_clear_error_and_writes_nothing(tmp_path, sh
     ):
         write_task_text_corpus(tmp_path / "data", shared_data / "corpus", target)
     assert not target.exists() and not target.with_name(target.name + ".tmp").exists()
+
+
+@pytest.mark.parametrize("budget_name", ["smoke", "quick", "full"])
+def test_fine_tuning_runs_get_the_budgets_sampler(tmp_path, budget_name):
+    """The budget's length-grouped tasks reach Trainer as `train_sampling_strategy='group_by_length'` through the real
+    fine-tuning parser; every other task keeps random batches. Grouping is for single-sentence tasks only: a pair in
+    both orderings or a multiple-choice example is a nested input whose sampler "length" is its number of sequences."""
+    from hf_gpt1 import finetuning
+    from hf_gpt1.reproduction import BUDGETS, TASKS, Paths, finetune_args
+    from task_adapters.specs import TaskFamily
+
+    budget = BUDGETS[budget_name]
+    paths = Paths(out=tmp_path, docs=tmp_path, data=tmp_path)
+    for task in TASKS:
+        args = finetune_args(task, tmp_path / "model", tmp_path / task, 0.5, 0, paths, budget)
+        parsed = finetuning.parse_args(args)
+        grouped = task in budget.finetune_length_grouped
+        assert parsed.training.train_sampling_strategy == ("group_by_length" if grouped else "random")
+        if grouped:
+            assert get_task_spec(task).family is TaskFamily.CLASSIFICATION
+    if budget_name != "full":  # the full table was run before grouping existed, with random batches
+        assert set(budget.finetune_length_grouped) == {"sst2", "cola"}

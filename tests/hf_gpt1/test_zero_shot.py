@@ -36,12 +36,15 @@ def _sst2_dev(glue_dir, n):
 
 def test_continuation_logprobs_are_exact_and_batch_invariant(tokenizer_dir, glue_dir):
     model, tokenizer = _model_and_tokenizer(tokenizer_dir)
-    sentences, _ = _sst2_dev(glue_dir, 5)
-    contexts, continuations = [s + " very" for s in sentences], ["positive"] * 5
-    batched = continuation_logprobs(model, tokenizer, contexts, continuations, batch_size=5)
+    sentences, _ = _sst2_dev(glue_dir, 7)
+    # mixed lengths and continuations: batches are formed by length, and every result must return to its own input
+    contexts = [s + " very" for s in sentences]
+    continuations = ["positive", "negative"] * 3 + ["utterly and completely negative"]
+    assert len({len(tokenizer(c)["input_ids"]) for c in contexts}) > 3
+    batched = continuation_logprobs(model, tokenizer, contexts, continuations, batch_size=3)
     single = continuation_logprobs(model, tokenizer, contexts, continuations, batch_size=1)
-    for (a, n), (b, m) in zip(batched, single):
-        assert n == m == len(tokenizer("positive", add_special_tokens=False)["input_ids"])
+    for (a, n), (b, m), continuation in zip(batched, single, continuations):
+        assert n == m == len(tokenizer(continuation, add_special_tokens=False)["input_ids"])
         assert abs(a - b) < 1e-4
     # by hand for the first pair
     ctx = tokenizer(contexts[0], add_special_tokens=False)["input_ids"]
