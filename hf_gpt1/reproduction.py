@@ -21,7 +21,8 @@ unlabeled training sentences of SST-2, CoLA and MRPC (`write_task_text_corpus`; 
 never the Story Cloze stories, which are evaluation data). It writes to its own folders (`runs/reproduce-task-text`,
 `docs/task-text`), and its RESULTS.md says which text it pretrained on.
 
-Budgets (`--budget smoke|quick|full`) change sizes, never the recipe; every variant gets the same settings, and
+Budgets (`--budget smoke|quick|full`) change sizes, never the recipe (one exception, for speed: `quick` and `smoke`
+draw SST-2 and CoLA batches by length, `full` was run with random batches); every variant gets the same settings, and
 whatever comes out is reported as it is. The budgets' fine-tuning settings were chosen on held-out parts of the
 training sets, never on the dev sets the table reports.
 """
