@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -27,6 +28,7 @@ from .training_callbacks import NonFiniteLossCallback, replace_dir
 
 STAGING_DIR_NAME = "_checkpoint-staging"  # "_" prefix: Trainer's Hub uploads ignore "_*"
 LOSS_PARTS = ("task_loss", "lm_loss")
+LENGTH_AWARE_STRATEGIES = ("group_by_length", "batch_rebalance")  # Trainer's samplers that read example lengths
 
 
 class GPT1Trainer(GPT1CardTrainerMixin, Trainer):
@@ -43,6 +45,9 @@ class GPT1Trainer(GPT1CardTrainerMixin, Trainer):
       its own files to the staged folder in `write_checkpoint_extras`.
     * Stops at the first optimizer step whose loss (or a part of it, or the gradient norm) is NaN/inf, without saving
       that step's weights (`NonFiniteLossCallback`, installed as `self.nonfinite_guard`).
+    * `train_sampling_strategy="group_by_length"` (or `"batch_rebalance"`) groups nested examples (similarity pairs in
+      both orderings, multiple choice) by their longest sequence, which is what the collator pads to; Trainer alone
+      would read every such example's length as its number of sequences and draw batches at random.
     * Saves a PEFT model's checkpoints as adapters without PEFT's "vocabulary was resized -> add the whole embedding"
       (the base never changes during training; the trained token rows are part of the adapter).
     * `push_to_hub` writes `self.model_card_text` (our filled card) as README.md instead of Trainer's generic card;
@@ -142,6 +147,20 @@ class GPT1Trainer(GPT1CardTrainerMixin, Trainer):
             check_task_logits(logits)
         return loss, logits, labels
 
+    # -- batches ---------------------------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        # Trainer's length-aware samplers read an example's length as len(input_ids); for a nested example (both
+        # orderings of a pair, one sequence per choice) that is its number of sequences. The collator pads every
+        # sequence of a batch to the longest one, so that longest sequence is the length to group by: given as the
+        # length column (on a copy the sampler alone sees; the batches come from the dataset as it was).
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy in LENGTH_AWARE_STRATEGIES:
+            lengths = longest_sequence_lengths(dataset, self.args.length_column_name)
+            if lengths is not None:
+                dataset = dataset.add_column(self.args.length_column_name, lengths)
+        return super()._get_train_sampler(dataset)
+
     # -- checkpoints -----------------------------------------------------------------------------------------------
 
     def _get_output_dir(self, trial) -> str:
@@ -232,6 +251,19 @@ class GPT1Trainer(GPT1CardTrainerMixin, Trainer):
             return super().create_model_card(*args, **kwargs)
         if self.is_world_process_zero():
             Path(self.args.output_dir, "README.md").write_text(self.model_card_text, encoding="utf-8")
+
+
+def longest_sequence_lengths(dataset: Any, length_column: str = "length") -> list[int] | None:
+    """Each example's longest sequence, for a `datasets.Dataset` of nested examples (`input_ids` of shape
+    (sequences, seq)) that has no `length_column` yet; None for anything else, which Trainer's samplers handle."""
+    if not isinstance(dataset, datasets.Dataset) or "input_ids" not in dataset.column_names:
+        return None
+    if length_column in dataset.column_names or len(dataset) == 0:
+        return None
+    first = dataset[0]["input_ids"]
+    if not (len(first) and isinstance(first[0], (list, tuple))):
+        return None
+    return [max((len(seq) for seq in example), default=0) for example in dataset["input_ids"]]
 
 
 def _is_peft(model: Any) -> bool:

@@ -34,6 +34,7 @@ from hf_gpt1 import (
 )
 from hf_gpt1 import finetuning as ft
 from hf_gpt1.cpu_speed import cpu_speedups_enabled
+from hf_gpt1.trainer import longest_sequence_lengths
 from hf_gpt1.training_args import GPT1TrainingArguments
 from testing_utils import assert_modes_follow_umask
 
@@ -412,6 +413,45 @@ def test_gradient_accumulation_matches_the_large_batch(tiny_gpt1_dir, tokenizer,
         torch.testing.assert_close(accumulated[name], big[name], rtol=1e-5, atol=1e-6, msg=name)
     logged = [e for e in trainer.state.log_history if "loss" in e][0]
     assert ("lm_loss" in logged) == (lm_coef > 0)
+
+
+def _padded_tokens(trainer) -> int:
+    return sum(batch["input_ids"].numel() for batch in trainer.get_train_dataloader())
+
+
+@pytest.mark.parametrize("strategy", ["group_by_length", "batch_rebalance"])
+def test_length_aware_batches_of_pairs_group_by_their_longest_sequence(
+    tiny_gpt1_dir, tokenizer, glue_dir, tmp_path, strategy
+):
+    """MRPC examples are nested (both orderings of a pair). Trainer's own samplers read len(input_ids) = 2 for every
+    one of them and so draw batches at random; GPT1Trainer gives them each pair's longest sequence, the length the
+    collator pads the whole batch to. Every example is still drawn once per epoch, and the dataset the batches come
+    from keeps its columns. Single sequences and a user's own length column go to Trainer unchanged."""
+    data = ta.load_task("mrpc", data_dir=glue_dir)["train"].select(range(512))  # sorted within 128 (8 batches)
+    pairs = ta.get_adapter("mrpc").encode(data, tokenizer, 128)
+    longest = [max(len(seq) for seq in pair) for pair in pairs["input_ids"]]
+    assert len(pairs[0]["input_ids"]) == 2 and len(set(longest)) > 20  # nested, and lengths that vary
+    assert longest_sequence_lengths(pairs) == longest
+
+    def trainer(sampling: str):
+        model = ft.load_model_for_task(str(tiny_gpt1_dir), ta.get_task_spec("mrpc"), tokenizer, seed=0)
+        args = _args(tmp_path / sampling, per_device_train_batch_size=16, train_sampling_strategy=sampling)
+        return ft.GPT1Trainer(model=model, args=args, train_dataset=pairs, data_collator=ta.GPT1DataCollator(tokenizer))
+
+    grouped, shuffled = trainer(strategy), trainer("random")
+    sampler = grouped._get_train_sampler()
+    assert list(sampler.lengths) == longest
+    drawn = [i for item in sampler for i in (item if isinstance(item, list) else [item])]  # rebalance yields batches
+    assert sorted(drawn) == list(range(len(pairs)))  # nothing dropped or repeated
+    if strategy == "group_by_length":  # (batch_rebalance only balances one step's micro-batches across processes)
+        # the random order pads most batches to a long pair; grouped batches hold pairs of similar length
+        real = 2 * sum(longest)
+        assert _padded_tokens(grouped) - real < 0.5 * (_padded_tokens(shuffled) - real)
+    assert grouped.train_dataset.column_names == pairs.column_names
+
+    sentences = _encoded_sst2(glue_dir, tokenizer, 8, 64)
+    assert longest_sequence_lengths(sentences) is None  # Trainer's own len(input_ids) is right there
+    assert longest_sequence_lengths(pairs.add_column("length", [1] * len(pairs))) is None  # the user's column wins
 
 
 def test_logged_parts_add_up_and_lm_coef_switch_changes_the_objective(tiny_gpt1_dir, glue_dir, tmp_path):
