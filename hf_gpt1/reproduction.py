@@ -86,12 +86,12 @@ def _per_task(sst2: float, cola: float, mrpc: float, story_cloze: float) -> dict
 # (seeds 0 / 1) against 73.4 / 75.3 for 5,000 x 2 (20,000 x 1: 78.0, seed 1). Batches grouped by length pay for it
 # (in random order two thirds of an SST-2 batch is padding): SST-2 5,000 x 2 took 53 s instead of 84 s (79.0 / 77.1
 # vs 80.1 / 79.0 on an earlier held-out split that leaked phrases), CoLA 45 s instead of 59 s at the same MCC (0.032
-# vs 0.031). MRPC and Story Cloze are grouped by each example's longest sequence (`GPT1Trainer`); on the same
-# checkpoint, pretrained λ=0.5, seeds 0 / 1: MRPC (1,600 pairs x 2; the last 400 training pairs held out) took 73-75 s instead of
-# 127-129 s at F1 80.4 / 80.1 vs 78.6 / 79.6, Story Cloze (374 of its 1,497 training stories held out) 52 s instead
-# of 61 s at 66.3 / 63.9 vs 63.1 / 64.7. More SST-2 phrases did not pay for that time there: 40,000 x 1 scored
-# 80.3 / 79.9, all 48,189 held-in phrases 78.9 (seed 1), against 78.5 for 25,000 (seed 1), so the saved minutes are
-# kept as a margin under 30. The sample counts are what fits the 30-minute budget.
+# vs 0.031). MRPC and Story Cloze are grouped too, by each example's longest sequence (`GPT1Trainer`). On a later
+# quick checkpoint, pretrained λ=0.5, seeds 0 / 1: MRPC 1,600 pairs x 2 (the last 400 training pairs held out) took
+# 73-75 s instead of 127-129 s at F1 80.4 / 80.1 vs 78.6 / 79.6; Story Cloze (374 of its 1,497 training stories held
+# out) 52 s instead of 61 s at 66.3 / 63.9 vs 63.1 / 64.7. More SST-2 phrases did not pay for the saved time there:
+# 40,000 x 1 scored 80.3 / 79.9 and all 48,189 held-in phrases 78.9 (seed 1), against 78.5 for 25,000 (seed 1). The
+# minutes are kept as a margin under 30; the sample counts are what fits the 30-minute budget.
 BUDGETS: dict[str, Budget] = {
     # Minutes, for the end-to-end test of this script: proves the plumbing, not the claim.
     "smoke": Budget(
