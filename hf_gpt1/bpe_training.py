@@ -41,24 +41,30 @@ def train_gpt1_bpe(
     document per item.
 
     `standardize`: map typographic quotes and dashes to ASCII first, as pretraining and fine-tuning do before
-    tokenizing (`standardize_text`). The same texts always give the same tokens, and the same ids for `<unk>`, the base
-    symbols and the appended ones; the `tokenizers` trainer orders merges that tie in frequency differently from run
-    to run, so a few learned tokens can swap ids (12 of 8,161 on tinyshakespeare). Keep the trained tokenizer with the
-    model, as pretraining does (`pretraining_corpus.corpus_bpe_tokenizer` caches it for a resumed run).
+    tokenizing (`standardize_text`). The same texts always give the same tokenizer, ids included: the `tokenizers`
+    trainer breaks ties between equally frequent merges by the ids of their symbols, and it numbers the word-final
+    symbols (`"e</w>"`) in the hash order of the corpus's words, which changes from run to run; so every word-final
+    symbol is registered before training, in sorted order. `texts` is read twice (once for the characters it holds);
+    a one-shot iterator is held in memory for that.
     """
     if vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(
             f"vocab_size={vocab_size} is too small for a GPT-1 BPE: it needs at least {MIN_VOCAB_SIZE} tokens "
             f"(the {len(ASCII_ALPHABET)} ASCII base symbols, each also word-final, <unk> and the newline token)."
         )
+    if iter(texts) is texts:  # a one-shot iterator: kept, since it is read twice
+        texts = list(texts)
     backend = Tokenizer(models.BPE(unk_token=UNK_TOKEN, end_of_word_suffix=END_OF_WORD))
     # the normaliser and pre-tokenizer OpenAIGPTTokenizer uses, so the learned merges see the words it will see
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # Word-final symbols registered up front get fixed ids (the trainer would number them in hash order, and ties
+    # between merges are broken by those ids); a character that never ends a word just keeps an unused token.
+    word_final = [symbol + END_OF_WORD for symbol in _alphabet(texts, backend.normalizer, standardize)]
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 1 - len(ASCII_ALPHABET),  # room for the symbols appended below
+        vocab_size=vocab_size - 1,  # room for the paragraph token appended below
         min_frequency=min_frequency,
-        special_tokens=[UNK_TOKEN],
+        special_tokens=[UNK_TOKEN, *word_final],
         initial_alphabet=ASCII_ALPHABET,
         end_of_word_suffix=END_OF_WORD,
         show_progress=False,
@@ -66,14 +72,12 @@ def train_gpt1_bpe(
     backend.train_from_iterator((standardize_text(text) if standardize else text for text in texts), trainer)
     model = json.loads(backend.to_str())["model"]
     merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in model["merges"]]
-    # The trainer numbers its base symbols in hash order, which differs between runs; number them the released
-    # vocabulary's way instead: <unk>, the base symbols (sorted), one token per merge in merge order, word-final ASCII
-    # symbols the corpus lacked, then the paragraph token.
+    # Number them the released vocabulary's way: <unk>, the base symbols (sorted; every printable ASCII character
+    # alone and word-final among them, so a one-character word such as "%" never maps to <unk>), one token per merge
+    # in merge order, then the paragraph token.
     merged = ["".join(merge) for merge in merges]
     base = sorted(set(model["vocab"]) - set(merged) - {UNK_TOKEN})
     tokens = [UNK_TOKEN, *base, *dict.fromkeys(merged)]
-    # a one-character word is the symbol with the suffix ("%</w>"), which the corpus may never have shown
-    tokens += [symbol + END_OF_WORD for symbol in ASCII_ALPHABET if symbol + END_OF_WORD not in set(tokens)]
     if NEWLINE_TOKEN in tokens:  # cannot be learned (whitespace is split off), but keep the invariant explicit
         raise RuntimeError(f"the trained vocabulary already holds {NEWLINE_TOKEN!r}")
     tokens.append(NEWLINE_TOKEN)
@@ -82,3 +86,13 @@ def train_gpt1_bpe(
     tokenizer.model_max_length = model_max_length or 512
     register_gpt1_special_tokens(tokenizer)
     return tokenizer
+
+
+def _alphabet(texts: Iterable[str], normalizer: normalizers.Normalizer, standardize: bool) -> list[str]:
+    """The sorted characters the trainer will see: printable ASCII and every character of the normalised texts."""
+    raw: set[str] = set()
+    for text in texts:
+        raw.update(standardize_text(text) if standardize else text)
+    # BertNormalizer works character by character (lower-casing, accents, control characters, spaces around CJK)
+    normalised = {char for symbol in raw for char in normalizer.normalize_str(symbol) if not char.isspace()}
+    return sorted(normalised | set(ASCII_ALPHABET))

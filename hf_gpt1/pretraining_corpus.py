@@ -180,9 +180,8 @@ def corpus_bpe_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """A preset's BPE learned on the corpus (`train_gpt1_bpe`), cached in `cache_dir` under the corpus fingerprint.
 
-    The cache matters beyond speed: the `tokenizers` trainer breaks ties between equally frequent merges in an order
-    that varies between runs, so a resumed run (or another process) must read the vocabulary the run started with
-    rather than learn a slightly different one.
+    The cache matters beyond speed: a resumed run (or another process) reads the very vocabulary the run started
+    with, even one learned by an older `train_gpt1_bpe` (whose ids of tied merges varied between trainings).
     """
     from .bpe_training import train_gpt1_bpe
     from .tokenization_gpt1 import load_gpt1_tokenizer
