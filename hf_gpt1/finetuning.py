@@ -81,6 +81,7 @@ from .training_args import (  # noqa: F401  (PAPER_FINETUNING_DEFAULTS, cpu_proc
     LoraArguments,
     cpu_process_group_needed,
     parse_cli,
+    report_to_problems,
 )
 from .training_callbacks import (  # noqa: F401  (public here too)
     NonFiniteLossCallback,
@@ -288,6 +289,7 @@ def _check(model: ModelArguments, data: DataArguments, peft: PeftArguments, trai
         problems.append("--lm-coef must be >= 0")
     if training.weight_decay < 0:
         problems.append("--weight-decay must be >= 0")
+    problems.extend(report_to_problems(training.report_to))
     if training.hub_model_id and not training.push_to_hub:
         problems.append("--hub-model-id needs --push-to-hub")
     if _strategy(training.hub_strategy) != "end" and not training.push_to_hub:

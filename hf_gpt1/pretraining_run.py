@@ -42,7 +42,7 @@ from transformers import TrainerCallback
 from . import pretraining as pt
 from . import pretraining_corpus, pretraining_output
 from .trainer import GPT1Trainer
-from .training_args import GPT1PretrainingArguments, LoraArguments, parse_cli
+from .training_args import GPT1PretrainingArguments, LoraArguments, parse_cli, report_to_problems
 from .training_callbacks import NonFiniteLossError, SaveOnSignalCallback
 from .training_curves import plot_training_curves
 
@@ -211,6 +211,7 @@ def _check(m: PretrainModelArguments, d: PretrainDataArguments, t: GPT1Pretraini
         problems.append(f"--val-fraction must be in [0, 1), got {d.val_fraction}.")
     if m.init_from and m.model_config:
         problems.append("--model-config and --init-from are exclusive: build a new model, or continue a checkpoint.")
+    problems.extend(report_to_problems(_resolve_report_to(t.report_to)))
     if m.peft == "lora":
         if m.init_from is None:
             problems.append("--peft lora adapts an existing model: give it with --init-from (a folder or Hub id).")

@@ -364,3 +364,25 @@ def parse_cli(
         if problems:
             parser.error("; ".join(problems))
     return tuple(values)
+
+
+def report_to_problems(report_to: Sequence[str]) -> list[str]:
+    """Usage errors for Trainer's `report_to` names: a tracker transformers does not know, or one whose package is
+    not installed. Trainer raises for these only when it builds its callbacks, after the corpus is tokenized or the
+    dataset and model are loaded (and for a missing TensorBoard it suggests updating PyTorch); checked with the other
+    options, they fail at once, saying what to install or pass instead."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    installed = set(get_available_reporting_integrations())
+    problems = []
+    for name in report_to:
+        if name not in INTEGRATION_TO_CALLBACK:
+            known = ", ".join(sorted(INTEGRATION_TO_CALLBACK))
+            problems.append(f"--report-to {name}: not a tracker transformers knows (known: {known}; or all, none)")
+        elif name not in installed and name != "flyte":  # transformers' list of installed trackers leaves flyte out
+            install = "pip install 'hf-gpt1[tensorboard]'" if name == "tensorboard" else f"install {name}'s package"
+            problems.append(f"--report-to {name}: {name} is not installed ({install}, or pass --report-to none)")
+    return problems

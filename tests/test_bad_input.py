@@ -190,6 +190,42 @@ def test_params_npy_of_the_wrong_size(tmp_path, tokenizer_dir):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+# --- training options --------------------------------------------------------------------------------------------------
+
+
+def _parse_stage(stage: str, report_to: str) -> None:
+    from hf_gpt1 import finetuning, pretraining_run
+
+    if stage == "pretrain":
+        pretraining_run.parse_args(["--corpus", "books", "--output-dir", "out", "--report-to", report_to])
+    else:
+        finetuning.parse_args(["--task", "sst2", "--model", "m", "--output-dir", "out", "--report_to", report_to])
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_report_to_a_misspelt_or_missing_tracker_is_a_usage_error(stage, monkeypatch, capsys):
+    """Trainer raises for these only when it builds its callbacks, after the corpus is tokenized or the model is
+    loaded; both scripts refuse them with their other usage errors, before reading anything (no path here exists)."""
+    with pytest.raises(SystemExit) as stopped:
+        _parse_stage(stage, "tensorbord")
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert "--report-to tensorbord: not a tracker transformers knows" in error and "tensorboard, trackio" in error
+
+    pytest.importorskip("tensorboard")  # installed by `make test` (the [tensorboard] extra): accepted as it is
+    _parse_stage(stage, "tensorboard")
+
+    # an install without the extra: transformers finds no tracker package
+    from transformers.integrations import integration_utils
+
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: [])
+    with pytest.raises(SystemExit) as stopped:
+        _parse_stage(stage, "tensorboard")
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "tensorboard is not installed (pip install 'hf-gpt1[tensorboard]'" in error
+    _parse_stage(stage, "none")
+
+
 # --- rows proven in subprocess tests elsewhere (real signals, real training runs) ----------------------------------------
 
 ELSEWHERE = {
