@@ -15,7 +15,8 @@
   hf_gpt1/cpu_speed/loss.py.
 
 They are compiled from source with `torch.utils.cpp_extension` the first time a fast module of `hf_gpt1.cpu_speed` asks for them (well under a
-minute, once: the build is cached under `$TORCH_EXTENSIONS_DIR`, by default `~/.cache/torch_extensions`), the way
+minute, once per torch release: the build is cached under `$TORCH_EXTENSIONS_DIR`, by default
+`~/.cache/torch_extensions`, in a folder named for the release, `library_name()`), the way
 transformers builds RWKV's kernels. They need Linux on x86-64, a CPU with AVX512-BF16, a C++ compiler and ninja
 (`pip install ninja`); anywhere else, or if the build fails, the fast modules use torch's operators and this module says
 why once.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -41,7 +43,17 @@ SOURCES = [
     Path(__file__).with_name(name)
     for name in ("bf16_gemv.cpp", "gelu_tanh_bf16.cpp", "cross_entropy_bf16.cpp", "decode_block.cpp")
 ]
-_LIBRARY_NAME = "hf_gpt1_cpu_kernels"
+
+
+def library_name(torch_version: str = torch.__version__) -> str:
+    """The library's name, and so its build folder's under `$TORCH_EXTENSIONS_DIR`: one per torch release.
+
+    A library is built against one torch's C++ ABI, and a shared folder can hang: torch 2.14 and later guard a build
+    folder with an OS lock that leaves its `lock` file behind, and torch 2.13 (our floor) reads an existing `lock` file
+    as a build in progress and waits for it forever. One `$TORCH_EXTENSIONS_DIR` for environments on different torch
+    releases (or a CPU torch moved to another release in place) would otherwise stall 2.13 at its first fast module."""
+    return "hf_gpt1_cpu_kernels_torch" + re.sub(r"\W", "_", torch_version)
+
 
 _lock = threading.Lock()
 _resolved: dict[str, object | None] = {}
@@ -80,7 +92,8 @@ def _already_built() -> bool:
     try:
         from torch.utils.cpp_extension import _get_build_directory  # private: tolerate its absence
 
-        return (Path(_get_build_directory(_LIBRARY_NAME, verbose=False)) / f"{_LIBRARY_NAME}.so").exists()
+        name = library_name()
+        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
     except Exception:
         return False
 
@@ -98,7 +111,7 @@ def _build() -> None:
     # -fopenmp: at::parallel_for splits the work over torch's OpenMP threads (without it, the loop runs on one
     # thread). The library resolves libgomp.so.1 to the copy torch has already loaded: one thread pool.
     load(
-        name=_LIBRARY_NAME,
+        name=library_name(),
         sources=[str(path) for path in SOURCES],
         extra_cflags=["-O3", "-fopenmp"],
         extra_ldflags=["-fopenmp"],

@@ -4,6 +4,9 @@ LM loss) and their use by the fast modules of hf_gpt1.cpu_speed (swapped in by e
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -97,6 +100,30 @@ def test_a_failed_build_falls_back_to_addmv_and_says_why(monkeypatch):
     monkeypatch.setattr(kernels, "_build", failing_build)
     assert kernels.load_cpu_kernels() is None
     assert kernels.unavailable_reason().startswith("building them failed (RuntimeError: Error building extension")
+
+
+def test_each_torch_release_builds_in_its_own_folder():
+    names = {kernels.library_name(v) for v in ("2.13.0+cpu", "2.13.0", "2.14.1", "2.15.0", "2.15.0+cu130")}
+    assert len(names) == 5 and all(name.isidentifier() for name in names)
+    assert kernels.library_name() == kernels.library_name(torch.__version__)
+
+
+@needs_avx512_bf16
+@pytest.mark.slow
+def test_a_build_is_not_stalled_by_the_lock_files_of_other_torch_releases(tmp_path):
+    """torch >= 2.14 leaves a `lock` file in each build folder (an OS lock guards it); torch 2.13 waits for as long as
+    one exists. A fresh `$TORCH_EXTENSIONS_DIR` holding what other releases left behind (and 0.2's shared folder)
+    must still build and load this release's kernels, in a subprocess so that the build is real."""
+    others = [kernels.library_name(v) for v in ("2.13.0+cpu", "2.14.1", "2.15.0", "99.0.0")] + ["hf_gpt1_cpu_kernels"]
+    for name in others:
+        if name != kernels.library_name():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "lock").touch()
+    script = "from hf_gpt1 import kernels; ops = kernels.load_cpu_kernels(); print(ops is not None, kernels.unavailable_reason())"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "HF_GPT1_CPU_KERNELS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0 and result.stdout.split()[0] == "True", result.stdout + result.stderr[-3000:]
+    assert (tmp_path / kernels.library_name() / f"{kernels.library_name()}.so").is_file()
 
 
 def _bf16_model() -> GPT1ForCausalLM:
