@@ -112,8 +112,8 @@ def test_each_torch_release_builds_in_its_own_folder():
 @pytest.mark.slow
 def test_a_build_is_not_stalled_by_the_lock_files_of_other_torch_releases(tmp_path):
     """torch >= 2.14 leaves a `lock` file in each build folder (an OS lock guards it); torch 2.13 waits for as long as
-    one exists. A fresh `$TORCH_EXTENSIONS_DIR` holding what other releases left behind (and 0.2's shared folder)
-    must still build and load this release's kernels, in a subprocess so that the build is real."""
+    one exists. A fresh `$TORCH_EXTENSIONS_DIR` holding what other releases left behind (and the folder that every
+    release shared before) must still build and load this release's kernels, in a subprocess so the build is real."""
     others = [kernels.library_name(v) for v in ("2.13.0+cpu", "2.14.1", "2.15.0", "99.0.0")] + ["hf_gpt1_cpu_kernels"]
     for name in others:
         if name != kernels.library_name():
